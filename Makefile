@@ -1,0 +1,40 @@
+# Gatehouse: `make test` installs everything it needs and runs the tests; `make demo` plays the story.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 7071
+PYTEST_ARGS ?=
+
+.PHONY: test demo host bench schema install clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(VENV)/.installed node_modules/.installed
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: install
+	$(PY) -m shared.demo
+
+host: install
+	$(PY) -m shared.local_host --port $(PORT)
+
+bench: install
+	$(PY) -m tests.benchmarks.bench_receiver
+
+schema: install
+	$(PY) -m shared.schema_export
+
+clean:
+	rm -rf $(VENV) node_modules .gatehouse .pytest_cache

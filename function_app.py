@@ -1,0 +1,10 @@
+"""The Gatehouse Function App: one Blueprint per module in functions/."""
+
+import azure.functions as func
+
+from functions import notify, registry_events, registry_webhooks
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+for module in (registry_webhooks, registry_events, notify):
+    app.register_functions(module.bp)

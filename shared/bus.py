@@ -1,0 +1,46 @@
+"""Typed envelopes on Azure Storage queues, encoded the way host.json declares.
+
+The queue triggers of the Functions host decode messages with host.json's `messageEncoding`
+(base64 unless it says "none"); everything Gatehouse enqueues is encoded to match.
+"""
+
+from __future__ import annotations
+
+from shared.events import Envelope
+from shared.queues import NOTIFICATIONS, REGISTRY_EVENTS  # noqa: F401  (re-exported)
+from shared.storage import decode_queue_message, encode_queue_message, queue_options
+
+
+class Bus:
+    def __init__(self, connection_string: str, encoding: str | None = None):
+        from azure.storage.queue import QueueServiceClient
+
+        self._service = QueueServiceClient.from_connection_string(connection_string)
+        self.encoding = encoding or queue_options().message_encoding
+        self._ready: set[str] = set()
+
+    def _queue(self, name: str):
+        from azure.core.exceptions import ResourceExistsError
+
+        client = self._service.get_queue_client(name)
+        if name not in self._ready:
+            try:
+                client.create_queue()
+            except ResourceExistsError:
+                pass
+            self._ready.add(name)
+        return client
+
+    def send(self, queue: str, envelope: Envelope) -> str:
+        """Enqueue one envelope; returns the queue message id."""
+        message = self._queue(queue).send_message(
+            encode_queue_message(envelope.to_json(), self.encoding))
+        return message.id
+
+    def peek(self, queue: str, max_messages: int = 32) -> list[Envelope]:
+        """The envelopes waiting on a queue, without taking them (for tests and operators)."""
+        messages = self._queue(queue).peek_messages(max_messages=max_messages)
+        return [Envelope.from_json(decode_queue_message(m.content, self.encoding)) for m in messages]
+
+    def depth(self, queue: str) -> int:
+        return self._queue(queue).get_queue_properties().approximate_message_count

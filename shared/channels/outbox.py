@@ -1,0 +1,50 @@
+"""The default notification channel: one JSON line per notification in a local file, and the log.
+
+Used when no Slack, Teams or PagerDuty is configured. Delivery is idempotent per event id: a
+redelivered notification is found in the file and not written twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+
+from shared.events import Envelope
+
+log = logging.getLogger("gatehouse.outbox")
+
+
+class OutboxChannel:
+    name = "outbox"
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def deliver(self, envelope: Envelope) -> bool:
+        """Append the notification unless it is there already; True if it was written now."""
+        note = envelope.data
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({
+            "delivered_at": datetime.now(timezone.utc).isoformat(),
+            "event_id": envelope.id,
+            "channel": self.name,
+            **note.model_dump(mode="json", exclude_none=True),
+        })
+        with open(self.path, "a+", encoding="utf-8") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.seek(0)
+            if any(json.loads(existing).get("event_id") == envelope.id
+                   for existing in handle if existing.strip()):
+                return False
+            handle.write(line + "\n")
+            handle.flush()
+        log.info("[%s] %s: %s", note.severity.upper(), note.title, note.text)
+        return True
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,322 @@
+"""Gatehouse's typed event schema: a CloudEvents 1.0 envelope around one typed payload.
+
+Every inbound format (MLflow OSS webhooks, Databricks registry webhooks, monitoring alerts) is
+normalised into these events, and every handler emits them. The payload's `kind` is the
+discriminator; the envelope's `type` is `TYPE_PREFIX + kind`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Annotated, Any, Literal, Union, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+SCHEMA_VERSION = "1.0"
+TYPE_PREFIX = "io.gatehouse."
+EVENT_ID_NAMESPACE = uuid.UUID("6f1c7c55-3a4e-4f4e-9a55-6a0d9b8c2e11")
+
+Registry = Literal["mlflow", "databricks", "unity-catalog"]
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+
+class ModelRef(Payload):
+    """Fields shared by events about one registered model."""
+
+    model_name: str = Field(min_length=1)
+    registry: Registry = "mlflow"
+
+
+class Decision(Payload):
+    """Who decided a stage transition, why, and the figures that justified it."""
+
+    actor: str = Field(min_length=1, description="user, service principal or 'gatehouse'")
+    reason: str = Field(min_length=1)
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+# ---- registry events (normalised from MLflow OSS and Databricks webhooks) ----
+
+class RegisteredModelCreated(ModelRef):
+    kind: Literal["registered_model.created"] = "registered_model.created"
+    tags: dict[str, str] = Field(default_factory=dict)
+    description: str | None = None
+
+
+class ModelVersionCreated(ModelRef):
+    kind: Literal["model_version.created"] = "model_version.created"
+    version: str = Field(min_length=1)
+    source: str | None = None
+    run_id: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    description: str | None = None
+
+
+class ModelVersionTagSet(ModelRef):
+    kind: Literal["model_version_tag.set"] = "model_version_tag.set"
+    version: str = Field(min_length=1)
+    tags: dict[str, str] = Field(min_length=1)
+    actor: str | None = None
+
+
+class ModelVersionTagDeleted(ModelRef):
+    kind: Literal["model_version_tag.deleted"] = "model_version_tag.deleted"
+    version: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+
+
+class ModelVersionAliasCreated(ModelRef):
+    kind: Literal["model_version_alias.created"] = "model_version_alias.created"
+    alias: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+
+
+class ModelVersionAliasDeleted(ModelRef):
+    kind: Literal["model_version_alias.deleted"] = "model_version_alias.deleted"
+    alias: str = Field(min_length=1)
+
+
+class ModelVersionStageTransitioned(ModelRef):
+    """A workspace-registry stage change (Databricks); the lifecycle twin of an alias change."""
+
+    kind: Literal["model_version.stage_transitioned"] = "model_version.stage_transitioned"
+    version: str = Field(min_length=1)
+    from_stage: str | None = None
+    to_stage: str = Field(min_length=1)
+    actor: str | None = None
+
+
+class StageTransitionRequested(ModelRef):
+    kind: Literal["model_version.transition_requested"] = "model_version.transition_requested"
+    version: str = Field(min_length=1)
+    from_stage: str | None = None
+    to_stage: str = Field(min_length=1)
+    actor: str | None = None
+    comment: str | None = None
+
+
+class RegistryCommentCreated(ModelRef):
+    kind: Literal["registry.comment_created"] = "registry.comment_created"
+    version: str | None = None
+    comment: str
+    actor: str | None = None
+
+
+# ---- events Gatehouse's own handlers emit ----
+
+GateStatus = Literal["pass", "fail", "warn", "inconclusive", "skipped"]
+
+
+class GateOutcome(Payload):
+    name: str
+    status: GateStatus
+    blocking: bool = True
+    observed: float | None = None
+    threshold: float | None = None
+    detail: str | None = None
+
+
+class GatesPassed(ModelRef):
+    kind: Literal["gates.passed"] = "gates.passed"
+    version: str
+    report_run_id: str | None = None
+    gates: list[GateOutcome] = Field(default_factory=list)
+    decision: Decision
+
+
+class GatesFailed(ModelRef):
+    kind: Literal["gates.failed"] = "gates.failed"
+    version: str
+    report_run_id: str | None = None
+    gates: list[GateOutcome] = Field(default_factory=list)
+    decision: Decision
+
+
+class CanaryStarted(ModelRef):
+    kind: Literal["rollout.canary_started"] = "rollout.canary_started"
+    version: str
+    endpoint: str
+    champion_version: str | None = None
+    traffic_percent: float = Field(gt=0, le=100)
+    decision: Decision
+
+
+class TrafficRamped(ModelRef):
+    kind: Literal["rollout.traffic_ramped"] = "rollout.traffic_ramped"
+    version: str
+    endpoint: str
+    from_percent: float = Field(ge=0, le=100)
+    to_percent: float = Field(ge=0, le=100)
+    decision: Decision
+
+
+class ModelPromoted(ModelRef):
+    kind: Literal["rollout.promoted"] = "rollout.promoted"
+    version: str
+    endpoint: str | None = None
+    previous_champion: str | None = None
+    decision: Decision
+
+
+class RollbackRequested(ModelRef):
+    kind: Literal["rollout.rollback_requested"] = "rollout.rollback_requested"
+    version: str
+    endpoint: str
+    decision: Decision
+
+
+class RollbackCompleted(ModelRef):
+    kind: Literal["rollout.rollback_completed"] = "rollout.rollback_completed"
+    version: str
+    endpoint: str
+    restored_version: str | None = None
+    decision: Decision
+
+
+class AlertKind(str, Enum):
+    FEATURE_DRIFT = "feature_drift"
+    CALIBRATION_DRIFT = "calibration_drift"
+    PERFORMANCE_DRIFT = "performance_drift"
+    PREDICTION_SHIFT = "prediction_shift"
+    LATENCY = "latency"
+    ERROR_RATE = "error_rate"
+    OTHER = "other"
+
+
+Severity = Literal["info", "warning", "error", "critical"]
+
+
+class MonitoringAlert(Payload):
+    kind: Literal["monitoring.alert"] = "monitoring.alert"
+    alert_kind: AlertKind
+    source: str = Field(min_length=1, description="azure-monitor, alertmanager, databricks-sql, gatehouse")
+    model_name: str | None = None
+    version: str | None = None
+    endpoint: str | None = None
+    severity: Severity = "warning"
+    status: Literal["firing", "resolved"] = "firing"
+    title: str = Field(min_length=1)
+    figures: dict[str, float] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    fingerprint: str = Field(min_length=1)
+
+
+class RetrainingTriggered(ModelRef):
+    kind: Literal["retraining.triggered"] = "retraining.triggered"
+    reason: str
+    alert_fingerprint: str | None = None
+    job_run_id: str | None = None
+    decision: Decision
+
+
+class NotificationRequested(Payload):
+    kind: Literal["notification.requested"] = "notification.requested"
+    title: str = Field(min_length=1)
+    text: str
+    severity: Severity = "info"
+    model_name: str | None = None
+    version: str | None = None
+    about_event_id: str = Field(description="id of the event this notification reports")
+    about_event_type: str
+    dedup_key: str = Field(min_length=1, description="identical keys within a window collapse")
+    links: dict[str, str] = Field(default_factory=dict)
+    facts: dict[str, str] = Field(default_factory=dict)
+
+
+EventData = Annotated[
+    Union[
+        RegisteredModelCreated,
+        ModelVersionCreated,
+        ModelVersionTagSet,
+        ModelVersionTagDeleted,
+        ModelVersionAliasCreated,
+        ModelVersionAliasDeleted,
+        ModelVersionStageTransitioned,
+        StageTransitionRequested,
+        RegistryCommentCreated,
+        GatesPassed,
+        GatesFailed,
+        CanaryStarted,
+        TrafficRamped,
+        ModelPromoted,
+        RollbackRequested,
+        RollbackCompleted,
+        MonitoringAlert,
+        RetrainingTriggered,
+        NotificationRequested,
+    ],
+    Field(discriminator="kind"),
+]
+
+EVENT_CLASSES: tuple[type[Payload], ...] = get_args(get_args(EventData)[0])
+REGISTRY_EVENTS: tuple[type[Payload], ...] = (
+    RegisteredModelCreated, ModelVersionCreated, ModelVersionTagSet, ModelVersionTagDeleted,
+    ModelVersionAliasCreated, ModelVersionAliasDeleted, ModelVersionStageTransitioned,
+    StageTransitionRequested, RegistryCommentCreated,
+)
+
+
+class Envelope(BaseModel):
+    """A CloudEvents 1.0 event (structured JSON form) carrying one Gatehouse payload."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(min_length=1)
+    source: str = Field(min_length=1, description="URI-reference of the producer")
+    type: str = Field(pattern=r"^io\.gatehouse\.[a-z_.]+$")
+    time: datetime
+    subject: str | None = None
+    datacontenttype: Literal["application/json"] = "application/json"
+    gatehouseschemaversion: str = SCHEMA_VERSION
+    data: EventData
+
+    @model_validator(mode="after")
+    def _type_matches_data(self) -> "Envelope":
+        expected = TYPE_PREFIX + self.data.kind
+        if self.type != expected:
+            raise ValueError(f"type {self.type!r} does not match data kind (expected {expected!r})")
+        return self
+
+    @classmethod
+    def wrap(cls, data: Payload, *, source: str, dedupe_key: str | None = None,
+             time: datetime | None = None) -> "Envelope":
+        """Build an envelope; with `dedupe_key` the id is derived from it, so a retried producer
+        emits the same id and consumers can drop the repeat."""
+        event_id = (str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{source}|{dedupe_key}"))
+                    if dedupe_key else str(uuid.uuid4()))
+        return cls(id=event_id, source=source, type=TYPE_PREFIX + data.kind,  # type: ignore[attr-defined]
+                   time=time or datetime.now(timezone.utc), subject=subject_of(data), data=data)
+
+    def derived(self, data: Payload, *, source: str) -> "Envelope":
+        """An event caused by this one, with an id stable across redeliveries of this one."""
+        return Envelope.wrap(data, source=source, dedupe_key=f"{self.id}|{data.kind}")  # type: ignore[attr-defined]
+
+    def to_json(self) -> str:
+        return self.model_dump_json(exclude_none=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "Envelope":
+        return cls.model_validate_json(text)
+
+
+def subject_of(data: Payload) -> str | None:
+    """CloudEvents subject: `<model>/<version>` or `<model>` for model events."""
+    model = getattr(data, "model_name", None)
+    if not model:
+        return getattr(data, "endpoint", None)
+    version = getattr(data, "version", None)
+    return f"{model}/{version}" if version else model
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema of the envelope and of every payload, keyed by file stem."""
+    schemas = {"envelope": Envelope.model_json_schema()}
+    for cls in EVENT_CLASSES:
+        schemas[cls.model_fields["kind"].default] = TypeAdapter(cls).json_schema()
+    return schemas

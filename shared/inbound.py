@@ -1,0 +1,268 @@
+"""Inbound registry webhook formats, each normalised into Gatehouse's typed events.
+
+- MLflow OSS (3.x) webhooks: `{"entity", "action", "timestamp", "data"}`; the `data` shapes are
+  the TypedDicts of `mlflow.webhooks.types` (tests check these models against them).
+- Databricks workspace-registry webhooks: flat JSON with `event`, `webhook_id`,
+  `event_timestamp` (ms) and the documented per-event fields.
+
+Pure: bytes in, a typed payload (or an "ignored" verdict, or an InboundError) out.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared import events
+
+
+class InboundError(ValueError):
+    """The request body is not an acceptable event; `problems` name each thing wrong."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.problems = problems or []
+
+
+@dataclass(frozen=True)
+class Accepted:
+    payload: events.Payload
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class Ignored:
+    reason: str
+
+
+def describe_validation_error(error: ValidationError, prefix: str = "") -> list[str]:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in (prefix, *item["loc"]) if part != "")
+        problems.append(f"{where or 'body'}: {item['msg']}")
+    return problems
+
+
+def parse_json_object(body: bytes) -> dict:
+    if not body or not body.strip():
+        raise InboundError("request body is empty; expected a JSON object")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InboundError(f"request body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InboundError(f"request body is not valid JSON: {exc.msg} at line {exc.lineno} "
+                           f"column {exc.colno}") from None
+    if not isinstance(document, dict):
+        raise InboundError(f"request body must be a JSON object, not {type(document).__name__}")
+    return document
+
+
+def _validate(model: type[BaseModel], document: object, prefix: str) -> BaseModel:
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        problems = describe_validation_error(exc, prefix)
+        raise InboundError(f"invalid {prefix or 'body'}: " + "; ".join(problems), problems) from None
+
+
+# ---- MLflow OSS ----
+
+class _Lenient(BaseModel):
+    # Senders may add fields in later versions; required fields and types are still enforced.
+    model_config = ConfigDict(extra="ignore", strict=True, defer_build=True)
+
+
+class MlflowWebhookBody(_Lenient):
+    entity: str = Field(min_length=1)
+    action: str = Field(min_length=1)
+    timestamp: datetime = Field(strict=False)
+    data: dict
+    workspace: str | None = None
+
+
+class MlflowRegisteredModelCreated(_Lenient):
+    name: str = Field(min_length=1)
+    tags: dict[str, str]
+    description: str | None
+
+
+class MlflowModelVersionCreated(_Lenient):
+    name: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+    source: str
+    run_id: str | None
+    tags: dict[str, str]
+    description: str | None
+
+
+class MlflowModelVersionTagSet(_Lenient):
+    name: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+    value: str
+
+
+class MlflowModelVersionTagDeleted(_Lenient):
+    name: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+
+
+class MlflowModelVersionAliasCreated(_Lenient):
+    name: str = Field(min_length=1)
+    alias: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+
+
+class MlflowModelVersionAliasDeleted(_Lenient):
+    name: str = Field(min_length=1)
+    alias: str = Field(min_length=1)
+
+
+MLFLOW_PAYLOADS: dict[tuple[str, str], type[_Lenient]] = {
+    ("registered_model", "created"): MlflowRegisteredModelCreated,
+    ("model_version", "created"): MlflowModelVersionCreated,
+    ("model_version_tag", "set"): MlflowModelVersionTagSet,
+    ("model_version_tag", "deleted"): MlflowModelVersionTagDeleted,
+    ("model_version_alias", "created"): MlflowModelVersionAliasCreated,
+    ("model_version_alias", "deleted"): MlflowModelVersionAliasDeleted,
+}
+MLFLOW_IGNORED_ENTITIES = {
+    "prompt": "prompt registry events are not handled by Gatehouse",
+    "prompt_version": "prompt registry events are not handled by Gatehouse",
+    "prompt_tag": "prompt registry events are not handled by Gatehouse",
+    "prompt_version_tag": "prompt registry events are not handled by Gatehouse",
+    "prompt_alias": "prompt registry events are not handled by Gatehouse",
+    "budget_policy": "budget policy events are not handled by Gatehouse",
+}
+
+
+def _mlflow_to_event(key: tuple[str, str], data: _Lenient) -> events.Payload:
+    if isinstance(data, MlflowRegisteredModelCreated):
+        return events.RegisteredModelCreated(model_name=data.name, tags=data.tags,
+                                             description=data.description)
+    if isinstance(data, MlflowModelVersionCreated):
+        return events.ModelVersionCreated(model_name=data.name, version=data.version,
+                                          source=data.source, run_id=data.run_id,
+                                          tags=data.tags, description=data.description)
+    if isinstance(data, MlflowModelVersionTagSet):
+        return events.ModelVersionTagSet(model_name=data.name, version=data.version,
+                                         tags={data.key: data.value})
+    if isinstance(data, MlflowModelVersionTagDeleted):
+        return events.ModelVersionTagDeleted(model_name=data.name, version=data.version,
+                                             key=data.key)
+    if isinstance(data, MlflowModelVersionAliasCreated):
+        return events.ModelVersionAliasCreated(model_name=data.name, alias=data.alias,
+                                               version=data.version)
+    if isinstance(data, MlflowModelVersionAliasDeleted):
+        return events.ModelVersionAliasDeleted(model_name=data.name, alias=data.alias)
+    raise AssertionError(f"no mapping for {key}")
+
+
+def parse_mlflow(body: bytes) -> Accepted | Ignored:
+    document = parse_json_object(body)
+    envelope = _validate(MlflowWebhookBody, document, "")
+    key = (envelope.entity, envelope.action)
+    if envelope.entity in MLFLOW_IGNORED_ENTITIES:
+        return Ignored(f"{envelope.entity}.{envelope.action}: "
+                       f"{MLFLOW_IGNORED_ENTITIES[envelope.entity]}")
+    model = MLFLOW_PAYLOADS.get(key)
+    if model is None:
+        known = ", ".join(sorted(f"{e}.{a}" for e, a in MLFLOW_PAYLOADS))
+        raise InboundError(f"unknown MLflow webhook event {envelope.entity}.{envelope.action}; "
+                           f"known registry events: {known}")
+    data = _validate(model, envelope.data, "data")
+    occurred = envelope.timestamp
+    if occurred.tzinfo is None:
+        occurred = occurred.replace(tzinfo=timezone.utc)
+    return Accepted(_mlflow_to_event(key, data), occurred)
+
+
+# ---- Databricks workspace registry ----
+
+class DatabricksTag(_Lenient):
+    key: str = Field(min_length=1)
+    value: str
+
+
+class DatabricksWebhookBody(_Lenient):
+    event: str = Field(min_length=1)
+    webhook_id: str = Field(min_length=1)
+    event_timestamp: int = Field(ge=0, description="milliseconds since the epoch")
+    model_name: str | None = Field(default=None, min_length=1)
+    version: str | None = Field(default=None, min_length=1)
+    from_stage: str | None = None
+    to_stage: str | None = None
+    comment: str | None = None
+    tags: list[DatabricksTag] | None = None
+    text: str | None = None
+
+
+STAGE_BY_EVENT_SUFFIX = {"STAGING": "Staging", "PRODUCTION": "Production", "ARCHIVED": "Archived"}
+DATABRICKS_EVENTS = (
+    "MODEL_VERSION_CREATED", "MODEL_VERSION_TRANSITIONED_STAGE", "TRANSITION_REQUEST_CREATED",
+    "COMMENT_CREATED", "REGISTERED_MODEL_CREATED", "MODEL_VERSION_TAG_SET",
+    "MODEL_VERSION_TRANSITIONED_TO_STAGING", "MODEL_VERSION_TRANSITIONED_TO_PRODUCTION",
+    "MODEL_VERSION_TRANSITIONED_TO_ARCHIVED", "TRANSITION_REQUEST_TO_STAGING_CREATED",
+    "TRANSITION_REQUEST_TO_PRODUCTION_CREATED", "TRANSITION_REQUEST_TO_ARCHIVED_CREATED",
+)
+
+
+def _require(body: DatabricksWebhookBody, *fields: str) -> None:
+    missing = [name for name in fields if getattr(body, name) is None]
+    if missing:
+        problems = [f"{name}: Field required for {body.event}" for name in missing]
+        raise InboundError(f"invalid body: " + "; ".join(problems), problems)
+
+
+def _target_stage(body: DatabricksWebhookBody) -> str:
+    for suffix, stage in STAGE_BY_EVENT_SUFFIX.items():
+        if f"_TO_{suffix}" in body.event:
+            return stage
+    _require(body, "to_stage")
+    return body.to_stage  # type: ignore[return-value]
+
+
+def parse_databricks(body: bytes) -> Accepted:
+    document = parse_json_object(body)
+    hook = _validate(DatabricksWebhookBody, document, "")
+    if hook.event not in DATABRICKS_EVENTS:
+        raise InboundError(f"unknown Databricks registry event {hook.event!r}; known events: "
+                           + ", ".join(DATABRICKS_EVENTS))
+    _require(hook, "model_name")
+    common = {"model_name": hook.model_name, "registry": "databricks"}
+    payload: events.Payload
+    if hook.event == "REGISTERED_MODEL_CREATED":
+        payload = events.RegisteredModelCreated(**common)
+    elif hook.event == "COMMENT_CREATED":
+        _require(hook, "comment")
+        payload = events.RegistryCommentCreated(**common, version=hook.version,
+                                                comment=hook.comment)
+    else:
+        _require(hook, "version")
+        if hook.event == "MODEL_VERSION_CREATED":
+            payload = events.ModelVersionCreated(**common, version=hook.version)
+        elif hook.event == "MODEL_VERSION_TAG_SET":
+            _require(hook, "tags")
+            if not hook.tags:
+                raise InboundError("invalid body: tags: MODEL_VERSION_TAG_SET carries no tag",
+                                   ["tags: List should have at least 1 item"])
+            payload = events.ModelVersionTagSet(**common, version=hook.version,
+                                                tags={tag.key: tag.value for tag in hook.tags})
+        elif hook.event.startswith("MODEL_VERSION_TRANSITIONED"):
+            payload = events.ModelVersionStageTransitioned(
+                **common, version=hook.version, from_stage=hook.from_stage,
+                to_stage=_target_stage(hook))
+        else:
+            payload = events.StageTransitionRequested(
+                **common, version=hook.version, from_stage=hook.from_stage,
+                to_stage=_target_stage(hook), comment=hook.comment)
+    occurred = datetime.fromtimestamp(hook.event_timestamp / 1000, tz=timezone.utc)
+    return Accepted(payload, occurred)

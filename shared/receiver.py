@@ -1,0 +1,127 @@
+"""Registry webhook intake: size, signature, shape, dedupe, enqueue — in that order.
+
+Answers are plain (status, JSON body, headers) so the HTTP function stays a thin shell:
+ - 202 accepted and enqueued; 200 for a duplicate delivery or an ignored event type;
+ - 401 bad or missing signature, stale or future timestamp; 400 / 413 / 415 bad input;
+ - 503 with Retry-After only when our own storage fails or the same delivery is mid-flight,
+   so the sender retries and nothing it sent is lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from shared import inbound, signatures
+from shared.queues import REGISTRY_EVENTS
+from shared.events import Envelope
+from shared.idempotency import AlreadyCompleted, AlreadyInProgress, Claim
+from shared.settings import Settings
+
+log = logging.getLogger("gatehouse.receiver")
+Sender = Literal["mlflow", "databricks"]
+EVENT_SOURCES = {"mlflow": "/gatehouse/registry/mlflow",
+                 "databricks": "/gatehouse/registry/databricks"}
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: dict
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Queue(Protocol):
+    def send(self, queue: str, envelope: Envelope) -> str: ...
+
+
+class Dedupe(Protocol):
+    def claim(self, scope: str, key: str) -> Claim: ...
+    def complete(self, claim: Claim, result: dict | None = None,
+                 ttl_seconds: float = ...) -> None: ...
+    def release(self, claim: Claim) -> None: ...
+
+
+def _error(status: int, message: str, problems: list[str] | None = None) -> Reply:
+    body: dict = {"error": message}
+    if problems:
+        body["problems"] = problems
+    return Reply(status, body)
+
+
+def _content_type_problem(headers: Mapping[str, str]) -> str | None:
+    value = headers.get("content-type") or headers.get("Content-Type")
+    if not value:
+        return None
+    media_type = value.split(";")[0].strip().lower()
+    if media_type == "application/json" or media_type.endswith("+json"):
+        return None
+    return f"Content-Type {media_type!r} is not supported; send application/json"
+
+
+def receive(sender: Sender, headers: Mapping[str, str], body: bytes, settings: Settings,
+            queue: Queue, dedupe: Dedupe, now: float | None = None) -> Reply:
+    now = time.time() if now is None else now
+    if len(body) > settings.max_body_bytes:
+        return _error(413, f"request body is {len(body)} bytes; the limit is "
+                           f"{settings.max_body_bytes} (GATEHOUSE_MAX_BODY_BYTES)")
+    try:
+        if sender == "mlflow":
+            delivery_id, _ = signatures.mlflow_delivery(
+                headers, body, settings.mlflow_webhook_secret, now,
+                settings.webhook_tolerance_seconds)
+        else:
+            signatures.databricks_delivery(headers, body, settings.databricks_webhook_secret)
+            delivery_id = None
+    except signatures.SignatureError as exc:
+        log.warning("refused a %s webhook: %s", sender, exc)
+        return _error(401, f"webhook not authenticated: {exc}")
+    problem = _content_type_problem(headers)
+    if problem:
+        return _error(415, problem)
+    try:
+        parsed = inbound.parse_mlflow(body) if sender == "mlflow" else inbound.parse_databricks(body)
+    except inbound.InboundError as exc:
+        log.info("rejected a %s webhook: %s", sender, exc.message)
+        return _error(400, exc.message, exc.problems)
+    if isinstance(parsed, inbound.Ignored):
+        return Reply(200, {"status": "ignored", "reason": parsed.reason})
+
+    # Retries of one delivery repeat its id (MLflow) or its exact body (Databricks).
+    dedupe_key = delivery_id or hashlib.sha256(body).hexdigest()
+    envelope = Envelope.wrap(parsed.payload, source=EVENT_SOURCES[sender],
+                             dedupe_key=dedupe_key, time=parsed.occurred_at)
+    return _enqueue_once(sender, dedupe_key, envelope, queue, dedupe, settings)
+
+
+def _enqueue_once(sender: Sender, dedupe_key: str, envelope: Envelope, queue: Queue,
+                  dedupe: Dedupe, settings: Settings) -> Reply:
+    try:
+        claim = dedupe.claim(f"delivery-{sender}", dedupe_key)
+    except AlreadyCompleted as done:
+        event_id = (done.result or {}).get("event_id", envelope.id)
+        return Reply(200, {"status": "duplicate", "event_id": event_id})
+    except AlreadyInProgress as busy:
+        return Reply(503, {"error": "this delivery is being processed; retry shortly"},
+                     {"Retry-After": str(int(busy.retry_after + 0.999))})
+    except Exception:
+        log.exception("state store unavailable while receiving a %s webhook", sender)
+        return Reply(503, {"error": "state store unavailable; retry shortly"}, {"Retry-After": "5"})
+    try:
+        queue.send(REGISTRY_EVENTS, envelope)
+    except Exception:
+        dedupe.release(claim)
+        log.exception("could not enqueue %s; the sender will retry", envelope.id)
+        return Reply(503, {"error": "event queue unavailable; retry shortly"}, {"Retry-After": "5"})
+    try:
+        dedupe.complete(claim, {"event_id": envelope.id}, ttl_seconds=settings.delivery_ttl_seconds)
+    except Exception:
+        # The event is on the queue; a retry may enqueue it again with the same id, and
+        # consumers drop the repeat. Still a success for the sender.
+        log.exception("could not mark delivery of %s complete", envelope.id)
+    log.info("accepted %s %s (%s)", envelope.type, envelope.id, envelope.subject)
+    return Reply(202, {"status": "accepted", "event_id": envelope.id, "type": envelope.type})

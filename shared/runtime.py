@@ -1,0 +1,34 @@
+"""The adapters a running handler uses, built once per worker process from the settings."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from shared.settings import Settings
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+@lru_cache(maxsize=1)
+def bus():
+    from shared.bus import Bus
+    from shared.storage import storage_connection_string
+
+    return Bus(storage_connection_string())
+
+
+@lru_cache(maxsize=1)
+def idempotency():
+    from shared.idempotency import IdempotencyStore
+    from shared.storage import storage_connection_string
+
+    return IdempotencyStore.connect(storage_connection_string())
+
+
+def reset() -> None:
+    """Forget cached adapters (tests that change the environment)."""
+    for cached in (settings, bus, idempotency):
+        cached.cache_clear()

@@ -1,0 +1,95 @@
+"""Webhook signature checks, constant-time.
+
+- MLflow OSS: `X-MLflow-Signature: v1,<base64 HMAC-SHA256 of "<delivery_id>.<timestamp>.<body>">`
+  with `X-MLflow-Timestamp` (unix seconds) and `X-MLflow-Delivery-Id`.
+- Databricks registry: `X-Databricks-Signature: <hex HMAC-SHA256 of the body>`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping
+
+MLFLOW_SIGNATURE = "X-MLflow-Signature"
+MLFLOW_TIMESTAMP = "X-MLflow-Timestamp"
+MLFLOW_DELIVERY_ID = "X-MLflow-Delivery-Id"
+DATABRICKS_SIGNATURE = "X-Databricks-Signature"
+DELIVERY_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class SignatureError(Exception):
+    """The request could not be authenticated; the message says why (never the secret)."""
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None:
+        value = headers.get(name.lower())
+    return value.strip() if isinstance(value, str) else None
+
+
+def mlflow_signature(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
+    signed = f"{delivery_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret.encode(), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def databricks_signature(secret: str, body: bytes) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def mlflow_delivery(headers: Mapping[str, str], body: bytes, secret: str | None,
+                    now: float, tolerance_seconds: float) -> tuple[str | None, int | None]:
+    """Check an MLflow delivery; returns (delivery id, timestamp) or raises SignatureError.
+
+    Without a secret the signature is not required, but a present timestamp is still checked.
+    """
+    delivery_id = _header(headers, MLFLOW_DELIVERY_ID)
+    raw_timestamp = _header(headers, MLFLOW_TIMESTAMP)
+    signature = _header(headers, MLFLOW_SIGNATURE)
+    if delivery_id is not None and not DELIVERY_ID_PATTERN.match(delivery_id):
+        raise SignatureError(f"{MLFLOW_DELIVERY_ID} is malformed")
+    if secret:
+        missing = [name for name, value in ((MLFLOW_SIGNATURE, signature),
+                                            (MLFLOW_TIMESTAMP, raw_timestamp),
+                                            (MLFLOW_DELIVERY_ID, delivery_id)) if not value]
+        if missing:
+            raise SignatureError("missing header(s): " + ", ".join(missing))
+    timestamp = None
+    if raw_timestamp:
+        if not raw_timestamp.isdigit() or len(raw_timestamp) > 12:
+            raise SignatureError(f"{MLFLOW_TIMESTAMP} is not a unix timestamp in seconds")
+        timestamp = int(raw_timestamp)
+        skew = now - timestamp
+        if skew > tolerance_seconds:
+            raise SignatureError(f"{MLFLOW_TIMESTAMP} is {skew:.0f}s old, beyond the "
+                                 f"{tolerance_seconds:.0f}s tolerance (stale or replayed)")
+        if -skew > tolerance_seconds:
+            raise SignatureError(f"{MLFLOW_TIMESTAMP} is {-skew:.0f}s in the future, beyond the "
+                                 f"{tolerance_seconds:.0f}s tolerance")
+    if secret:
+        if not signature.startswith("v1,"):  # type: ignore[union-attr]
+            raise SignatureError(f"{MLFLOW_SIGNATURE} must be 'v1,<base64>'")
+        try:
+            base64.b64decode(signature[3:], validate=True)  # type: ignore[index]
+        except (binascii.Error, ValueError):
+            raise SignatureError(f"{MLFLOW_SIGNATURE} is not valid base64") from None
+        expected = mlflow_signature(secret, delivery_id, raw_timestamp, body)  # type: ignore[arg-type]
+        if not hmac.compare_digest(expected.encode(), signature.encode()):  # type: ignore[union-attr]
+            raise SignatureError(f"{MLFLOW_SIGNATURE} does not match the body")
+    return delivery_id, timestamp
+
+
+def databricks_delivery(headers: Mapping[str, str], body: bytes, secret: str | None) -> None:
+    if not secret:
+        return
+    signature = _header(headers, DATABRICKS_SIGNATURE)
+    if not signature:
+        raise SignatureError(f"missing header: {DATABRICKS_SIGNATURE}")
+    expected = databricks_signature(secret, body)
+    if not hmac.compare_digest(expected.encode(), signature.lower().encode()):
+        raise SignatureError(f"{DATABRICKS_SIGNATURE} does not match the body")

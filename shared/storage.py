@@ -1,0 +1,181 @@
+"""Azure Storage connection settings, the host.json queue options, and a local Azurite launcher.
+
+Everything here is cheap to import: the Azure SDKs are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+STORAGE_SETTING = "AzureWebJobsStorage"
+
+# Azurite's well-known development account (published in Azure's docs; not a secret).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+def azurite_connection_string(host: str = "127.0.0.1", blob: int = 10000, queue: int = 10001,
+                              table: int = 10002) -> str:
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint=http://{host}:{blob}/{AZURITE_ACCOUNT};"
+        f"QueueEndpoint=http://{host}:{queue}/{AZURITE_ACCOUNT};"
+        f"TableEndpoint=http://{host}:{table}/{AZURITE_ACCOUNT};"
+    )
+
+
+def storage_connection_string(value: str | None = None) -> str:
+    """The connection string from `AzureWebJobsStorage`; `UseDevelopmentStorage=true` means Azurite."""
+    value = value if value is not None else os.environ.get(STORAGE_SETTING, "")
+    if not value.strip():
+        raise RuntimeError(f"{STORAGE_SETTING} is not set: no Azure Storage account to use")
+    if value.strip().lower().startswith("usedevelopmentstorage=true"):
+        return azurite_connection_string()
+    return value
+
+
+def _timespan_seconds(value: str | int | float) -> float:
+    """host.json timespans are 'hh:mm:ss' (optionally 'd.hh:mm:ss' and fractions)."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    days = 0
+    if "." in value.split(":")[0]:
+        day_part, value = value.split(".", 1)
+        days = int(day_part)
+    hours, minutes, seconds = value.split(":")
+    return days * 86400 + int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+@dataclass(frozen=True)
+class QueueOptions:
+    """The `extensions.queues` section of host.json, with the Functions host's defaults."""
+
+    batch_size: int = 16
+    new_batch_threshold: int | None = None
+    max_polling_interval: float = 60.0
+    visibility_timeout: float = 0.0
+    max_dequeue_count: int = 5
+    message_encoding: str = "base64"
+
+    @classmethod
+    def from_host_json(cls, host: dict) -> "QueueOptions":
+        queues = host.get("extensions", {}).get("queues", {})
+        options = cls(
+            batch_size=int(queues.get("batchSize", 16)),
+            new_batch_threshold=(int(queues["newBatchThreshold"])
+                                 if "newBatchThreshold" in queues else None),
+            max_polling_interval=_timespan_seconds(queues.get("maxPollingInterval", "00:01:00")),
+            visibility_timeout=_timespan_seconds(queues.get("visibilityTimeout", "00:00:00")),
+            max_dequeue_count=int(queues.get("maxDequeueCount", 5)),
+            message_encoding=str(queues.get("messageEncoding", "base64")).lower(),
+        )
+        if options.message_encoding not in ("base64", "none"):
+            raise ValueError(f"host.json messageEncoding must be 'base64' or 'none', "
+                             f"not {options.message_encoding!r}")
+        return options
+
+    @property
+    def batch_threshold(self) -> int:
+        return self.new_batch_threshold if self.new_batch_threshold is not None \
+            else max(self.batch_size // 2, 1)
+
+
+@lru_cache(maxsize=4)
+def load_host_json(app_root: str = str(PROJECT_ROOT)) -> dict:
+    path = Path(app_root) / "host.json"
+    return json.loads(path.read_text()) if path.exists() else {"version": "2.0"}
+
+
+def queue_options(app_root: str = str(PROJECT_ROOT)) -> QueueOptions:
+    return QueueOptions.from_host_json(load_host_json(app_root))
+
+
+def encode_queue_message(text: str, encoding: str) -> str:
+    if encoding == "base64":
+        return base64.b64encode(text.encode("utf-8")).decode("ascii")
+    return text
+
+
+def decode_queue_message(content: str, encoding: str) -> bytes:
+    if encoding == "base64":
+        return base64.b64decode(content, validate=True)
+    return content.encode("utf-8")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def azurite_executable() -> str:
+    local = PROJECT_ROOT / "node_modules" / ".bin" / "azurite"
+    if local.exists():
+        return str(local)
+    found = shutil.which("azurite")
+    if not found:
+        raise RuntimeError("Azurite is not installed: run `npm install` in the project "
+                           "(make test and make host do it for you)")
+    return found
+
+
+def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before port {port} opened")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listened on port {port} within {timeout:.0f}s")
+
+
+class Azurite:
+    """Azurite on free loopback ports with a throwaway workspace, stopped by its own pid."""
+
+    def __init__(self, workspace: str | None = None):
+        self.workspace = workspace or tempfile.mkdtemp(prefix="gatehouse-azurite-")
+        self.ports = {"blob": free_port(), "queue": free_port(), "table": free_port()}
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def connection_string(self) -> str:
+        return azurite_connection_string(blob=self.ports["blob"], queue=self.ports["queue"],
+                                         table=self.ports["table"])
+
+    def start(self, timeout: float = 60) -> "Azurite":
+        command = [
+            azurite_executable(), "--silent", "--skipApiVersionCheck", "--loose",
+            "--disableTelemetry", "--location", self.workspace,
+            "--blobPort", str(self.ports["blob"]), "--queuePort", str(self.ports["queue"]),
+            "--tablePort", str(self.ports["table"]),
+        ]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        for port in self.ports.values():
+            wait_for_port(port, timeout, self.process)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

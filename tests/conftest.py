@@ -1,0 +1,75 @@
+"""Session-scoped real servers, shared by every test that needs them."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+
+from shared import runtime
+from shared.storage import Azurite
+from tests import servers
+
+
+@pytest.fixture(scope="session")
+def server_logs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("server-logs")
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    emulator = Azurite(str(tmp_path_factory.mktemp("azurite"))).start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def storage(azurite) -> str:
+    """A connection string for the session's Azurite."""
+    return azurite.connection_string
+
+
+@pytest.fixture(scope="session")
+def moto_s3(server_logs):
+    server = servers.start_moto(server_logs)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(server_logs, moto_s3):
+    server = servers.start_mlflow(server_logs, moto_s3.url)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def webhook_secret() -> str:
+    return secrets.token_urlsafe(24)
+
+
+@pytest.fixture(scope="session")
+def outbox_path(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("outbox") / "outbox.jsonl"
+
+
+@pytest.fixture(scope="session")
+def function_host(server_logs, storage, webhook_secret, outbox_path):
+    host = servers.start_function_host(server_logs, storage, {
+        "GATEHOUSE_MLFLOW_WEBHOOK_SECRET": webhook_secret,
+        "GATEHOUSE_DATABRICKS_WEBHOOK_SECRET": webhook_secret,
+        "GATEHOUSE_OUTBOX_PATH": str(outbox_path),
+    })
+    yield host
+    host.stop()
+
+
+@pytest.fixture
+def storage_env(storage, monkeypatch):
+    """Point in-process handlers at the session's Azurite."""
+    monkeypatch.setenv("AzureWebJobsStorage", storage)
+    runtime.reset()
+    yield storage
+    runtime.reset()

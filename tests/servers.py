@@ -1,0 +1,120 @@
+"""Real servers for tests and the demo: moto's S3, a real `mlflow server`, the local Functions host.
+
+Each runs as its own process group and is stopped by its own pid.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from shared.storage import PROJECT_ROOT, free_port, wait_for_port
+
+BIN = Path(sys.executable).parent
+FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+class ManagedProcess:
+    def __init__(self, name: str, command: list[str], env: dict[str, str], port: int,
+                 log_dir: Path, cwd: Path = PROJECT_ROOT):
+        self.name, self.command, self.env, self.port, self.cwd = name, command, env, port, cwd
+        self.log_path = log_dir / f"{name}.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120) -> "ManagedProcess":
+        log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(self.command, env={**os.environ, **self.env},
+                                        cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        try:
+            wait_for_port(self.port, timeout, self.process)
+        except Exception as exc:
+            self.stop()
+            raise RuntimeError(f"{self.name} did not start: {exc}\n{self.log()[-3000:]}") from exc
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_for_log(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} never logged {text!r}:\n{self.log()[-3000:]}")
+
+    def stop(self, timeout: float = 15) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        # The server's own pid first; its process group only if it does not go.
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait()
+
+
+def start_moto(log_dir: Path) -> ManagedProcess:
+    port = free_port()
+    return ManagedProcess("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                          FAKE_AWS, port, log_dir).start()
+
+
+def create_bucket(moto_url: str, bucket: str) -> None:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_url, **{
+        "aws_access_key_id": "testing", "aws_secret_access_key": "testing",
+        "region_name": "us-east-1"})
+    s3.create_bucket(Bucket=bucket)
+
+
+def mlflow_client_env(moto_url: str) -> dict[str, str]:
+    """What an MLflow client (and server) needs to reach the artifact store on moto."""
+    return {**FAKE_AWS, "MLFLOW_S3_ENDPOINT_URL": moto_url}
+
+
+def start_mlflow(log_dir: Path, moto_url: str, bucket: str = "mlflow-artifacts") -> ManagedProcess:
+    from cryptography.fernet import Fernet
+
+    create_bucket(moto_url, bucket)
+    port = free_port()
+    data = Path(tempfile.mkdtemp(prefix="gatehouse-mlflow-"))
+    env = {
+        **mlflow_client_env(moto_url),
+        # Let the server deliver webhooks to the local host on loopback over http.
+        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+        "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+    }
+    command = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "1",
+               "--backend-store-uri", f"sqlite:///{data / 'mlflow.db'}",
+               "--artifacts-destination", f"s3://{bucket}/"]
+    return ManagedProcess("mlflow", command, env, port, log_dir).start(timeout=180)
+
+
+def start_function_host(log_dir: Path, storage: str, extra_env: dict[str, str]) -> ManagedProcess:
+    port = free_port()
+    env = {"AzureWebJobsStorage": storage, "PYTHONUNBUFFERED": "1", **extra_env}
+    host = ManagedProcess("function-host",
+                          [sys.executable, "-m", "shared.local_host", "--port", str(port)],
+                          env, port, log_dir)
+    host.start(timeout=60)
+    host.wait_for_log("Host started on")
+    return host

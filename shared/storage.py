@@ -148,8 +148,9 @@ def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = 
 class Azurite:
     """Azurite on free loopback ports with a throwaway workspace, stopped by its own pid."""
 
-    def __init__(self, workspace: str | None = None):
+    def __init__(self, workspace: str | None = None, in_memory: bool = False):
         self.workspace = workspace or tempfile.mkdtemp(prefix="gatehouse-azurite-")
+        self.in_memory = in_memory
         self.ports = {"blob": free_port(), "queue": free_port(), "table": free_port()}
         self.process: subprocess.Popen | None = None
 
@@ -161,7 +162,8 @@ class Azurite:
     def start(self, timeout: float = 60) -> "Azurite":
         command = [
             azurite_executable(), "--silent", "--skipApiVersionCheck", "--loose",
-            "--disableTelemetry", "--location", self.workspace,
+            "--disableTelemetry",
+            *(["--inMemoryPersistence"] if self.in_memory else ["--location", self.workspace]),
             "--blobPort", str(self.ports["blob"]), "--queuePort", str(self.ports["queue"]),
             "--tablePort", str(self.ports["table"]),
         ]

@@ -10,7 +10,7 @@ import pytest
 
 from shared import runtime
 from shared.storage import Azurite
-from tests import servers
+from shared import devstack
 
 
 @pytest.fixture(scope="session")
@@ -33,14 +33,14 @@ def storage(azurite) -> str:
 
 @pytest.fixture(scope="session")
 def moto_s3(server_logs):
-    server = servers.start_moto(server_logs)
+    server = devstack.start_moto(server_logs)
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(server_logs, moto_s3):
-    server = servers.start_mlflow(server_logs, moto_s3.url)
+    server = devstack.start_mlflow(server_logs, moto_s3.url)
     yield server
     server.stop()
 
@@ -57,7 +57,7 @@ def outbox_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def function_host(server_logs, storage, webhook_secret, outbox_path):
-    host = servers.start_function_host(server_logs, storage, {
+    host = devstack.start_function_host(server_logs, storage, {
         "GATEHOUSE_MLFLOW_WEBHOOK_SECRET": webhook_secret,
         "GATEHOUSE_DATABRICKS_WEBHOOK_SECRET": webhook_secret,
         "GATEHOUSE_OUTBOX_PATH": str(outbox_path),

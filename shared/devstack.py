@@ -1,4 +1,4 @@
-"""Real servers for tests and the demo: moto's S3, a real `mlflow server`, the local Functions host.
+"""The embedded stack for tests and the demo: moto S3, a real `mlflow server`, the local host.
 
 Each runs as its own process group and is stopped by its own pid.
 """

@@ -2,9 +2,9 @@
 
 import azure.functions as func
 
-from functions import notify, registry_events, registry_webhooks
+from functions import notify, registry_webhooks, router
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
-for module in (registry_webhooks, registry_events, notify):
+for module in (registry_webhooks, router, notify):
     app.register_functions(module.bp)

@@ -7,7 +7,7 @@ The queue triggers of the Functions host decode messages with host.json's `messa
 from __future__ import annotations
 
 from shared.events import Envelope
-from shared.queues import NOTIFICATIONS, REGISTRY_EVENTS  # noqa: F401  (re-exported)
+from shared.queues import GATEHOUSE_EVENTS, NOTIFICATIONS, REGISTRY_EVENTS  # noqa: F401
 from shared.storage import decode_queue_message, encode_queue_message, queue_options
 
 
@@ -36,6 +36,10 @@ class Bus:
         message = self._queue(queue).send_message(
             encode_queue_message(envelope.to_json(), self.encoding))
         return message.id
+
+    def publish(self, envelope: Envelope) -> str:
+        """Announce an event Gatehouse decided; the router forwards it to its handlers."""
+        return self.send(GATEHOUSE_EVENTS, envelope)
 
     def peek(self, queue: str, max_messages: int = 32) -> list[Envelope]:
         """The envelopes waiting on a queue, without taking them (for tests and operators)."""

@@ -100,7 +100,7 @@ def test_real_mlflow_webhooks_flow_through_queues_exactly_once(
                          "registered_model.created"]
         store = IdempotencyStore.connect(storage)
         for note in notes:
-            assert store.status("route-registry-event", note["about_event_id"]) == COMPLETED
+            assert store.status("router", note["about_event_id"]) == COMPLETED
             assert store.status("notify", note["event_id"]) == COMPLETED
 
         # At-least-once delivery: the same event enqueued again is dropped by the consumer.

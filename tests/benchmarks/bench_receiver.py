@@ -83,6 +83,7 @@ def main(deliveries: int = 1000, import_runs: int = 7) -> None:
         "GATEHOUSE_OUTBOX_PATH": str(logs / "outbox.jsonl"),
         # Only the receiver is measured: keep the queue consumers from competing for the CPU.
         "AzureWebJobs.route_registry_event.Disabled": "true",
+        "AzureWebJobs.route_gatehouse_event.Disabled": "true",
         "AzureWebJobs.notify.Disabled": "true",
     })
     try:

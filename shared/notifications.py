@@ -1,11 +1,11 @@
-"""Pure decisions: what Gatehouse does about an event. No I/O here."""
+"""What is worth telling people about, and how to say it (pure: no I/O)."""
 
 from __future__ import annotations
 
 from shared import events
 from shared.events import Envelope
 
-NOTIFY_SOURCE = "/gatehouse/route-registry-event"
+NOTIFY_SOURCE = "/gatehouse/router"
 
 
 def _registry_message(data: events.Payload) -> tuple[str, str, events.Severity] | None:

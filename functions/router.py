@@ -1,0 +1,53 @@
+"""The router: forwards every event to the handlers that act on it, and asks for notifications.
+
+Consumes both REGISTRY_EVENTS (from the webhook receivers) and GATEHOUSE_EVENTS (published by
+handlers). Forwarded envelopes keep their id, so each handler drops redeliveries on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from shared.queues import GATEHOUSE_EVENTS, REGISTRY_EVENTS
+
+bp = func.Blueprint()
+log = logging.getLogger("gatehouse.router")
+
+
+def route(body: bytes) -> dict:
+    from shared import notifications, routing, runtime
+    from shared.bus import NOTIFICATIONS
+    from shared.events import Envelope
+    from shared.handling import process_once
+
+    # A message that does not parse raises: after maxDequeueCount tries it lands on the poison
+    # queue, intact, instead of being dropped.
+    envelope = Envelope.from_json(body)
+
+    def work() -> dict:
+        bus = runtime.bus()
+        targets = list(routing.handler_queues(envelope.data.kind))
+        for queue in targets:
+            bus.send(queue, envelope)
+        notification = notifications.notification_for(envelope)
+        if notification is not None:
+            bus.send(NOTIFICATIONS, envelope.derived(notification,
+                                                     source=notifications.NOTIFY_SOURCE))
+            targets.append(NOTIFICATIONS)
+        return {"forwarded_to": targets}
+
+    result = process_once(runtime.idempotency(), "router", envelope.id, work)
+    log.info("routed %s (%s): %s", envelope.id, envelope.type, result)
+    return result
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=REGISTRY_EVENTS, connection="AzureWebJobsStorage")
+def route_registry_event(msg: func.QueueMessage) -> None:
+    route(msg.get_body())
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=GATEHOUSE_EVENTS, connection="AzureWebJobsStorage")
+def route_gatehouse_event(msg: func.QueueMessage) -> None:
+    route(msg.get_body())

@@ -1,0 +1,127 @@
+"""Policy as code: one file (TOML or YAML) with defaults and per-model overrides.
+
+    [defaults.gates.ece]            # applies to every model
+    threshold = 0.02
+
+    [models."fraud".gates.ece]      # overrides for one registered model
+    threshold = 0.03
+
+Each model's policy is the built-in defaults, deep-merged with the file's `defaults`, then with
+its `models.<name>` table, validated by pydantic. A model with no entry gets the defaults. Any
+unknown key or bad value is a PolicyError naming the file, the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.channels.policy import NotificationPolicy
+from shared.gates.policy import GatePolicy
+from shared.rollout.policy import RolloutPolicy
+from shared.storage import PROJECT_ROOT
+
+DEFAULT_POLICY_PATH = PROJECT_ROOT / "policy.toml"
+
+
+class PolicyError(ValueError):
+    pass
+
+
+class ModelPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gates: GatePolicy = Field(default_factory=GatePolicy)
+    rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
+    notifications: NotificationPolicy = Field(default_factory=NotificationPolicy)
+
+
+class _PolicyFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(default=1, ge=1, le=1)
+    defaults: dict = Field(default_factory=dict)
+    models: dict[str, dict] = Field(default_factory=dict)
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _problems(error: ValidationError, prefix: str) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in (prefix, *item["loc"]) if part != "")
+        lines.append(f"{where}: {item['msg']}")
+    return "; ".join(lines)
+
+
+class Policy:
+    """The parsed policy file; `for_model(name)` gives one model's validated policy."""
+
+    def __init__(self, document: dict, origin: str = "<built-in defaults>"):
+        self.origin = origin
+        try:
+            parsed = _PolicyFile.model_validate(document)
+        except ValidationError as exc:
+            raise PolicyError(f"{origin}: {_problems(exc, '')}") from None
+        self._defaults = parsed.defaults
+        self._models = parsed.models
+        self.defaults = self._validate(self._defaults, "defaults")
+        self._validated = {name: self._validate(deep_merge(self._defaults, overrides),
+                                                f"models.{name}")
+                           for name, overrides in self._models.items()}
+
+    def _validate(self, document: dict, where: str) -> ModelPolicy:
+        try:
+            return ModelPolicy.model_validate(document)
+        except ValidationError as exc:
+            raise PolicyError(f"{self.origin}: {_problems(exc, where)}") from None
+
+    def for_model(self, name: str) -> ModelPolicy:
+        return self._validated.get(name, self.defaults)
+
+    @property
+    def models(self) -> list[str]:
+        return sorted(self._models)
+
+
+def parse_policy_text(text: str, origin: str) -> Policy:
+    suffix = Path(origin).suffix.lower()
+    try:
+        if suffix in (".yaml", ".yml"):
+            import yaml
+
+            document = yaml.safe_load(text) or {}
+        else:
+            document = tomllib.loads(text)
+    except Exception as exc:  # the parsers' own errors say where the syntax broke
+        raise PolicyError(f"{origin}: not valid {suffix.lstrip('.') or 'TOML'}: {exc}") from None
+    if not isinstance(document, dict):
+        raise PolicyError(f"{origin}: the policy must be a table/mapping at the top level")
+    return Policy(document, origin)
+
+
+def load_policy(path: str | Path | None = None) -> Policy:
+    """The policy file at `path`, GATEHOUSE_POLICY_PATH, or ./policy.toml; defaults if none."""
+    chosen = Path(path or os.environ.get("GATEHOUSE_POLICY_PATH") or DEFAULT_POLICY_PATH)
+    if not chosen.exists():
+        if path or os.environ.get("GATEHOUSE_POLICY_PATH"):
+            raise PolicyError(f"{chosen}: policy file not found")
+        return Policy({})
+    return parse_policy_text(chosen.read_text(), str(chosen))
+
+
+@lru_cache(maxsize=1)
+def current_policy() -> Policy:
+    return load_policy()

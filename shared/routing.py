@@ -1,0 +1,16 @@
+"""Which handler queues act on which event kinds (pure data, no I/O)."""
+
+from __future__ import annotations
+
+from shared import queues
+
+HANDLER_QUEUES: dict[str, tuple[str, ...]] = {
+    "model_version.created": (queues.RUN_GATES,),
+    "gates.passed": (queues.START_CANARY,),
+    "rollout.rollback_requested": (queues.OPEN_ROLLBACK,),
+    "monitoring.alert": (queues.TRIGGER_RETRAINING,),
+}
+
+
+def handler_queues(kind: str) -> tuple[str, ...]:
+    return HANDLER_QUEUES.get(kind, ())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
@@ -56,8 +55,16 @@ def outbox_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def function_host(server_logs, storage, webhook_secret, outbox_path):
-    host = devstack.start_function_host(server_logs, storage, {
+def host_storage(tmp_path_factory) -> str:
+    """The function host's own Azurite, so its queue consumers never race in-process tests."""
+    emulator = Azurite(str(tmp_path_factory.mktemp("host-azurite"))).start()
+    yield emulator.connection_string
+    emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def function_host(server_logs, host_storage, webhook_secret, outbox_path):
+    host = devstack.start_function_host(server_logs, host_storage, {
         "GATEHOUSE_MLFLOW_WEBHOOK_SECRET": webhook_secret,
         "GATEHOUSE_DATABRICKS_WEBHOOK_SECRET": webhook_secret,
         "GATEHOUSE_OUTBOX_PATH": str(outbox_path),

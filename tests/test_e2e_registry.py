@@ -56,7 +56,7 @@ def test_health(function_host):
 
 
 def test_real_mlflow_webhooks_flow_through_queues_exactly_once(
-        mlflow_client, function_host, outbox_path, storage, webhook_secret):
+        mlflow_client, function_host, outbox_path, host_storage, webhook_secret):
     import mlflow
     import numpy as np
     from sklearn.linear_model import LogisticRegression
@@ -98,13 +98,13 @@ def test_real_mlflow_webhooks_flow_through_queues_exactly_once(
                        n["about_event_type"].rsplit(".", 1)[-1] for n in notes)
         assert kinds == ["model_version.created", "model_version_alias.created",
                          "registered_model.created"]
-        store = IdempotencyStore.connect(storage)
+        store = IdempotencyStore.connect(host_storage)
         for note in notes:
             assert store.status("router", note["about_event_id"]) == COMPLETED
             assert store.status("notify", note["event_id"]) == COMPLETED
 
         # At-least-once delivery: the same event enqueued again is dropped by the consumer.
-        bus = Bus(storage)
+        bus = Bus(host_storage)
         original = next(n for n in notes if n["about_event_type"].endswith("version.created"))
         replay = Envelope(id=original["about_event_id"], source="/gatehouse/registry/mlflow",
                           type="io.gatehouse.model_version.created", time=original["facts"]["occurred"],

@@ -75,6 +75,8 @@ class StateTable:
         except (ResourceModifiedError, ResourceNotFoundError):
             raise ConcurrencyConflict(f"{partition}/{row} changed since it was read") from None
 
-    def rows(self, partition: str) -> list[dict]:
+    def rows(self, partition: str) -> list[Row]:
         safe = partition.replace("'", "''")
-        return [dict(entity) for entity in self._table.query_entities(f"PartitionKey eq '{safe}'")]
+        return [Row({k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey")},
+                    entity.metadata["etag"])
+                for entity in self._table.query_entities(f"PartitionKey eq '{safe}'")]

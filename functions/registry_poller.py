@@ -1,0 +1,38 @@
+"""Timer: poll a registry that sends no webhooks (Unity Catalog, or any MLflow registry).
+
+Active when GATEHOUSE_POLL_REGISTRY_URI is set (e.g. `databricks-uc`, or an MLflow server URL);
+GATEHOUSE_POLL_MODELS limits it to a comma-separated list of models. Every minute by default.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import azure.functions as func
+
+bp = func.Blueprint()
+log = logging.getLogger("gatehouse.poller")
+
+
+@bp.timer_trigger(arg_name="timer", schedule="0 */1 * * * *", run_on_startup=False)
+def poll_registry(timer: func.TimerRequest) -> None:
+    registry_uri = os.environ.get("GATEHOUSE_POLL_REGISTRY_URI", "").strip()
+    if not registry_uri:
+        log.debug("registry poller is off (GATEHOUSE_POLL_REGISTRY_URI is not set)")
+        return
+    from mlflow import MlflowClient
+
+    from shared import poller
+    from shared.queues import REGISTRY_EVENTS
+    from shared.runtime import bus
+    from shared.state import StateTable
+    from shared.storage import storage_connection_string
+
+    models = [m.strip() for m in os.environ.get("GATEHOUSE_POLL_MODELS", "").split(",") if m.strip()]
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or registry_uri
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+    store = poller.SnapshotStore(StateTable(storage_connection_string(), poller.TABLE), registry_uri)
+    emitted = poller.poll_once(client, store, lambda e: bus().send(REGISTRY_EVENTS, e),
+                               poller.registry_kind(registry_uri), models or None)
+    log.info("registry poll of %s: %d change(s)", registry_uri, len(emitted))

@@ -16,15 +16,17 @@ Databricks workspace registry (registry URI `databricks`, not `databricks-uc`).
 from __future__ import annotations
 
 import os
+import time
 from typing import Literal
 
-from shared import events
+from shared import events, tags
 
 Role = Literal["challenger", "champion", "archived"]
 Mode = Literal["aliases", "stages"]
 STAGE_OF_ROLE = {"challenger": "Staging", "champion": "Production", "archived": "Archived"}
 ROLE_OF_STAGE = {stage.lower(): role for role, stage in STAGE_OF_ROLE.items()}
-ARCHIVED_TAG = "gatehouse.archived"
+ARCHIVED_TAG = tags.ARCHIVED
+SINCE_TAG = {"champion": tags.CHAMPION_SINCE, "challenger": tags.CHALLENGER_SINCE}
 
 
 def mode_for(registry_uri: str | None, setting: str | None = None) -> Mode:
@@ -75,6 +77,7 @@ class Lifecycle:
         else:
             self.registry.client.transition_model_version_stage(
                 model, str(version), STAGE_OF_ROLE[role], archive_existing_versions=True)
+        self.registry.set_version_tags(model, version, {SINCE_TAG[role]: str(int(time.time() * 1000))})
 
     def clear(self, model: str, role: Role) -> None:
         """Take a role away from whoever holds it (the version keeps existing)."""

@@ -65,6 +65,7 @@ def test_roles_move_and_clear(model, mode):
         assert life.holder(name, "challenger") is None
         archived = registry.version(name, "1")
     assert archived.tags[ARCHIVED_TAG] == "true"
+    assert int(registry.version(name, "2").tags["gatehouse.champion_since"]) > 1_700_000_000_000
     if mode == "stages":
         assert archived.stage == "Archived"
         assert registry.version(name, "2").stage == "Production"

@@ -1,0 +1,235 @@
+"""gatehouse: the operator's command line (`python -m shared.cli --help`).
+
+Storage comes from AzureWebJobsStorage (as for the app); MLflow from --tracking-uri or
+MLFLOW_TRACKING_URI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EPILOG = """examples:
+  python -m shared.cli replay event.json --dry-run       what would happen, no side effects
+  python -m shared.cli replay webhook.json --format mlflow
+  python -m shared.cli poison list                       messages that failed every retry
+  python -m shared.cli poison redrive run-gates          put them back on their queue
+  python -m shared.cli webhooks register --url https://<app>/api/registry/mlflow
+  python -m shared.cli audit --format md --chart audit.png
+  python -m shared.cli poll --registry-uri databricks-uc --models main.fraud.model
+"""
+
+
+def _storage() -> str:
+    from shared.storage import storage_connection_string
+
+    return storage_connection_string()
+
+
+def _read_input(path: str) -> bytes:
+    return sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+
+
+def load_event(body: bytes, source_format: str):
+    """An Envelope from a stored envelope, or from a raw MLflow / Databricks webhook body."""
+    from shared import inbound
+    from shared.events import Envelope
+    from shared.receiver import EVENT_SOURCES
+
+    if source_format == "envelope":
+        return Envelope.from_json(body)
+    parsed = (inbound.parse_mlflow(body) if source_format == "mlflow"
+              else inbound.parse_databricks(body))
+    if isinstance(parsed, inbound.Ignored):
+        raise SystemExit(f"nothing to replay: {parsed.reason}")
+    return Envelope.wrap(parsed.payload, source=EVENT_SOURCES[source_format],
+                         time=parsed.occurred_at)
+
+
+def plan(envelope) -> dict:
+    """The decisions live processing makes for this event, computed without side effects."""
+    from shared import notifications, routing
+
+    notification = notifications.notification_for(envelope)
+    return {
+        "event": {"id": envelope.id, "type": envelope.type, "subject": envelope.subject},
+        "handler_queues": list(routing.handler_queues(envelope.data.kind)),
+        "notification": notification.model_dump(mode="json", exclude_none=True)
+        if notification else None,
+    }
+
+
+def cmd_replay(args) -> int:
+    from shared.bus import Bus
+    from shared.queues import GATEHOUSE_EVENTS, REGISTRY_EVENTS
+
+    try:
+        envelope = load_event(_read_input(args.file), args.format)
+    except (ValueError, OSError) as exc:
+        print(f"cannot replay {args.file}: {exc}", file=sys.stderr)
+        return 2
+    if args.new_id:
+        envelope = envelope.model_copy(update={"id": f"replay-{os.urandom(6).hex()}"})
+    decisions = plan(envelope)
+    if args.dry_run:
+        print(json.dumps({"dry_run": True, **decisions}, indent=2))
+        return 0
+    from shared.events import REGISTRY_EVENTS as REGISTRY_KINDS
+
+    queue = REGISTRY_EVENTS if type(envelope.data) in REGISTRY_KINDS else GATEHOUSE_EVENTS
+    Bus(_storage()).send(queue, envelope)
+    print(json.dumps({"enqueued_on": queue, **decisions}, indent=2))
+    return 0
+
+
+def cmd_poison(args) -> int:
+    from azure.storage.queue import QueueServiceClient
+
+    service = QueueServiceClient.from_connection_string(_storage())
+    poison_queues = [q.name for q in service.list_queues() if q.name.endswith("-poison")]
+    if args.queue:
+        wanted = args.queue if args.queue.endswith("-poison") else f"{args.queue}-poison"
+        poison_queues = [q for q in poison_queues if q == wanted]
+    moved = 0
+    for name in poison_queues:
+        poison = service.get_queue_client(name)
+        if args.action == "list":
+            for message in poison.peek_messages(max_messages=32):
+                print(json.dumps({"queue": name, "id": message.id,
+                                  "inserted": str(message.inserted_on),
+                                  "content": message.content[:400]}))
+            continue
+        target = service.get_queue_client(name.removesuffix("-poison"))
+        while True:
+            batch = list(poison.receive_messages(max_messages=32, visibility_timeout=60))
+            if not batch:
+                break
+            for message in batch:
+                target.send_message(message.content)
+                poison.delete_message(message)
+                moved += 1
+    if args.action == "redrive":
+        print(f"moved {moved} message(s) back to their queues")
+    return 0
+
+
+def _client(args):
+    from mlflow import MlflowClient
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise SystemExit("no MLflow server: pass --tracking-uri or set MLFLOW_TRACKING_URI")
+    return MlflowClient(tracking_uri=uri)
+
+
+def cmd_webhooks(args) -> int:
+    client = _client(args)
+    if args.action == "list":
+        for hook in client.list_webhooks():
+            print(json.dumps({"id": hook.webhook_id, "name": hook.name, "url": hook.url,
+                              "events": [str(e) for e in hook.events],
+                              "status": str(hook.status)}))
+        return 0
+    if not args.url:
+        raise SystemExit("webhooks register needs --url (the /api/registry/mlflow address)")
+    secret = os.environ.get(args.secret_env)
+    if not secret:
+        raise SystemExit(f"set {args.secret_env} to the webhook secret first")
+    hook = client.create_webhook(name=args.name, url=args.url, events=args.events, secret=secret)
+    result = client.test_webhook(hook.webhook_id)
+    print(json.dumps({"id": hook.webhook_id, "test_delivery_status": result.response_status,
+                      "test_ok": result.success}))
+    return 0 if result.success else 1
+
+
+def cmd_audit(args) -> int:
+    from shared import audit
+
+    summary = audit.summarise(audit.collect(_client(args), args.models or None))
+    print(audit.to_json(summary) if args.format == "json" else audit.to_markdown(summary))
+    if args.chart:
+        audit.write_chart(summary, args.chart)
+    return 0
+
+
+def cmd_poll(args) -> int:
+    from mlflow import MlflowClient
+
+    from shared import poller
+    from shared.bus import Bus
+    from shared.queues import REGISTRY_EVENTS
+    from shared.state import StateTable
+
+    client = MlflowClient(tracking_uri=args.tracking_uri or args.registry_uri,
+                          registry_uri=args.registry_uri)
+    bus = Bus(_storage())
+    store = poller.SnapshotStore(StateTable(_storage(), poller.TABLE), args.registry_uri)
+    emitted = poller.poll_once(client, store, lambda e: bus.send(REGISTRY_EVENTS, e),
+                               poller.registry_kind(args.registry_uri), args.models or None)
+    for envelope in emitted:
+        print(json.dumps({"id": envelope.id, "type": envelope.type, "subject": envelope.subject}))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="gatehouse", description="Operate Gatehouse: replay events, look at what failed, "
+        "wire MLflow to it, audit a registry.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = top.add_subparsers(dest="command", required=True)
+
+    replay = commands.add_parser("replay", help="send a stored or hand-written event through "
+                                 "the handlers again")
+    replay.add_argument("file", help="a JSON file, or - for standard input")
+    replay.add_argument("--format", choices=("envelope", "mlflow", "databricks"),
+                        default="envelope", help="what the file holds (default: a Gatehouse "
+                        "CloudEvents envelope)")
+    replay.add_argument("--dry-run", action="store_true",
+                        help="print the decisions (handler queues, notification) and change nothing")
+    replay.add_argument("--new-id", action="store_true",
+                        help="give the event a new id so handlers that saw it act again")
+    replay.set_defaults(run=cmd_replay)
+
+    poison = commands.add_parser("poison", help="messages that failed every retry")
+    poison.add_argument("action", choices=("list", "redrive"))
+    poison.add_argument("queue", nargs="?", help="one queue (e.g. run-gates); default all")
+    poison.set_defaults(run=cmd_poison)
+
+    webhooks = commands.add_parser("webhooks", help="register Gatehouse on an MLflow server")
+    webhooks.add_argument("action", choices=("register", "list"))
+    webhooks.add_argument("--tracking-uri")
+    webhooks.add_argument("--url", help="Gatehouse's /api/registry/mlflow address")
+    webhooks.add_argument("--name", default="gatehouse")
+    webhooks.add_argument("--secret-env", default="GATEHOUSE_MLFLOW_WEBHOOK_SECRET",
+                          help="environment variable holding the shared secret")
+    webhooks.add_argument("--events", nargs="+", default=[
+        "registered_model.created", "model_version.created", "model_version_tag.set",
+        "model_version_tag.deleted", "model_version_alias.created",
+        "model_version_alias.deleted"])
+    webhooks.set_defaults(run=cmd_webhooks)
+
+    audit = commands.add_parser("audit", help="MLOps maturity audit of a registry")
+    audit.add_argument("--tracking-uri")
+    audit.add_argument("--models", nargs="*")
+    audit.add_argument("--format", choices=("md", "json"), default="md")
+    audit.add_argument("--chart", help="also write a PNG chart here")
+    audit.set_defaults(run=cmd_audit)
+
+    poll = commands.add_parser("poll", help="poll a registry once (Unity Catalog, or any)")
+    poll.add_argument("--registry-uri", required=True)
+    poll.add_argument("--tracking-uri")
+    poll.add_argument("--models", nargs="*")
+    poll.set_defaults(run=cmd_poll)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

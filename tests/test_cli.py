@@ -1,0 +1,127 @@
+"""The operator CLI, run as a person would: `python -m shared.cli ...`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import datetime, timezone
+
+import azure.functions as func
+import pytest
+
+from functions import router
+from shared import cli
+from shared.bus import Bus
+from shared.queues import NOTIFICATIONS, REGISTRY_EVENTS
+from shared.storage import PROJECT_ROOT, decode_queue_message
+
+
+def run_cli(*args, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def mlflow_webhook(model: str) -> bytes:
+    return json.dumps({"entity": "model_version", "action": "created",
+                       "timestamp": datetime.now(timezone.utc).isoformat(),
+                       "data": {"name": model, "version": "7", "source": "models:/x",
+                                "run_id": None, "tags": {}, "description": None}}).encode()
+
+
+def test_help_explains_every_command():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for word in ("replay", "poison", "webhooks", "audit", "poll", "examples:"):
+        assert word in result.stdout
+
+
+def test_bad_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{nope")
+    result = run_cli("replay", str(bad), "--format", "mlflow", "--dry-run")
+    assert result.returncode == 2 and "not valid JSON" in result.stderr
+
+
+def test_dry_run_prints_decisions_and_touches_nothing(tmp_path, storage):
+    model = f"cli-{uuid.uuid4().hex[:6]}"
+    path = tmp_path / "hook.json"
+    path.write_bytes(mlflow_webhook(model))
+    before = Bus(storage).depth(REGISTRY_EVENTS)
+    result = run_cli("replay", str(path), "--format", "mlflow", "--dry-run",
+                     env={"AzureWebJobsStorage": storage})
+    assert result.returncode == 0, result.stderr
+    decided = json.loads(result.stdout)
+    assert decided["dry_run"] is True and decided["handler_queues"] == ["run-gates"]
+    assert decided["notification"]["title"] == f"{model} v7 registered"
+    assert Bus(storage).depth(REGISTRY_EVENTS) == before
+
+
+def test_live_replay_makes_the_decisions_the_dry_run_showed(tmp_path, storage_env):
+    model = f"cli-{uuid.uuid4().hex[:6]}"
+    envelope = cli.load_event(mlflow_webhook(model), "mlflow")
+    path = tmp_path / "event.json"
+    path.write_text(envelope.to_json())
+    dry = json.loads(run_cli("replay", str(path), "--dry-run").stdout)
+    live = run_cli("replay", str(path), env={"AzureWebJobsStorage": storage_env})
+    assert live.returncode == 0, live.stderr
+    bus = Bus(storage_env)
+    queue = bus._queue(REGISTRY_EVENTS)
+    mine = [m for m in queue.receive_messages(max_messages=32)
+            if json.loads(decode_queue_message(m.content, bus.encoding))["id"] == envelope.id]
+    assert len(mine) == 1
+    result = router.route(decode_queue_message(mine[0].content, bus.encoding))
+    queue.delete_message(mine[0])
+    assert result["forwarded_to"] == dry["handler_queues"] + [NOTIFICATIONS]
+    notes = [n for n in bus.peek(NOTIFICATIONS) if n.data.about_event_id == envelope.id]
+    assert notes[0].data.title == dry["notification"]["title"]
+    assert notes[0].data.text == dry["notification"]["text"]
+
+
+def test_poison_list_and_redrive(storage_env):
+    from azure.storage.queue import QueueServiceClient
+
+    service = QueueServiceClient.from_connection_string(storage_env)
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    service.create_queue(name)
+    service.create_queue(f"{name}-poison")
+    service.get_queue_client(f"{name}-poison").send_message("aGVsbG8=")
+    listed = run_cli("poison", "list", name, env={"AzureWebJobsStorage": storage_env})
+    assert json.loads(listed.stdout.splitlines()[0])["content"] == "aGVsbG8="
+    moved = run_cli("poison", "redrive", name, env={"AzureWebJobsStorage": storage_env})
+    assert "moved 1 message(s)" in moved.stdout
+    [message] = service.get_queue_client(name).peek_messages()
+    assert message.content == "aGVsbG8="
+    assert list(service.get_queue_client(f"{name}-poison").peek_messages()) == []
+
+
+def test_webhooks_register_and_audit_against_a_real_mlflow_server(mlflow_server, function_host,
+                                                                 webhook_secret):
+    env = {"MLFLOW_TRACKING_URI": mlflow_server.url, "GATEHOUSE_MLFLOW_WEBHOOK_SECRET":
+           webhook_secret}
+    registered = run_cli("webhooks", "register", "--name", f"cli-{uuid.uuid4().hex[:6]}",
+                         "--url", f"{function_host.url}/api/registry/mlflow", env=env)
+    assert registered.returncode == 0, registered.stderr
+    assert json.loads(registered.stdout.splitlines()[-1])["test_ok"] is True
+    listed = run_cli("webhooks", "list", env=env)
+    assert f"{function_host.url}/api/registry/mlflow" in listed.stdout
+    for hook in listed.stdout.splitlines():
+        from mlflow import MlflowClient
+
+        MlflowClient(mlflow_server.url).delete_webhook(json.loads(hook)["id"])
+    audited = run_cli("audit", "--format", "json", env=env)
+    assert audited.returncode == 0, audited.stderr
+    assert "overall" in json.loads(audited.stdout)
+
+
+def test_missing_tracking_uri_is_explained(monkeypatch):
+    result = run_cli("audit", env={"MLFLOW_TRACKING_URI": ""})
+    assert result.returncode != 0 and "no MLflow server" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["replay"], ["poison", "explode"], ["bogus"]])
+def test_usage_errors_exit_2(args):
+    assert run_cli(*args).returncode == 2

@@ -38,6 +38,13 @@ def databricks_registry_webhook(req: func.HttpRequest) -> func.HttpResponse:
     return _receive("databricks", req)
 
 
+@bp.route(route="registry/forwarded", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def forwarded_registry_event(req: func.HttpRequest) -> func.HttpResponse:
+    """Registry events forwarded by Gatehouse's Databricks model-update-trigger task (Unity
+    Catalog has no webhooks), signed with X-Gatehouse-Signature."""
+    return _receive("forwarded", req)
+
+
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
     from shared import runtime

@@ -185,6 +185,17 @@ def parse_mlflow(body: bytes) -> Accepted | Ignored:
     return Accepted(_mlflow_to_event(key, data), occurred)
 
 
+# ---- Gatehouse's own forwarder (Databricks model update triggers for Unity Catalog) ----
+
+def parse_forwarded(body: bytes) -> Accepted:
+    """A Gatehouse envelope carrying one registry event, as shared/forwarder.py sends it."""
+    document = parse_json_object(body)
+    envelope = _validate(events.Envelope, document, "")
+    if not isinstance(envelope.data, events.REGISTRY_EVENTS):
+        raise InboundError(f"only registry events may be forwarded, not {envelope.type}")
+    return Accepted(envelope.data, envelope.time)
+
+
 # ---- Databricks workspace registry ----
 
 class DatabricksTag(_Lenient):

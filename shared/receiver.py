@@ -23,9 +23,12 @@ from shared.idempotency import AlreadyCompleted, AlreadyInProgress, Claim
 from shared.settings import Settings
 
 log = logging.getLogger("gatehouse.receiver")
-Sender = Literal["mlflow", "databricks"]
+Sender = Literal["mlflow", "databricks", "forwarded"]
 EVENT_SOURCES = {"mlflow": "/gatehouse/registry/mlflow",
-                 "databricks": "/gatehouse/registry/databricks"}
+                 "databricks": "/gatehouse/registry/databricks",
+                 "forwarded": "/gatehouse/registry/forwarded"}
+PARSERS = {"mlflow": inbound.parse_mlflow, "databricks": inbound.parse_databricks,
+           "forwarded": inbound.parse_forwarded}
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,10 @@ def receive(sender: Sender, headers: Mapping[str, str], body: bytes, settings: S
             delivery_id, _ = signatures.mlflow_delivery(
                 headers, body, settings.mlflow_webhook_secret, now,
                 settings.webhook_tolerance_seconds)
+        elif sender == "forwarded":
+            delivery_id, _ = signatures.mlflow_delivery(
+                headers, body, settings.forwarder_secret, now,
+                settings.webhook_tolerance_seconds, signatures.GATEHOUSE_HEADERS)
         else:
             signatures.databricks_delivery(headers, body, settings.databricks_webhook_secret)
             delivery_id = None
@@ -84,7 +91,7 @@ def receive(sender: Sender, headers: Mapping[str, str], body: bytes, settings: S
     if problem:
         return _error(415, problem)
     try:
-        parsed = inbound.parse_mlflow(body) if sender == "mlflow" else inbound.parse_databricks(body)
+        parsed = PARSERS[sender](body)
     except inbound.InboundError as exc:
         log.info("rejected a %s webhook: %s", sender, exc.message)
         return _error(400, exc.message, exc.problems)

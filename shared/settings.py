@@ -29,6 +29,7 @@ def _number(name: str, default: float, minimum: float = 0) -> float:
 class Settings:
     mlflow_webhook_secret: str | None = field(default=None, repr=False)
     databricks_webhook_secret: str | None = field(default=None, repr=False)
+    forwarder_secret: str | None = field(default=None, repr=False)
     webhook_tolerance_seconds: float = 300.0
     max_body_bytes: int = 1_048_576
     delivery_ttl_seconds: float = 7 * 24 * 3600
@@ -41,6 +42,7 @@ class Settings:
         return cls(
             mlflow_webhook_secret=os.environ.get("GATEHOUSE_MLFLOW_WEBHOOK_SECRET") or None,
             databricks_webhook_secret=os.environ.get("GATEHOUSE_DATABRICKS_WEBHOOK_SECRET") or None,
+            forwarder_secret=os.environ.get("GATEHOUSE_FORWARDER_SECRET") or None,
             webhook_tolerance_seconds=_number("GATEHOUSE_WEBHOOK_TOLERANCE_SECONDS", 300.0),
             max_body_bytes=int(_number("GATEHOUSE_MAX_BODY_BYTES", 1_048_576, minimum=1)),
             delivery_ttl_seconds=_number("GATEHOUSE_DELIVERY_TTL_SECONDS", 7 * 24 * 3600, 1),

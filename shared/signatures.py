@@ -2,6 +2,8 @@
 
 - MLflow OSS: `X-MLflow-Signature: v1,<base64 HMAC-SHA256 of "<delivery_id>.<timestamp>.<body>">`
   with `X-MLflow-Timestamp` (unix seconds) and `X-MLflow-Delivery-Id`.
+- Gatehouse's own forwarder (the Databricks model-update-trigger task): the same scheme under
+  `X-Gatehouse-Signature`, `X-Gatehouse-Timestamp`, `X-Gatehouse-Delivery-Id`.
 - Databricks registry: `X-Databricks-Signature: <hex HMAC-SHA256 of the body>`.
 """
 
@@ -17,6 +19,8 @@ from collections.abc import Mapping
 MLFLOW_SIGNATURE = "X-MLflow-Signature"
 MLFLOW_TIMESTAMP = "X-MLflow-Timestamp"
 MLFLOW_DELIVERY_ID = "X-MLflow-Delivery-Id"
+MLFLOW_HEADERS = (MLFLOW_SIGNATURE, MLFLOW_TIMESTAMP, MLFLOW_DELIVERY_ID)
+GATEHOUSE_HEADERS = ("X-Gatehouse-Signature", "X-Gatehouse-Timestamp", "X-Gatehouse-Delivery-Id")
 DATABRICKS_SIGNATURE = "X-Databricks-Signature"
 DELIVERY_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -42,45 +46,54 @@ def databricks_signature(secret: str, body: bytes) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def mlflow_delivery(headers: Mapping[str, str], body: bytes, secret: str | None,
-                    now: float, tolerance_seconds: float) -> tuple[str | None, int | None]:
-    """Check an MLflow delivery; returns (delivery id, timestamp) or raises SignatureError.
+def signed_headers(secret: str, delivery_id: str, timestamp: int, body: bytes,
+                   names: tuple[str, str, str] = GATEHOUSE_HEADERS) -> dict[str, str]:
+    """The headers a sender adds to sign `body` with the MLflow scheme."""
+    signature_name, timestamp_name, delivery_name = names
+    return {delivery_name: delivery_id, timestamp_name: str(timestamp),
+            signature_name: mlflow_signature(secret, delivery_id, str(timestamp), body)}
 
-    Without a secret the signature is not required, but a present timestamp is still checked.
-    """
-    delivery_id = _header(headers, MLFLOW_DELIVERY_ID)
-    raw_timestamp = _header(headers, MLFLOW_TIMESTAMP)
-    signature = _header(headers, MLFLOW_SIGNATURE)
+
+def mlflow_delivery(headers: Mapping[str, str], body: bytes, secret: str | None,
+                    now: float, tolerance_seconds: float,
+                    names: tuple[str, str, str] = MLFLOW_HEADERS) -> tuple[str | None, int | None]:
+    """Check a delivery signed with the MLflow scheme; returns (delivery id, timestamp) or
+    raises SignatureError. Without a secret the signature is not required, but a present
+    timestamp is still checked."""
+    signature_header, timestamp_header, delivery_header = names
+    delivery_id = _header(headers, delivery_header)
+    raw_timestamp = _header(headers, timestamp_header)
+    signature = _header(headers, signature_header)
     if delivery_id is not None and not DELIVERY_ID_PATTERN.match(delivery_id):
-        raise SignatureError(f"{MLFLOW_DELIVERY_ID} is malformed")
+        raise SignatureError(f"{delivery_header} is malformed")
     if secret:
-        missing = [name for name, value in ((MLFLOW_SIGNATURE, signature),
-                                            (MLFLOW_TIMESTAMP, raw_timestamp),
-                                            (MLFLOW_DELIVERY_ID, delivery_id)) if not value]
+        missing = [name for name, value in ((signature_header, signature),
+                                            (timestamp_header, raw_timestamp),
+                                            (delivery_header, delivery_id)) if not value]
         if missing:
             raise SignatureError("missing header(s): " + ", ".join(missing))
     timestamp = None
     if raw_timestamp:
         if not raw_timestamp.isdigit() or len(raw_timestamp) > 12:
-            raise SignatureError(f"{MLFLOW_TIMESTAMP} is not a unix timestamp in seconds")
+            raise SignatureError(f"{timestamp_header} is not a unix timestamp in seconds")
         timestamp = int(raw_timestamp)
         skew = now - timestamp
         if skew > tolerance_seconds:
-            raise SignatureError(f"{MLFLOW_TIMESTAMP} is {skew:.0f}s old, beyond the "
+            raise SignatureError(f"{timestamp_header} is {skew:.0f}s old, beyond the "
                                  f"{tolerance_seconds:.0f}s tolerance (stale or replayed)")
         if -skew > tolerance_seconds:
-            raise SignatureError(f"{MLFLOW_TIMESTAMP} is {-skew:.0f}s in the future, beyond the "
+            raise SignatureError(f"{timestamp_header} is {-skew:.0f}s in the future, beyond the "
                                  f"{tolerance_seconds:.0f}s tolerance")
     if secret:
         if not signature.startswith("v1,"):  # type: ignore[union-attr]
-            raise SignatureError(f"{MLFLOW_SIGNATURE} must be 'v1,<base64>'")
+            raise SignatureError(f"{signature_header} must be 'v1,<base64>'")
         try:
             base64.b64decode(signature[3:], validate=True)  # type: ignore[index]
         except (binascii.Error, ValueError):
-            raise SignatureError(f"{MLFLOW_SIGNATURE} is not valid base64") from None
+            raise SignatureError(f"{signature_header} is not valid base64") from None
         expected = mlflow_signature(secret, delivery_id, raw_timestamp, body)  # type: ignore[arg-type]
         if not hmac.compare_digest(expected.encode(), signature.encode()):  # type: ignore[union-attr]
-            raise SignatureError(f"{MLFLOW_SIGNATURE} does not match the body")
+            raise SignatureError(f"{signature_header} does not match the body")
     return delivery_id, timestamp
 
 

@@ -67,6 +67,7 @@ def function_host(server_logs, host_storage, webhook_secret, outbox_path):
     host = devstack.start_function_host(server_logs, host_storage, {
         "GATEHOUSE_MLFLOW_WEBHOOK_SECRET": webhook_secret,
         "GATEHOUSE_DATABRICKS_WEBHOOK_SECRET": webhook_secret,
+        "GATEHOUSE_FORWARDER_SECRET": webhook_secret,
         "GATEHOUSE_OUTBOX_PATH": str(outbox_path),
     })
     yield host

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from shared.events import Envelope
 from shared.queues import GATEHOUSE_EVENTS, NOTIFICATIONS, REGISTRY_EVENTS  # noqa: F401
-from shared.storage import decode_queue_message, encode_queue_message, queue_options
+from shared.storage import decode_queue_message, encode_queue_message, queue_options, \
+    queue_service
 
 
 class Bus:
     def __init__(self, connection_string: str, encoding: str | None = None):
-        from azure.storage.queue import QueueServiceClient
-
-        self._service = QueueServiceClient.from_connection_string(connection_string)
+        self._service = queue_service(connection_string)
         self.encoding = encoding or queue_options().message_encoding
         self._ready: set[str] = set()
 

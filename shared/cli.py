@@ -86,9 +86,9 @@ def cmd_replay(args) -> int:
 
 
 def cmd_poison(args) -> int:
-    from azure.storage.queue import QueueServiceClient
+    from shared.storage import queue_service
 
-    service = QueueServiceClient.from_connection_string(_storage())
+    service = queue_service(_storage())
     poison_queues = [q.name for q in service.list_queues() if q.name.endswith("-poison")]
     if args.queue:
         wanted = args.queue if args.queue.endswith("-poison") else f"{args.queue}-poison"

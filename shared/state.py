@@ -27,9 +27,9 @@ def safe_row_key(key: str) -> str:
 
 class StateTable:
     def __init__(self, connection_string: str, table: str):
-        from azure.data.tables import TableServiceClient
+        from shared.storage import table_service
 
-        service = TableServiceClient.from_connection_string(connection_string)
+        service = table_service(connection_string)
         self._table = service.create_table_if_not_exists(table)
 
     def get(self, partition: str, row: str) -> Row | None:

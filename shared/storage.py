@@ -38,13 +38,56 @@ def azurite_connection_string(host: str = "127.0.0.1", blob: int = 10000, queue:
 
 
 def storage_connection_string(value: str | None = None) -> str:
-    """The connection string from `AzureWebJobsStorage`; `UseDevelopmentStorage=true` means Azurite."""
+    """The connection string from `AzureWebJobsStorage`; `UseDevelopmentStorage=true` means Azurite.
+
+    With an identity-based connection (the Functions convention: `AzureWebJobsStorage__accountName`
+    and optionally `__clientId` for a user-assigned identity, no `AzureWebJobsStorage`), this
+    returns `AccountName=<name>;Authentication=ManagedIdentity`, which the client factories below
+    turn into clients authenticated by the managed identity.
+    """
     value = value if value is not None else os.environ.get(STORAGE_SETTING, "")
+    account = os.environ.get(f"{STORAGE_SETTING}__accountName", "").strip()
+    if not value.strip() and account:
+        return f"AccountName={account};Authentication=ManagedIdentity"
     if not value.strip():
         raise RuntimeError(f"{STORAGE_SETTING} is not set: no Azure Storage account to use")
     if value.strip().lower().startswith("usedevelopmentstorage=true"):
         return azurite_connection_string()
     return value
+
+
+def _identity_account(connection: str) -> str | None:
+    parts = dict(part.split("=", 1) for part in connection.split(";") if "=" in part)
+    if parts.get("Authentication", "").lower() == "managedidentity":
+        return parts.get("AccountName")
+    return None
+
+
+def _managed_identity():
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(
+        managed_identity_client_id=os.environ.get(f"{STORAGE_SETTING}__clientId") or None)
+
+
+def queue_service(connection: str):
+    from azure.storage.queue import QueueServiceClient
+
+    account = _identity_account(connection)
+    if account:
+        return QueueServiceClient(f"https://{account}.queue.core.windows.net",
+                                  credential=_managed_identity())
+    return QueueServiceClient.from_connection_string(connection)
+
+
+def table_service(connection: str):
+    from azure.data.tables import TableServiceClient
+
+    account = _identity_account(connection)
+    if account:
+        return TableServiceClient(f"https://{account}.table.core.windows.net",
+                                  credential=_managed_identity())
+    return TableServiceClient.from_connection_string(connection)
 
 
 def _timespan_seconds(value: str | int | float) -> float:

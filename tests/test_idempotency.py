@@ -126,3 +126,18 @@ def test_process_once_runs_work_once_and_retries_after_failure(store):
         == {"n": 2}
     assert process_once(store, "handler", k, lambda: calls.append("again")) == {"n": 2}
     assert calls == ["fail", "ok"]
+
+
+def test_identity_based_storage_setting_builds_managed_identity_clients(monkeypatch):
+    from shared import storage
+
+    monkeypatch.delenv("AzureWebJobsStorage", raising=False)
+    monkeypatch.setenv("AzureWebJobsStorage__accountName", "gatehousefn")
+    monkeypatch.setenv("AzureWebJobsStorage__clientId", "00000000-0000-0000-0000-000000000001")
+    connection = storage.storage_connection_string()
+    assert connection == "AccountName=gatehousefn;Authentication=ManagedIdentity"
+    queues = storage.queue_service(connection)
+    tables = storage.table_service(connection)
+    assert queues.url.startswith("https://gatehousefn.queue.core.windows.net")
+    assert tables.url.startswith("https://gatehousefn.table.core.windows.net")
+    assert type(queues.credential).__name__ == "DefaultAzureCredential"

@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+INFRA_VENV := .venv-infra
 PORT ?= 7071
 PYTEST_ARGS ?=
 
@@ -15,14 +16,20 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt | $(PY)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+$(INFRA_VENV)/.installed: requirements-infra.txt
+	$(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(INFRA_VENV)/bin/python -m pip install --quiet -r requirements-infra.txt
+	touch $@
+
 node_modules/.installed: package.json
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(VENV)/.installed node_modules/.installed
+install: $(VENV)/.installed $(INFRA_VENV)/.installed node_modules/.installed
 
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	GATEHOUSE_CHECKOV=$(INFRA_VENV)/bin/checkov $(PY) -m pytest $(PYTEST_ARGS)
 
 demo: install
 	$(PY) -m shared.demo
@@ -37,4 +44,4 @@ schema: install
 	$(PY) -m shared.schema_export
 
 clean:
-	rm -rf $(VENV) node_modules .gatehouse .pytest_cache
+	rm -rf $(VENV) $(INFRA_VENV) node_modules .gatehouse .pytest_cache

@@ -1,24 +1,77 @@
-"""Consumes `notifications`: delivers each notification to the configured channels, once."""
+"""Consumes `notifications`: delivers each notification to the channels its route chooses.
+
+Idempotent twice over: the whole event once (process_once, scope "notify"), and each channel once
+(delivery records), so a message redelivered after one channel failed re-tries only that channel.
+"""
 
 from __future__ import annotations
+
+import os
+from functools import lru_cache
 
 import azure.functions as func
 
 from shared.queues import NOTIFICATIONS
 
 bp = func.Blueprint()
+PUBLIC_URL_SETTING = "GATEHOUSE_PUBLIC_URL"
+LINK_SECRET_SETTING = "GATEHOUSE_ROLLBACK_LINK_SECRET"  # read by shared/rollout/links.py too
+
+
+def rollback_link_signer(connection_string: str, link_secret: str | None, public_url: str | None):
+    """Signed one-click rollback links (shared/rollout/links.py) for the rollout of the version a
+    notification is about; None when the app has no link secret or no public address."""
+    if not link_secret or not public_url:
+        return None
+    import time
+
+    from shared.rollout import links
+    from shared.rollout.store import RolloutStore
+
+    store = RolloutStore.connect(connection_string)
+
+    def sign(target) -> str | None:
+        record = store.load(target.endpoint).record
+        rollout = next((r for r in (record.rollouts() if record else [])
+                        if r.model_name == target.model_name and r.challenger == target.version),
+                       None)
+        if rollout is None:
+            return None
+        token = links.make_token(link_secret, target.endpoint, rollout.id, now=time.time())
+        return links.rollback_url(public_url, token)
+    return sign
+
+
+@lru_cache(maxsize=4)
+def _dispatcher(settings, connection_string: str, outbox_path, link_secret: str | None,
+                public_url: str | None):
+    from shared.channels.dispatch import build_dispatcher
+
+    return build_dispatcher(settings, connection_string, outbox_path,
+                            rollback_link=rollback_link_signer(connection_string, link_secret,
+                                                               public_url))
+
+
+def deliver_notification(body: bytes | str) -> dict | None:
+    from shared import runtime
+    from shared.channels.dispatch import ChannelSettings
+    from shared.events import Envelope, NotificationRequested
+    from shared.handling import process_once
+    from shared.storage import storage_connection_string
+
+    # A message that does not parse raises: after maxDequeueCount tries it lands on the poison
+    # queue, intact, instead of being dropped.
+    envelope = Envelope.from_json(body)
+    if not isinstance(envelope.data, NotificationRequested):
+        raise ValueError(f"{envelope.id} is a {envelope.type}, not a notification request")
+    dispatcher = _dispatcher(ChannelSettings.from_env(), storage_connection_string(),
+                             runtime.settings().outbox_path,
+                             os.environ.get(LINK_SECRET_SETTING, "").strip() or None,
+                             os.environ.get(PUBLIC_URL_SETTING, "").strip() or None)
+    return process_once(runtime.idempotency(), "notify", envelope.id,
+                        lambda: dispatcher.deliver(envelope))
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=NOTIFICATIONS, connection="AzureWebJobsStorage")
 def notify(msg: func.QueueMessage) -> None:
-    from shared import runtime
-    from shared.channels.outbox import OutboxChannel
-    from shared.events import Envelope, NotificationRequested
-    from shared.handling import process_once
-
-    envelope = Envelope.from_json(msg.get_body())
-    if not isinstance(envelope.data, NotificationRequested):
-        raise ValueError(f"{envelope.id} is a {envelope.type}, not a notification request")
-    channel = OutboxChannel(runtime.settings().outbox_path)
-    process_once(runtime.idempotency(), "notify", envelope.id,
-                 lambda: {channel.name: channel.deliver(envelope)})
+    deliver_notification(msg.get_body())

@@ -1,7 +1,7 @@
 """The default notification channel: one JSON line per notification in a local file, and the log.
 
-Used when no Slack, Teams or PagerDuty is configured. Delivery is idempotent per event id: a
-redelivered notification is found in the file and not written twice.
+Used when no Slack, Teams or PagerDuty is configured, or when a route names it. Delivery is
+idempotent per event id: a redelivered notification is found in the file and not written twice.
 """
 
 from __future__ import annotations
@@ -12,31 +12,35 @@ import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
-from shared.events import Envelope
+from shared.channels.dispatch import Delivery
 
 log = logging.getLogger("gatehouse.outbox")
 
 
 class OutboxChannel:
     name = "outbox"
+    updates_in_place = False
 
     def __init__(self, path: Path):
         self.path = Path(path)
 
-    def deliver(self, envelope: Envelope) -> bool:
-        """Append the notification unless it is there already; True if it was written now."""
-        note = envelope.data
+    def deliver(self, delivery: Delivery) -> dict:
+        """Append the notification unless it is there already."""
+        return {"written": self.write(delivery.event_id, delivery.note)}
+
+    def write(self, event_id: str, note) -> bool:
+        """Append one notification line unless its event id is there already; True if written."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps({
             "delivered_at": datetime.now(timezone.utc).isoformat(),
-            "event_id": envelope.id,
+            "event_id": event_id,
             "channel": self.name,
             **note.model_dump(mode="json", exclude_none=True),
         })
         with open(self.path, "a+", encoding="utf-8") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             handle.seek(0)
-            if any(json.loads(existing).get("event_id") == envelope.id
+            if any(json.loads(existing).get("event_id") == event_id
                    for existing in handle if existing.strip()):
                 return False
             handle.write(line + "\n")

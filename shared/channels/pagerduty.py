@@ -1,0 +1,210 @@
+"""PagerDuty through the `pagerduty` package's Events API v2 client.
+
+Incidents are keyed by (model, endpoint, alert kind): a trigger with the same key joins the open
+incident in PagerDuty. A rollback that completes resolves every open incident of that model on
+that endpoint; a resolved alert resolves its own. Storm control: while one incident for a model is open and
+younger than the policy's storm window, further alerts for that model do not page again — they
+still reach Slack and Teams.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+from shared.channels.dispatch import ChannelError, Delivery, event_kind, page_intent
+
+# PagerDuty's severities have the same names as Gatehouse's; the map makes the contract explicit.
+PAGERDUTY_SEVERITY = {"info": "info", "warning": "warning", "error": "error",
+                      "critical": "critical"}
+ROLLBACK_KINDS = ("rollout.rollback_requested", "rollout.rollback_completed")
+MAX_DEDUP_KEY = 255
+
+
+def events_client(routing_key: str, events_url: str | None = None, ca_bundle: str | None = None,
+                  *, sleep_timer: float = 1.5):
+    """An EventsApiV2Client with bounded retries (the library retries 429 forever otherwise).
+
+    `events_url` may be the base URL or the full enqueue URL; `ca_bundle` names extra CAs to
+    trust (a TLS-inspecting proxy, or a test peer's self-signed certificate).
+    """
+    import ssl
+
+    import pagerduty
+
+    base = None
+    if events_url:
+        base = events_url.rstrip("/")
+        if base.endswith("/v2/enqueue"):
+            base = base[:-len("/v2/enqueue")]
+    options = {"verify": ssl.create_default_context(cafile=ca_bundle)} if ca_bundle else {}
+    client = pagerduty.EventsApiV2Client(routing_key, base_url=base, **options)
+    client.retry[429] = 3
+    client.max_network_attempts = 2
+    client.sleep_timer = sleep_timer
+    client.timeout = 10.0
+    return client
+
+
+# ---- pure decisions ----
+
+def alert_kind(note) -> str:
+    if event_kind(note) in ROLLBACK_KINDS:
+        return "rollback"
+    return note.facts.get("alert_kind", "other")
+
+
+def incident_key(note) -> str:
+    key = "/".join(("gatehouse", note.model_name or "-", note.facts.get("endpoint") or "-",
+                    alert_kind(note)))
+    if len(key) <= MAX_DEDUP_KEY:
+        return key
+    return "gatehouse/" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def storm_scope(note) -> str:
+    """What one page covers: the model; failing that the endpoint; failing that all of Gatehouse."""
+    if note.model_name:
+        return f"model:{note.model_name}"
+    if note.facts.get("endpoint"):
+        return f"endpoint:{note.facts['endpoint']}"
+    return "gatehouse"
+
+
+@dataclass(frozen=True)
+class OpenIncident:
+    key: str
+    opened_at: float
+    endpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class PagePlan:
+    action: Literal["trigger", "resolve", "suppress", "nothing"]
+    key: str
+    resolve_keys: tuple[str, ...] = ()
+    reason: str = ""
+
+
+def plan_page(note, intent: str | None, open_incidents: dict[str, OpenIncident], now: float,
+              storm_window_seconds: float) -> PagePlan:
+    key = incident_key(note)
+    if intent is None:
+        return PagePlan("nothing", key, reason="not a paging event")
+    if intent == "resolve":
+        keys = [key]
+        if event_kind(note) == "rollout.rollback_completed":
+            endpoint = note.facts.get("endpoint")
+            keys += sorted(k for k, incident in open_incidents.items()
+                           if k != key and (incident.endpoint in (None, endpoint)))
+        return PagePlan("resolve", key, tuple(keys), "resolved")
+    recent = sorted((i for i in open_incidents.values()
+                     if now - i.opened_at < storm_window_seconds), key=lambda i: i.opened_at)
+    if any(i.key == key for i in recent):
+        return PagePlan("suppress", key, reason=f"incident {key} is open already")
+    if recent:
+        return PagePlan("suppress", key, reason=f"storm: {recent[0].key} already paged for "
+                                                f"{storm_scope(note)} and is still open")
+    # Past the window a still-open key is triggered again: PagerDuty adds it to the open alert,
+    # or opens a new one if someone resolved it there.
+    return PagePlan("trigger", key, reason="new incident")
+
+
+# ---- open incidents on the state table ----
+
+class OpenIncidents:
+    PARTITION = "pagerduty"
+
+    def __init__(self, table):
+        self.table = table
+
+    def _row(self, scope: str) -> str:
+        from shared.state import safe_row_key
+
+        return safe_row_key(scope)
+
+    def read(self, scope: str) -> dict[str, OpenIncident]:
+        row = self.table.get(self.PARTITION, self._row(scope))
+        if row is None:
+            return {}
+        return {key: OpenIncident(key, value["opened_at"], value.get("endpoint"))
+                for key, value in json.loads(row.properties.get("incidents") or "{}").items()}
+
+    def _change(self, scope: str, change) -> None:
+        from shared.state import ConcurrencyConflict
+
+        for _ in range(8):
+            row = self.table.get(self.PARTITION, self._row(scope))
+            incidents = json.loads(row.properties.get("incidents") or "{}") if row else {}
+            change(incidents)
+            properties = {"scope": scope, "incidents": json.dumps(incidents)}
+            try:
+                if row is None:
+                    self.table.insert(self.PARTITION, self._row(scope), properties)
+                else:
+                    self.table.replace(self.PARTITION, self._row(scope), properties, row.etag)
+                return
+            except ConcurrencyConflict:
+                continue
+        raise ChannelError(f"open PagerDuty incidents of {scope} kept changing", transient=True)
+
+    def opened(self, scope: str, incident: OpenIncident) -> None:
+        def add(incidents: dict) -> None:
+            incidents[incident.key] = {"opened_at": incident.opened_at,
+                                       "endpoint": incident.endpoint}
+        self._change(scope, add)
+
+    def closed(self, scope: str, keys: tuple[str, ...]) -> None:
+        def drop(incidents: dict) -> None:
+            for key in keys:
+                incidents.pop(key, None)
+        self._change(scope, drop)
+
+
+# ---- the channel ----
+
+class PagerDutyChannel:
+    name = "pagerduty"
+    updates_in_place = False
+
+    def __init__(self, client, incidents: OpenIncidents):
+        self.client = client
+        self.incidents = incidents
+
+    def deliver(self, delivery: Delivery) -> dict:
+        import pagerduty
+
+        try:
+            return self._deliver(delivery)
+        except pagerduty.HttpError as exc:
+            status = exc.response.status_code if exc.response is not None else 0
+            transient = status == 429 or status >= 500 or status == 0
+            raise ChannelError(f"PagerDuty Events API answered {status}", transient) from None
+        except pagerduty.Error as exc:
+            raise ChannelError(f"PagerDuty unreachable: {type(exc).__name__}", True) from None
+
+    def _deliver(self, delivery: Delivery) -> dict:
+        note = delivery.note
+        scope = storm_scope(note)
+        plan = plan_page(note, page_intent(note, delivery.policy), self.incidents.read(scope),
+                         delivery.now, delivery.policy.page_storm_window_seconds)
+        if plan.action in ("nothing", "suppress"):
+            return {"action": plan.action, "incident": plan.key, "reason": plan.reason}
+        if plan.action == "resolve":
+            for key in plan.resolve_keys:
+                self.client.resolve(key)
+            self.incidents.closed(scope, plan.resolve_keys)
+            return {"action": "resolve", "incidents": list(plan.resolve_keys)}
+        endpoint = note.facts.get("endpoint")
+        payload = {"timestamp": note.facts.get("occurred"), "class": alert_kind(note),
+                   "component": endpoint, "group": note.model_name}
+        self.client.trigger(
+            summary=note.title[:1024], source=endpoint or note.model_name or "gatehouse",
+            dedup_key=plan.key, severity=PAGERDUTY_SEVERITY[note.severity],
+            payload={k: v for k, v in payload.items() if v},
+            custom_details={"text": note.text, **note.facts, "event_id": note.about_event_id},
+            links=[{"href": url, "text": label} for label, url in delivery.links.items()])
+        self.incidents.opened(scope, OpenIncident(plan.key, delivery.now, endpoint))
+        return {"action": "trigger", "incident": plan.key}

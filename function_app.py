@@ -2,9 +2,11 @@
 
 import azure.functions as func
 
-from functions import notify, registry_poller, registry_webhooks, router, slack_actions
+from functions import (alerts, monitor, notify, registry_poller, registry_webhooks, retraining,
+                       rollout, router, run_gates, slack_actions)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
-for module in (registry_webhooks, registry_poller, router, notify, slack_actions):
+for module in (registry_webhooks, registry_poller, router, run_gates, rollout, notify,
+               slack_actions, alerts, monitor, retraining):
     app.register_functions(module.bp)

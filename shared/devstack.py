@@ -18,6 +18,9 @@ from shared.storage import PROJECT_ROOT, free_port, wait_for_port
 BIN = Path(sys.executable).parent
 FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "us-east-1"}
+# MLflow's usage telemetry would call out of this machine, and its background thread edits
+# os.environ while other threads read it.
+NO_TELEMETRY = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 
 
 class ManagedProcess:
@@ -85,7 +88,7 @@ def create_bucket(moto_url: str, bucket: str) -> None:
 
 def mlflow_client_env(moto_url: str) -> dict[str, str]:
     """What an MLflow client (and server) needs to reach the artifact store on moto."""
-    return {**FAKE_AWS, "MLFLOW_S3_ENDPOINT_URL": moto_url}
+    return {**FAKE_AWS, **NO_TELEMETRY, "MLFLOW_S3_ENDPOINT_URL": moto_url}
 
 
 def start_mlflow(log_dir: Path, moto_url: str, bucket: str = "mlflow-artifacts") -> ManagedProcess:
@@ -111,7 +114,7 @@ def start_mlflow(log_dir: Path, moto_url: str, bucket: str = "mlflow-artifacts")
 
 def start_function_host(log_dir: Path, storage: str, extra_env: dict[str, str]) -> ManagedProcess:
     port = free_port()
-    env = {"AzureWebJobsStorage": storage, "PYTHONUNBUFFERED": "1", **extra_env}
+    env = {"AzureWebJobsStorage": storage, "PYTHONUNBUFFERED": "1", **NO_TELEMETRY, **extra_env}
     host = ManagedProcess("function-host",
                           [sys.executable, "-m", "shared.local_host", "--port", str(port)],
                           env, port, log_dir)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.channels.policy import NotificationPolicy
 from shared.gates.policy import GatePolicy
+from shared.monitoring.policy import MonitoringPolicy
 from shared.rollout.policy import RolloutPolicy
 from shared.storage import PROJECT_ROOT
 
@@ -38,6 +39,7 @@ class ModelPolicy(BaseModel):
     gates: GatePolicy = Field(default_factory=GatePolicy)
     rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
     notifications: NotificationPolicy = Field(default_factory=NotificationPolicy)
+    monitoring: MonitoringPolicy = Field(default_factory=MonitoringPolicy)
 
 
 class _PolicyFile(BaseModel):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+os.environ.update({"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"})
+
 import secrets
 from pathlib import Path
 

@@ -1,7 +1,85 @@
-"""The `rollout` section of the policy file."""
+"""The `rollout` section of the policy file: how a challenger earns production traffic.
 
-from pydantic import BaseModel, ConfigDict
+    [defaults.rollout]
+    steps = [5, 25, 50, 100]        # percent of traffic to the challenger, last step = promotion
+    min_bake_seconds = 900
+    min_requests_per_step = 500
+
+    [models."fraud".rollout]
+    endpoint = "fraud-prod"         # the serving endpoint (default: derived from the model name)
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+ENDPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 
 class RolloutPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    endpoint: str | None = Field(
+        default=None, description="serving endpoint name; default: the model name's last part")
+    steps: tuple[int, ...] = Field(default=(5, 25, 50, 100),
+                                   description="challenger traffic percent per step; ends at 100")
+    min_bake_seconds: float = Field(default=900.0, ge=0)
+    min_requests_per_step: int = Field(default=500, ge=1,
+                                       description="per version, in the step's window")
+    max_p99_latency_ratio: float = Field(default=1.2, gt=1.0,
+                                         description="challenger p99 / champion p99 allowed")
+    max_error_rate: float = Field(default=0.01, ge=0, lt=1)
+    alpha: float = Field(default=0.05, gt=0, lt=0.5,
+                         description="chance, per rollout, of rolling back a model no worse "
+                                     "than its champion")
+    warmup_seconds: float = Field(default=120.0, ge=0,
+                                  description="excluded from the window after a config change")
+    max_extensions: int = Field(default=3, ge=0,
+                                description="extra bake periods when a step is inconclusive")
+    on_newer_challenger: Literal["queue", "supersede"] = "queue"
+    rollback_window_seconds: float = Field(default=7 * 24 * 3600.0, ge=0,
+                                           description="previous champion kept deployable")
+    replay_sample_size: int = Field(default=50, ge=0,
+                                    description="recent live payloads replayed before 1st step")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_name(cls, value: str | None) -> str | None:
+        if value is not None and not ENDPOINT_NAME.match(value):
+            raise ValueError("endpoint names are 1-63 letters, digits, '-' or '_', "
+                             "starting with a letter or digit")
+        return value
+
+    @field_validator("steps")
+    @classmethod
+    def _step_plan(cls, steps: tuple[int, ...]) -> tuple[int, ...]:
+        if not steps:
+            raise ValueError("at least one step is needed")
+        if any(not 0 < step <= 100 for step in steps):
+            raise ValueError("every step is a percentage in 1..100")
+        if any(b <= a for a, b in zip(steps, steps[1:])):
+            raise ValueError("steps must strictly increase")
+        if steps[-1] != 100:
+            raise ValueError("the last step must be 100 (promotion)")
+        return steps
+
+    def endpoint_for(self, model_name: str) -> str:
+        """The endpoint serving `model_name`: the policy's, or one derived from the model name
+        (the last part of a Unity Catalog three-level name, cleaned to endpoint characters)."""
+        if self.endpoint:
+            return self.endpoint
+        base = re.sub(r"[^A-Za-z0-9_-]+", "-", model_name.split(".")[-1]).strip("-_")
+        return (base or "model")[:63]
+
+    @property
+    def canary_steps(self) -> tuple[int, ...]:
+        """The judged steps (all but the final 100%, which is promotion)."""
+        return self.steps[:-1]
+
+    @property
+    def decision_looks(self) -> int:
+        """The most full-evidence looks one rollout can take (alpha is split over them)."""
+        return max(1, len(self.canary_steps) * (1 + self.max_extensions))

@@ -1,0 +1,51 @@
+"""Monitoring alert intake: POST /api/alerts/{source}.
+
+source: azure-monitor (common alert schema), alertmanager (webhook v4), databricks-sql (SQL
+alert webhook destination), gatehouse (Gatehouse's own monitor format). Each alert becomes one
+`monitoring.alert` event on the bus, once (shared/alerts/intake.py says how and what answers).
+
+Cold start: only azure.functions at module level.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+import azure.functions as func
+
+bp = func.Blueprint()
+
+
+@lru_cache(maxsize=4)
+def _open_alerts(connection_string: str):
+    from shared.alerts.store import OpenAlerts
+
+    return OpenAlerts.connect(connection_string)
+
+
+def _json(status: int, body: dict, headers: dict | None = None) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body), status_code=status, headers=headers or {},
+                             mimetype="application/json")
+
+
+@bp.route(route="alerts/{source}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def receive_alert(req: func.HttpRequest) -> func.HttpResponse:
+    from shared import runtime
+    from shared.alerts import SOURCES, intake
+    from shared.storage import storage_connection_string
+
+    source = req.route_params.get("source", "")
+    if source not in SOURCES:
+        return _json(404, {"error": f"unknown alert source {source!r}; known sources: "
+                                    + ", ".join(SOURCES)})
+    try:
+        open_alerts = _open_alerts(storage_connection_string())
+        dedupe = runtime.idempotency()
+    except Exception:
+        return _json(503, {"error": "Gatehouse storage unavailable; retry shortly"},
+                     {"Retry-After": "5"})
+    reply = intake.receive(source, dict(req.headers), req.get_body() or b"",
+                           max_body_bytes=runtime.settings().max_body_bytes, bus=runtime.bus(),
+                           dedupe=dedupe, open_alerts=open_alerts)
+    return _json(reply.status, reply.body, reply.headers)

@@ -1,0 +1,178 @@
+"""Alert intake: source, size, token, shape, then each alert enqueued once.
+
+Answers (shared.receiver.Reply):
+ - 202 when at least one alert was published; 200 when every alert was a repeat, a resolution
+   of nothing open, or a state that says nothing (all listed per alert in the body);
+ - 404 unknown source; 401 missing or wrong token; 400 / 413 / 415 bad input, with the problem;
+ - 503 with Retry-After only when Gatehouse's own storage fails, so the sender retries.
+
+Authentication: when GATEHOUSE_ALERT_TOKEN_<SOURCE> is set (e.g. GATEHOUSE_ALERT_TOKEN_ALERTMANAGER,
+GATEHOUSE_ALERT_TOKEN_AZURE_MONITOR), the request must carry it in `X-Gatehouse-Alert-Token` or
+as `Authorization: Bearer <token>` (Alertmanager's http_config `authorization`); compared in
+constant time. The function key protects the route in Azure either way.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+from collections.abc import Mapping
+from typing import Protocol
+
+from shared import alerts
+from shared.alerts.common import InboundAlert
+from shared.alerts.store import CLOSED, OPEN, OpenAlerts
+from shared.events import Envelope
+from shared.idempotency import AlreadyCompleted, AlreadyInProgress
+from shared.inbound import InboundError
+from shared.receiver import Reply
+
+log = logging.getLogger("gatehouse.alerts")
+TOKEN_HEADER = "x-gatehouse-alert-token"
+DEDUPE_SCOPE = "alert-intake"
+
+
+class Publisher(Protocol):
+    def publish(self, envelope: Envelope) -> str: ...
+
+
+def token_setting(source: str) -> str:
+    return "GATEHOUSE_ALERT_TOKEN_" + source.upper().replace("-", "_")
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def presented_token(headers: Mapping[str, str]) -> str | None:
+    explicit = _header(headers, TOKEN_HEADER)
+    if explicit:
+        return explicit.strip()
+    authorization = (_header(headers, "authorization") or "").strip()
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return None
+
+
+def authenticate(source: str, headers: Mapping[str, str],
+                 environ: Mapping[str, str]) -> str | None:
+    """None when the request may pass; otherwise what is wrong (for a 401)."""
+    expected = (environ.get(token_setting(source)) or "").strip()
+    if not expected:
+        return None
+    presented = presented_token(headers)
+    if presented is None:
+        return (f"missing alert token: send it in X-Gatehouse-Alert-Token or as "
+                f"'Authorization: Bearer <token>' ({token_setting(source)} is set)")
+    if not hmac.compare_digest(presented.encode("utf-8"), expected.encode("utf-8")):
+        return "alert token does not match"
+    return None
+
+
+def _error(status: int, message: str, problems: list[str] | None = None,
+           headers: dict | None = None) -> Reply:
+    body: dict = {"error": message}
+    if problems:
+        body["problems"] = problems
+    return Reply(status, body, headers or {})
+
+
+def _content_type_problem(headers: Mapping[str, str]) -> str | None:
+    value = _header(headers, "content-type")
+    if not value:
+        return None
+    media_type = value.split(";")[0].strip().lower()
+    if media_type == "application/json" or media_type.endswith("+json"):
+        return None
+    return f"Content-Type {media_type!r} is not supported; send application/json"
+
+
+def receive(source: str, headers: Mapping[str, str], body: bytes, *, max_body_bytes: int,
+            bus: Publisher, dedupe, open_alerts: OpenAlerts,
+            environ: Mapping[str, str] | None = None) -> Reply:
+    environ = os.environ if environ is None else environ
+    if source not in alerts.SOURCES:
+        return _error(404, f"unknown alert source {source!r}; known sources: "
+                           + ", ".join(alerts.SOURCES))
+    if len(body) > max_body_bytes:
+        return _error(413, f"request body is {len(body)} bytes; the limit is {max_body_bytes} "
+                           f"(GATEHOUSE_MAX_BODY_BYTES)")
+    refused = authenticate(source, headers, environ)
+    if refused:
+        log.warning("refused a %s alert: %s", source, refused)
+        return _error(401, refused)
+    problem = _content_type_problem(headers)
+    if problem:
+        return _error(415, problem)
+    try:
+        batch = alerts.parse_alerts(source, body)
+    except InboundError as exc:
+        log.info("rejected a %s alert: %s", source, exc.message)
+        return _error(400, exc.message, exc.problems)
+    outcomes = []
+    for inbound in batch.alerts:
+        try:
+            outcomes.append(_take(source, inbound, bus, dedupe, open_alerts))
+        except AlreadyInProgress as busy:
+            return _error(503, "this alert is being processed; retry shortly",
+                          headers={"Retry-After": str(int(busy.retry_after + 0.999))})
+        except Exception:
+            log.exception("could not take a %s alert %s; the sender will retry", source,
+                          inbound.alert.fingerprint)
+            return _error(503, "Gatehouse storage unavailable; retry shortly",
+                          headers={"Retry-After": "5"})
+    published = any(o["outcome"] == "accepted" for o in outcomes)
+    reply = {"status": "accepted" if published else "nothing new", "alerts": outcomes}
+    if batch.ignored:
+        reply["ignored"] = batch.ignored
+    return Reply(202 if published else 200, reply)
+
+
+def _take(source: str, inbound: InboundAlert, bus: Publisher, dedupe,
+          open_alerts: OpenAlerts) -> dict:
+    alert = inbound.alert
+    summary = {"fingerprint": alert.fingerprint, "status": alert.status,
+               "alert_kind": alert.alert_kind.value}
+    try:
+        claim = dedupe.claim(DEDUPE_SCOPE, inbound.dedupe_key)
+    except AlreadyCompleted as done:
+        return {**summary, **(done.result or {}), "outcome": "duplicate"}
+    try:
+        result = _act(source, inbound, bus, open_alerts)
+    except BaseException:
+        dedupe.release(claim)
+        raise
+    try:
+        dedupe.complete(claim, result)
+    except Exception:
+        # Published already: a retry publishes the same event id again, which consumers drop.
+        log.exception("could not mark alert %s taken", inbound.dedupe_key)
+    return {**summary, **result}
+
+
+def _act(source: str, inbound: InboundAlert, bus: Publisher, open_alerts: OpenAlerts) -> dict:
+    alert = inbound.alert
+    record = open_alerts.get(alert.fingerprint)
+    if alert.status == "resolved" and (record is None or not record.is_open):
+        # Nothing of ours is open: remember the resolution, so a late firing of the same
+        # episode is not taken for a new one.
+        open_alerts.put(alert.fingerprint, CLOSED, inbound.started, "")
+        return {"outcome": "acknowledged", "reason": "no open alert with this fingerprint"}
+    if (alert.status == "firing" and record is not None and record.state == CLOSED
+            and record.started == inbound.started):
+        return {"outcome": "acknowledged", "reason": "this alert was resolved already"}
+    envelope = Envelope.wrap(alert, source=f"/gatehouse/alerts/{source}",
+                             dedupe_key=inbound.dedupe_key, time=inbound.occurred_at)
+    bus.publish(envelope)
+    open_alerts.put(alert.fingerprint, OPEN if alert.status == "firing" else CLOSED,
+                    inbound.started, envelope.id,
+                    {"source": source, "model_name": alert.model_name,
+                     "endpoint": alert.endpoint, "alert_kind": alert.alert_kind.value})
+    log.info("alert %s %s (%s) published as %s", alert.fingerprint, alert.status,
+             alert.alert_kind.value, envelope.id)
+    return {"outcome": "accepted", "event_id": envelope.id}

@@ -1,0 +1,136 @@
+"""The monitor's and the retraining handler's adapters, built from the settings.
+
+Traffic: the embedded payload log at GATEHOUSE_PAYLOAD_LOG, and, when DATABRICKS_HOST is set,
+the inference table of every model whose monitoring policy names `inference_table` and
+`warehouse_id` (its endpoint is the rollout policy's). References: the state table, else the
+`gatehouse/reference.json` artifact of the version's run. Figures go to MLflow when
+MLFLOW_TRACKING_URI is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from shared.monitoring.policy import MonitoringPolicy, monitoring_policy_for
+
+log = logging.getLogger("gatehouse.monitor")
+
+
+class NotConfigured(Exception):
+    """Nothing to monitor: no payload log and no inference table configured."""
+
+
+def databricks_client(environ=None):
+    from databricks.sdk import WorkspaceClient
+    from databricks.sdk.config import Config
+
+    environ = os.environ if environ is None else environ
+    host, token = environ["DATABRICKS_HOST"], environ.get("DATABRICKS_TOKEN")
+    return WorkspaceClient(config=Config(host=host, token=token, auth_type="pat") if token
+                           else Config(host=host))
+
+
+def inference_sources(environ=None) -> list:
+    from shared.monitoring.sources import DatabricksInferenceSource
+    from shared.policy import current_policy
+
+    environ = os.environ if environ is None else environ
+    if not (environ.get("DATABRICKS_HOST") or "").strip():
+        return []
+    policy = current_policy()
+    sources, client = [], None
+    for model in policy.models:
+        monitoring = monitoring_policy_for(model)
+        if not (monitoring.enabled and monitoring.inference_table and monitoring.warehouse_id):
+            continue
+        client = client or databricks_client(environ)
+        endpoint = policy.for_model(model).rollout.endpoint_for(model)
+        sources.append(DatabricksInferenceSource(client, monitoring.warehouse_id,
+                                                 monitoring.inference_table, endpoint,
+                                                 monitoring.inference_table_kind))
+    return sources
+
+
+def traffic(environ=None):
+    """(records(since, until), endpoints always judged) or NotConfigured."""
+    from shared.monitoring.sources import PayloadLogSource
+    from shared.serving.payload_log import PayloadLog
+
+    environ = os.environ if environ is None else environ
+    readers = []
+    path = (environ.get("GATEHOUSE_PAYLOAD_LOG") or "").strip()
+    if path and Path(path).exists():
+        readers.append(PayloadLogSource(PayloadLog(path)))
+    remote = inference_sources(environ)
+    readers.extend(remote)
+    if not readers:
+        raise NotConfigured("no traffic to monitor: set GATEHOUSE_PAYLOAD_LOG (the embedded "
+                            "payload log) or DATABRICKS_HOST with monitoring.inference_table "
+                            "and warehouse_id in the policy")
+
+    def records(since: float, until: float) -> list:
+        found = []
+        for reader in readers:
+            found.extend(reader.records(since, until))
+        return found
+
+    return records, [source.endpoint for source in remote]
+
+
+class References:
+    """Reference lookups for one monitor run (cached: a run asks once per version)."""
+
+    def __init__(self, store, use_mlflow: bool):
+        self.store, self.use_mlflow = store, use_mlflow
+        self._cache: dict[tuple[str, str], object] = {}
+
+    def __call__(self, model_name: str, version: str):
+        key = (model_name, version)
+        if key not in self._cache:
+            self._cache[key] = self._find(model_name, version)
+        return self._cache[key]
+
+    def _find(self, model_name: str, version: str):
+        from shared.monitoring.reference import load_reference_artifact
+
+        found = self.store.load(model_name, version)
+        if found is not None or not self.use_mlflow:
+            return found
+        try:
+            from shared.registry import Registry
+
+            run_id = Registry().version(model_name, version).run_id
+        except Exception as exc:  # the registry is not ours to fail on: judge without it
+            log.warning("no reference for %s v%s: %s", model_name, version, exc)
+            return None
+        return load_reference_artifact(run_id) if run_id else None
+
+
+def build_monitor(environ=None):
+    from shared import runtime
+    from shared.monitoring.reference import ReferenceStore
+    from shared.monitoring.service import MlflowMonitorLog, Monitor, MonitorStateStore
+    from shared.storage import storage_connection_string
+
+    environ = os.environ if environ is None else environ
+    records, endpoints = traffic(environ)
+    connection = storage_connection_string()
+    use_mlflow = bool((environ.get("MLFLOW_TRACKING_URI") or "").strip())
+    defaults: MonitoringPolicy = monitoring_policy_for(None)
+    return Monitor(
+        records=records, states=MonitorStateStore.connect(connection),
+        publish=runtime.bus().publish, policy_for=monitoring_policy_for,
+        reference_for=References(ReferenceStore.connect(connection), use_mlflow),
+        labels_for=label_store(connection).get,
+        metrics_log=MlflowMonitorLog(defaults.experiment) if use_mlflow else None,
+        endpoints=endpoints)
+
+
+@lru_cache(maxsize=2)
+def label_store(connection_string: str):
+    from shared.monitoring.labels import LabelStore
+
+    return LabelStore.connect(connection_string)

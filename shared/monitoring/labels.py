@@ -1,0 +1,89 @@
+"""Late labels: the true outcome of a served request, arriving after the fact, keyed by request id.
+
+A request that scored one row is labelled by its request id (the `X-Request-Id` it was served
+with, or the inference table's client/databricks request id); the rows of a batch request by
+`<request id>/<row index>` (0-based), see `row_key`. The monitor joins labels to the rows of a
+window by these keys to compute calibration and performance on what has been labelled so far.
+
+Stored on Azure Tables: partition = the endpoint, row = a digest of the key; last write wins.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping
+
+from shared.state import StateTable, safe_row_key
+
+TABLE = "gatehouselabels"
+QUERY_CHUNK = 40     # keys per filter: keeps the $filter well under the service's length limit
+BATCH = 100          # entities per transaction (the service's maximum)
+
+
+def row_key(request_id: str, index: int, rows_in_request: int) -> str:
+    return request_id if rows_in_request == 1 else f"{request_id}/{index}"
+
+
+def label_value(value: object) -> float:
+    """A label as a number: 0/1 (or true/false) for classifiers, any finite number otherwise."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)) and math.isfinite(float(value)):
+        return float(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return 1.0 if value.strip().lower() == "true" else 0.0
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if math.isfinite(number):
+            return number
+    raise ValueError(f"label {value!r} is not a number or a boolean")
+
+
+def _partition(endpoint: str) -> str:
+    return "ep" + safe_row_key(endpoint)[:40]
+
+
+class LabelTable(StateTable):
+    def upsert_many(self, partition: str, rows: list[tuple[str, dict]]) -> None:
+        from azure.data.tables import UpdateMode
+
+        for start in range(0, len(rows), BATCH):
+            operations = [("upsert", {"PartitionKey": partition, "RowKey": row, **properties},
+                           {"mode": UpdateMode.REPLACE})
+                          for row, properties in rows[start:start + BATCH]]
+            self._table.submit_transaction(operations)
+
+    def get_many(self, partition: str, rows: list[str]) -> list[dict]:
+        found = []
+        for start in range(0, len(rows), QUERY_CHUNK):
+            chunk = rows[start:start + QUERY_CHUNK]
+            keys = " or ".join(f"RowKey eq '{row}'" for row in chunk)
+            found.extend(dict(e) for e in self._table.query_entities(
+                f"PartitionKey eq '{partition}' and ({keys})"))
+        return found
+
+
+class LabelStore:
+    def __init__(self, table: LabelTable):
+        self.table = table
+
+    @classmethod
+    def connect(cls, connection_string: str) -> "LabelStore":
+        return cls(LabelTable(connection_string, TABLE))
+
+    def put(self, endpoint: str, labels: Mapping[str, object], now: float | None = None) -> int:
+        at = time.time() if now is None else now
+        # The last label given for a key wins, also within one call.
+        rows = {safe_row_key(key): {"key": key, "label": label_value(value), "labelled_at": at}
+                for key, value in labels.items()}
+        self.table.upsert_many(_partition(endpoint), list(rows.items()))
+        return len(rows)
+
+    def get(self, endpoint: str, keys: Iterable[str]) -> dict[str, float]:
+        wanted = {safe_row_key(key): key for key in keys}
+        entities = self.table.get_many(_partition(endpoint), sorted(wanted))
+        return {entity["key"]: float(entity["label"]) for entity in entities}

@@ -1,0 +1,215 @@
+"""What Gatehouse does about a monitoring alert (the trigger-retraining queue gets every one):
+
+1. roll back a canary the alert implicates: the alert names an endpoint whose active rollout's
+   challenger is the alerting version (pure: `rollback_for`); the rollout's open_rollback
+   handler carries it out;
+2. retrain the model when the policy says so (pure: shared/monitoring/retraining.py), at most
+   once per cooldown and within the cap on runs in flight, and announce RetrainingTriggered.
+
+Notifications for the alert itself come from the router, for every alert, firing or resolved.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from shared.alerts.common import SEVERITY_RANK
+from shared.events import (Decision, Envelope, MonitoringAlert, RetrainingTriggered,
+                           RollbackRequested)
+from shared.monitoring import retraining
+from shared.monitoring.policy import MonitoringPolicy, RollbackOnAlertPolicy
+from shared.monitoring.runners import DatabricksJobRunner, LocalRunner
+from shared.state import ConcurrencyConflict, StateTable, safe_row_key
+
+log = logging.getLogger("gatehouse.retraining")
+SOURCE = "/gatehouse/retraining"
+ACTOR = "gatehouse:monitor"
+LEDGER_TABLE = "gatehouseretraining"
+LEDGER_PARTITION = "ledgers"
+SAVE_ATTEMPTS = 30
+
+
+def registry_of(model_name: str) -> str:
+    return "unity-catalog" if model_name.count(".") == 2 else "mlflow"
+
+
+def rollback_for(alert: MonitoringAlert, record, policy: RollbackOnAlertPolicy
+                 ) -> RollbackRequested | None:
+    """A rollback request when the firing alert concerns the challenger of the endpoint's active
+    rollout (`record`: the rollout's EndpointRecord, or None)."""
+    from shared.rollout.machine import Phase
+
+    if (alert.status != "firing" or not policy.enabled or not alert.endpoint
+            or not alert.version or record is None or record.active is None):
+        return None
+    active = record.active
+    if active.phase not in (Phase.PENDING, Phase.CANARY) or active.challenger != alert.version:
+        return None
+    if alert.alert_kind not in policy.alert_kinds:
+        return None
+    if SEVERITY_RANK[alert.severity] < SEVERITY_RANK[policy.min_severity]:
+        return None
+    reason = (f"{alert.alert_kind.value.replace('_', ' ')} alert from {alert.source} on "
+              f"challenger v{alert.version} during its canary ({active.traffic_percent}% of "
+              f"traffic): {alert.title}")
+    return RollbackRequested(model_name=record.model_name, registry=registry_of(record.model_name),
+                             version=active.challenger, endpoint=record.endpoint,
+                             decision=Decision(actor=ACTOR, reason=reason[:2000],
+                                               metrics=dict(alert.figures)))
+
+
+class LedgerStore:
+    def __init__(self, table: StateTable):
+        self.table = table
+
+    @classmethod
+    def connect(cls, connection_string: str) -> "LedgerStore":
+        return cls(StateTable(connection_string, LEDGER_TABLE))
+
+    def load(self, model_name: str) -> tuple[retraining.Ledger, str | None]:
+        row = self.table.get(LEDGER_PARTITION, safe_row_key(model_name))
+        if row is None:
+            return retraining.Ledger(model_name=model_name), None
+        return retraining.Ledger.model_validate_json(row.properties["ledger"]), row.etag
+
+    def save(self, ledger: retraining.Ledger, etag: str | None) -> str:
+        properties = {"model_name": ledger.model_name, "ledger": ledger.model_dump_json()}
+        row = safe_row_key(ledger.model_name)
+        if etag is None:
+            return self.table.insert(LEDGER_PARTITION, row, properties)
+        return self.table.replace(LEDGER_PARTITION, row, properties, etag)
+
+
+@dataclass
+class Launcher:
+    """The configured runner for one model: a Databricks job or the local entrypoint."""
+
+    runner: object
+    start: Callable[[retraining.PendingStart], str]
+
+
+def launcher_for(model_name: str, policy: MonitoringPolicy, environ=None,
+                 local_runner: LocalRunner | None = None) -> Launcher | None:
+    environ = os.environ if environ is None else environ
+    settings = policy.retraining
+    if (environ.get("DATABRICKS_HOST") or "").strip() and settings.job_id:
+        runner = DatabricksJobRunner.from_env(environ)
+        return Launcher(runner, lambda start: runner.start(settings.job_id, start.parameters,
+                                                           start.token))
+    command = settings.command(model_name)
+    if command:
+        local = local_runner or LocalRunner()
+        return Launcher(local, lambda start: local.start(command, start.parameters, start.token))
+    return None
+
+
+class Reactions:
+    def __init__(self, *, ledgers: LedgerStore, publish: Callable[[Envelope], object],
+                 policy_for: Callable[[str | None], MonitoringPolicy],
+                 rollout_record: Callable[[str], object],
+                 launcher: Callable[[str, MonitoringPolicy], Launcher | None],
+                 clock: Callable[[], float] = time.time):
+        self.ledgers, self.publish, self.policy_for = ledgers, publish, policy_for
+        self.rollout_record, self.launcher, self.clock = rollout_record, launcher, clock
+
+    def react(self, envelope: Envelope) -> dict:
+        alert = envelope.data
+        if not isinstance(alert, MonitoringAlert):
+            raise ValueError(f"{envelope.id} is a {envelope.type}, not monitoring.alert")
+        policy = self.policy_for(alert.model_name)
+        outcome = {"rollback": self._rollback(envelope, alert, policy)}
+        outcome["retraining"] = self._retrain(envelope, alert, policy)
+        return outcome
+
+    def _rollback(self, envelope: Envelope, alert: MonitoringAlert,
+                  policy: MonitoringPolicy) -> dict:
+        if alert.status != "firing" or not alert.endpoint or not alert.version:
+            return {"requested": False, "reason": "the alert names no served version"}
+        request = rollback_for(alert, self.rollout_record(alert.endpoint), policy.rollback)
+        if request is None:
+            return {"requested": False, "reason": "no active canary of this version"}
+        published = envelope.derived(request, source=SOURCE)
+        self.publish(published)
+        log.warning("alert %s implicates challenger v%s on %s: rollback requested (%s)",
+                    alert.fingerprint, alert.version, alert.endpoint, published.id)
+        return {"requested": True, "event_id": published.id}
+
+    def _retrain(self, envelope: Envelope, alert: MonitoringAlert,
+                 policy: MonitoringPolicy) -> dict:
+        if not alert.model_name:
+            return {"action": "skip", "reason": "the alert names no model"}
+        if alert.status == "firing" and alert.alert_kind in policy.retraining.alert_kinds:
+            launcher = self.launcher(alert.model_name, policy)
+        else:
+            launcher = None
+        decision = self._decide(envelope, alert, policy, launcher)
+        if decision.action == "skip":
+            return {"action": "skip", "reason": decision.reason}
+        start = decision.start
+        run_id = launcher.start(start)
+        self._confirm(alert.model_name, start, run_id)
+        triggered = RetrainingTriggered(
+            model_name=alert.model_name, registry=registry_of(alert.model_name),
+            reason=start.reason, alert_fingerprint=alert.fingerprint, job_run_id=run_id,
+            decision=Decision(actor=ACTOR, reason=f"{start.reason} ({decision.reason})"[:2000],
+                              metrics=dict(alert.figures)))
+        published = envelope.derived(triggered, source=SOURCE)
+        self.publish(published)
+        log.info("retraining %s started as run %s for alert %s", alert.model_name, run_id,
+                 alert.fingerprint)
+        return {"action": decision.action, "run_id": run_id, "event_id": published.id,
+                "token": start.token}
+
+    def _decide(self, envelope, alert, policy, launcher) -> retraining.RetrainingDecision:
+        for _ in range(SAVE_ATTEMPTS):
+            ledger, etag = self.ledgers.load(alert.model_name)
+            current = ledger
+            if launcher is not None:
+                open_runs = [r.run_id for r in ledger.runs if not r.finished]
+                if open_runs:
+                    finished = set(open_runs) - launcher.runner.active(open_runs)
+                    current = retraining.mark_finished(ledger, finished)
+            decision = retraining.decide(alert, envelope.id, current, policy.retraining,
+                                         policy.retraining_window(), self.clock())
+            if decision.action == "start" and launcher is None:
+                decision = retraining.RetrainingDecision(
+                    action="skip", ledger=ledger, reason="no retraining job (job_id with "
+                    "DATABRICKS_HOST) or local entrypoint is configured for this model")
+            if decision.ledger == ledger:
+                return decision
+            try:
+                self.ledgers.save(decision.ledger, etag)
+                return decision
+            except ConcurrencyConflict:
+                time.sleep(random.uniform(0.0, 0.05))
+        raise ConcurrencyConflict(f"retraining ledger of {alert.model_name} kept changing")
+
+    def _confirm(self, model_name: str, start: retraining.PendingStart, run_id: str) -> None:
+        for _ in range(SAVE_ATTEMPTS):
+            ledger, etag = self.ledgers.load(model_name)
+            confirmed = retraining.confirm(ledger, start, run_id, self.clock())
+            try:
+                self.ledgers.save(confirmed, etag)
+                return
+            except ConcurrencyConflict:
+                time.sleep(random.uniform(0.0, 0.05))
+        raise ConcurrencyConflict(f"retraining ledger of {model_name} kept changing")
+
+
+def reactions_from_env() -> Reactions:
+    from shared import runtime
+    from shared.monitoring.policy import monitoring_policy_for
+    from shared.rollout.store import RolloutStore
+    from shared.storage import storage_connection_string
+
+    connection = storage_connection_string()
+    rollouts = RolloutStore.connect(connection)
+    return Reactions(ledgers=LedgerStore.connect(connection), publish=runtime.bus().publish,
+                     policy_for=monitoring_policy_for,
+                     rollout_record=lambda endpoint: rollouts.load(endpoint).record,
+                     launcher=launcher_for)

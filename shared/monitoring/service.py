@@ -1,0 +1,208 @@
+"""The monitor's imperative shell: read the windows not judged yet, judge them (monitor.py),
+publish the alerts, log every figure to MLflow, remember where it stopped.
+
+Windows are aligned to the epoch (window w covers [w*W, (w+1)*W), W = the default policy's
+`window_seconds`), so every host cuts the same windows. Per endpoint the state table keeps the
+last judged window and, per served version, which metrics are in the alert state. Alerts are
+published before the state is saved, with ids derived from (fingerprint, status, window): a run
+that dies in between is repeated by the next one and its alerts are dropped as repeats; of two
+hosts judging the same windows, one saves and both publish the same ids.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from shared.events import Envelope
+from shared.monitoring.monitor import (MetricState, alert_for, evaluate_window, judge,
+                                       window_bounds, window_index)
+from shared.monitoring.payloads import read_records
+from shared.monitoring.policy import METRICS, MonitoringPolicy
+from shared.state import ConcurrencyConflict, StateTable, safe_row_key
+
+log = logging.getLogger("gatehouse.monitor")
+TABLE = "gatehousemonitor"
+PARTITION = "endpoints"
+EVENT_SOURCE = "/gatehouse/monitor"
+RUN_TAG = "gatehouse.monitor.endpoint"
+
+
+@dataclass
+class EndpointState:
+    endpoint: str
+    last_window: int | None = None
+    states: dict[str, dict[str, MetricState]] = field(default_factory=dict)
+    etag: str | None = None
+
+
+class MonitorStateStore:
+    def __init__(self, table: StateTable):
+        self.table = table
+
+    @classmethod
+    def connect(cls, connection_string: str) -> "MonitorStateStore":
+        return cls(StateTable(connection_string, TABLE))
+
+    def load(self, endpoint: str) -> EndpointState:
+        row = self.table.get(PARTITION, safe_row_key(endpoint))
+        if row is None:
+            return EndpointState(endpoint)
+        states = {version: {metric: MetricState(**value) for metric, value in metrics.items()}
+                  for version, metrics in json.loads(row.properties["states"]).items()}
+        return EndpointState(endpoint, int(row.properties["last_window"]), states, row.etag)
+
+    def last_windows(self) -> dict[str, int]:
+        """The last judged window of every endpoint judged so far."""
+        return {row.properties["endpoint"]: int(row.properties["last_window"])
+                for row in self.table.rows(PARTITION)}
+
+    def save(self, state: EndpointState) -> None:
+        properties = {"endpoint": state.endpoint, "last_window": state.last_window,
+                      "states": json.dumps({v: {m: vars(s) for m, s in metrics.items()}
+                                            for v, metrics in state.states.items()})}
+        row = safe_row_key(state.endpoint)
+        if state.etag is None:
+            self.table.insert(PARTITION, row, properties)
+        else:
+            self.table.replace(PARTITION, row, properties, state.etag)
+
+
+class MlflowMonitorLog:
+    """Every figure as an MLflow metric time series: one run per endpoint (tagged
+    gatehouse.monitor.endpoint), key `v<version>/<figure>`, step = the window index."""
+
+    def __init__(self, experiment: str, tracking_uri: str | None = None):
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.experiment = experiment
+        self._runs: dict[str, str] = {}
+
+    def _experiment_id(self) -> str:
+        found = self.client.get_experiment_by_name(self.experiment)
+        if found is not None:
+            return found.experiment_id
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.create_experiment(self.experiment)
+        except MlflowException:  # created concurrently
+            return self.client.get_experiment_by_name(self.experiment).experiment_id
+
+    def run_id(self, endpoint: str) -> str:
+        if endpoint not in self._runs:
+            experiment_id = self._experiment_id()
+            safe = endpoint.replace("'", "")
+            runs = self.client.search_runs([experiment_id], f"tags.`{RUN_TAG}` = '{safe}'",
+                                           max_results=1, order_by=["attributes.start_time ASC"])
+            if runs:
+                self._runs[endpoint] = runs[0].info.run_id
+            else:
+                run = self.client.create_run(experiment_id, run_name=f"monitor-{endpoint}",
+                                             tags={RUN_TAG: endpoint})
+                self._runs[endpoint] = run.info.run_id
+        return self._runs[endpoint]
+
+    def log(self, endpoint: str, version: str | None, window: int, at: float,
+            figures: dict[str, float]) -> None:
+        import math
+
+        from mlflow.entities import Metric
+
+        prefix = f"v{version}" if version else "unversioned"
+        metrics = [Metric(f"{prefix}/{name}", float(value), int(at * 1000), window)
+                   for name, value in sorted(figures.items()) if math.isfinite(value)]
+        run_id = self.run_id(endpoint)
+        for start in range(0, len(metrics), 1000):
+            self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
+
+
+@dataclass
+class Monitor:
+    """What one monitor run needs; every collaborator is a small adapter (or a fake in tests)."""
+
+    records: Callable[[float, float], list]                  # (since, until) -> PayloadRecords
+    states: MonitorStateStore
+    publish: Callable[[Envelope], object]
+    policy_for: Callable[[str | None], MonitoringPolicy]
+    reference_for: Callable[[str, str], object] = lambda model, version: None
+    labels_for: Callable[[str, list[str]], dict] = lambda endpoint, keys: {}
+    metrics_log: MlflowMonitorLog | None = None
+    endpoints: list[str] | None = None                       # default: those in the records
+
+    def run(self, now: float) -> dict:
+        defaults = self.policy_for(None)
+        width = defaults.window_seconds
+        last_complete = window_index(now, width) - 1
+        first = last_complete - defaults.max_catch_up_windows + 1
+        # Read only what some endpoint still has to judge: a new endpoint starts at the latest
+        # complete window, a known one after the last window it judged.
+        pending = [w + 1 for w in self.states.last_windows().values() if w < last_complete]
+        earliest = max(first, min(pending, default=last_complete))
+        since, until = window_bounds(earliest, width)[0], window_bounds(last_complete, width)[1]
+        by_endpoint: dict[str, list] = defaultdict(list)
+        for record in self.records(since, until):
+            by_endpoint[record.endpoint].append(record)
+        summary = {"windows_up_to": last_complete, "window_seconds": width, "endpoints": {}}
+        for endpoint in sorted(set(self.endpoints or []) | set(by_endpoint)):
+            summary["endpoints"][endpoint] = self._endpoint(
+                endpoint, by_endpoint.get(endpoint, []), first, last_complete, width)
+        return summary
+
+    def _endpoint(self, endpoint: str, records: list, first: int, last: int,
+                  width: float) -> dict:
+        state = self.states.load(endpoint)
+        start = max(first, (state.last_window + 1) if state.last_window is not None else last)
+        if start > last:
+            return {"windows": [], "alerts": []}
+        per_window: dict[int, list] = defaultdict(list)
+        for record in records:
+            per_window[window_index(record.ts, width)].append(record)
+        models = {r.version: r.model_name for r in records if r.model_name}
+        published, windows = [], []
+        for window in range(start, last + 1):
+            data = read_records(per_window.get(window, []))
+            versions = sorted({r.version for r in data.requests if r.version is not None})
+            for version in versions:
+                model_name = models.get(version)
+                policy = self.policy_for(model_name)
+                if not policy.enabled:
+                    continue
+                reference = self.reference_for(model_name, version) if model_name else None
+                keys = [row.key for row in data.rows if row.version == version]
+                labels = self.labels_for(endpoint, keys) if keys else {}
+                result = evaluate_window(data, version, window, reference, labels, policy)
+                before = state.states.get(version, {})
+                after, changes = judge(before, result.judged, policy, window)
+                state.states[version] = after
+                for change in changes:
+                    alert = alert_for(change, result, endpoint=endpoint, model_name=model_name,
+                                      policy=policy)
+                    self.publish(Envelope.wrap(alert, source=EVENT_SOURCE,
+                                               dedupe_key=f"{alert.fingerprint}|{alert.status}"
+                                                          f"|{window}"))
+                    published.append({"window": window, "version": version,
+                                      "metric": change.metric, "status": change.status,
+                                      "value": change.value})
+                if self.metrics_log is not None:
+                    alerting = {f"alert.{m}": float(after.get(m, MetricState()).alerting)
+                                for m in METRICS if m in result.judged or m in after}
+                    self.metrics_log.log(endpoint, version, window,
+                                         window_bounds(window, width)[1],
+                                         {**result.figures, **alerting})
+                windows.append({"window": window, "version": version,
+                                "reference": reference is not None,
+                                "figures": {k: round(v, 6) for k, v in result.figures.items()}})
+        state.last_window = last
+        try:
+            self.states.save(state)
+        except ConcurrencyConflict:
+            log.info("%s: another host judged these windows too; its state stands", endpoint)
+        for alert in published:
+            log.info("%s v%s window %s: %s %s (%.4g)", endpoint, alert["version"],
+                     alert["window"], alert["metric"], alert["status"], alert["value"])
+        return {"windows": windows, "alerts": published}

@@ -1,0 +1,100 @@
+"""Signed one-click rollback links: `GET /api/rollouts/rollback?token=...`.
+
+The token is `base64url(claims).base64url(HMAC-SHA256(secret, claims))` where claims name the
+endpoint, the rollout, an expiry and a nonce. It rolls back only that rollout, only before it
+expires, and only once: the nonce is spent with a conditional insert on the state table.
+The secret comes from the GATEHOUSE_ROLLBACK_LINK_SECRET setting and is never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from urllib.parse import quote
+
+SECRET_SETTING = "GATEHOUSE_ROLLBACK_LINK_SECRET"
+DEFAULT_TTL_SECONDS = 24 * 3600.0
+MIN_SECRET_LENGTH = 16
+
+
+class LinkError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class LinkClaims:
+    endpoint: str
+    rollout_id: str
+    expires_at: float
+    nonce: str
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _signature(secret: str, body: bytes) -> bytes:
+    return hmac.new(secret.encode("utf-8"), b"gatehouse-rollback-v1." + body,
+                    hashlib.sha256).digest()
+
+
+def link_secret(environ=None) -> str | None:
+    secret = ((environ if environ is not None else os.environ).get(SECRET_SETTING) or "").strip()
+    return secret or None
+
+
+def make_token(secret: str, endpoint: str, rollout_id: str, *, now: float,
+               ttl_seconds: float = DEFAULT_TTL_SECONDS, nonce: str | None = None) -> str:
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise ValueError(f"{SECRET_SETTING} must be at least {MIN_SECRET_LENGTH} characters")
+    claims = {"v": 1, "e": endpoint, "r": rollout_id, "x": int(now + ttl_seconds),
+              "n": nonce or secrets.token_urlsafe(12)}
+    body = json.dumps(claims, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    return f"{_b64(body)}.{_b64(_signature(secret, body))}"
+
+
+def read_token(secret: str, token: str, *, now: float) -> LinkClaims:
+    """The token's claims, or LinkError: 400 malformed, 401 bad signature, 410 expired."""
+    if not token or token.count(".") != 1 or len(token) > 2048:
+        raise LinkError(400, "the rollback token is missing or malformed")
+    body_part, signature_part = token.split(".")
+    try:
+        body, signature = _unb64(body_part), _unb64(signature_part)
+    except (ValueError, TypeError):
+        raise LinkError(400, "the rollback token is not base64url") from None
+    if not hmac.compare_digest(signature, _signature(secret, body)):
+        raise LinkError(401, "the rollback token's signature does not match")
+    try:
+        claims = json.loads(body)
+        parsed = LinkClaims(str(claims["e"]), str(claims["r"]), float(claims["x"]),
+                            str(claims["n"]))
+    except (ValueError, KeyError, TypeError):
+        raise LinkError(400, "the rollback token's claims are incomplete") from None
+    if now > parsed.expires_at:
+        raise LinkError(410, "the rollback link has expired")
+    return parsed
+
+
+def rollback_url(base_url: str, token: str) -> str:
+    return f"{base_url.rstrip('/')}/api/rollouts/rollback?token={quote(token, safe='')}"
+
+
+def signed_rollback_url(base_url: str, endpoint: str, rollout_id: str, *, now: float,
+                        ttl_seconds: float = DEFAULT_TTL_SECONDS, environ=None) -> str | None:
+    """The one-click link a notification can carry; None when links are not enabled."""
+    secret = link_secret(environ)
+    if secret is None:
+        return None
+    return rollback_url(base_url, make_token(secret, endpoint, rollout_id, now=now,
+                                             ttl_seconds=ttl_seconds))

@@ -1,0 +1,527 @@
+"""The rollout state machine (pure: no I/O).
+
+One `EndpointRecord` per serving endpoint holds at most one active rollout, at most one queued
+challenger and the last finished rollout (kept for a late rollback). Every function takes a
+record and returns a `Step`: the new record, the transition to record (who, when, why, figures)
+and the effects the shell must carry out. Effects also wait in the record's outbox until done,
+so a crash between saving a decision and acting on it is finished by the next tick.
+
+    QUEUED -> PENDING -> CANARY(step 0..n-1) -> PROMOTED
+                 |            |   \\-> (extend: same step, longer bake)
+                 \\----> ROLLING_BACK -> ROLLED_BACK          superseded: ABORTED
+"""
+
+from __future__ import annotations
+
+import uuid
+from enum import Enum
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.rollout.policy import RolloutPolicy
+
+
+class Phase(str, Enum):
+    QUEUED = "queued"
+    PENDING = "pending"
+    CANARY = "canary"
+    ROLLING_BACK = "rolling_back"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+    ABORTED = "aborted"
+
+
+ACTIVE = frozenset({Phase.PENDING, Phase.CANARY, Phase.ROLLING_BACK})
+SERVICE = "gatehouse"
+
+
+class Refused(Exception):
+    """The request does not apply to the endpoint's current state (nothing was changed)."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---- effects (what the shell does after saving) ----
+
+class ApplyTraffic(_Model):
+    type: Literal["apply_traffic"] = "apply_traffic"
+    routes: dict[str, int]
+
+
+class SetChallengerAlias(_Model):
+    type: Literal["set_challenger_alias"] = "set_challenger_alias"
+    version: str
+
+
+class PromoteAliases(_Model):
+    type: Literal["promote_aliases"] = "promote_aliases"
+    version: str
+    previous: str | None
+
+
+class RestoreAliases(_Model):
+    type: Literal["restore_aliases"] = "restore_aliases"
+    version: str            # the version rolled back
+    restored: str | None    # the champion it hands back to
+    was_promoted: bool
+
+
+class Emit(_Model):
+    type: Literal["emit"] = "emit"
+    kind: str               # an event kind of shared.events
+    payload: dict
+    key: str = ""           # stable per transition: a re-sent event keeps its id
+
+
+class RecordOnVersion(_Model):
+    type: Literal["record_on_version"] = "record_on_version"
+    version: str
+    tags: dict[str, str]
+
+
+Effect = Annotated[Union[ApplyTraffic, SetChallengerAlias, PromoteAliases, RestoreAliases, Emit,
+                         RecordOnVersion], Field(discriminator="type")]
+
+
+# ---- state ----
+
+class Rollout(_Model):
+    id: str
+    model_name: str
+    endpoint: str
+    challenger: str
+    champion: str | None
+    phase: Phase
+    step_index: int = -1
+    routes: dict[str, int]
+    routes_applied: bool = False
+    applied_at: float | None = None
+    measure_from: float | None = None
+    extensions: int = 0
+    early_looks: int = 0
+    decision_looks: int = 0
+    created_at: float
+    updated_at: float
+    promoted_at: float | None = None
+    finished_at: float | None = None
+    rollback_requested_at: float | None = None
+    reason: str = ""
+    last_verdict: dict | None = None
+    last_error: str | None = None
+    evidence: dict | None = None
+    source_event_id: str | None = None
+
+    @property
+    def traffic_percent(self) -> int:
+        return self.routes.get(self.challenger, 0)
+
+
+class EndpointRecord(_Model):
+    endpoint: str
+    model_name: str
+    champion: str | None = None
+    active: Rollout | None = None
+    queued: Rollout | None = None
+    last: Rollout | None = None
+    seq: int = 0
+    outbox: tuple[Effect, ...] = ()
+
+    def rollouts(self) -> list[Rollout]:
+        return [r for r in (self.active, self.queued, self.last) if r is not None]
+
+
+class Transition(_Model):
+    seq: int
+    rollout_id: str
+    version: str
+    at: float
+    actor: str
+    action: str
+    from_phase: Phase | None
+    to_phase: Phase
+    reason: str
+    routes: dict[str, int]
+    figures: dict[str, float] = Field(default_factory=dict)
+    tests: list[dict] = Field(default_factory=list)
+
+
+class Step(_Model):
+    record: EndpointRecord
+    transitions: tuple[Transition, ...] = ()
+    effects: tuple[Effect, ...] = ()
+
+    def then(self, later: "Step") -> "Step":
+        """This step followed by `later` (which was computed from this step's record)."""
+        return Step(record=later.record, transitions=(*self.transitions, *later.transitions),
+                    effects=(*self.effects, *later.effects))
+
+
+def routes_for(champion: str | None, challenger: str, percent: int) -> dict[str, int]:
+    """Champion and challenger splitting 100 percent (champion absent: challenger has all)."""
+    if champion is None or champion == challenger or percent >= 100:
+        routes = {challenger: 100}
+        if champion is not None and champion != challenger:
+            routes[champion] = 0
+        return routes
+    return {champion: 100 - percent, challenger: percent}
+
+
+def _decision(actor: str, reason: str, figures: dict[str, float] | None = None) -> dict:
+    return {"actor": actor, "reason": reason, "metrics": dict(figures or {})}
+
+
+def _step(record: EndpointRecord, before: Rollout | None, after: Rollout, *, action: str,
+          actor: str, reason: str, now: float, effects: list, figures: dict | None = None,
+          tests: list | None = None, **changes) -> Step:
+    seq = record.seq + 1
+    transition = Transition(seq=seq, rollout_id=after.id, version=after.challenger, at=now,
+                            actor=actor, action=action,
+                            from_phase=before.phase if before else None, to_phase=after.phase,
+                            reason=reason, routes=after.routes, figures=dict(figures or {}),
+                            tests=list(tests or []))
+    tags = {"gatehouse.rollout.id": after.id, "gatehouse.rollout.phase": after.phase.value,
+            "gatehouse.rollout.traffic_percent": str(after.traffic_percent),
+            "gatehouse.rollout.last_action": action,
+            "gatehouse.rollout.last_reason": f"{actor}: {reason}"[:4000]}
+    effects = [e.model_copy(update={"key": f"{after.id}|{seq}|{e.kind}"}) if isinstance(e, Emit)
+               else e for e in effects]
+    effects.append(RecordOnVersion(version=after.challenger, tags=tags))
+    new = record.model_copy(update={"seq": seq, "outbox": (*record.outbox, *effects), **changes})
+    return Step(record=new, transitions=(transition,), effects=tuple(effects))
+
+
+def _event(kind: str, rollout: Rollout, decision: dict, **fields) -> Emit:
+    return Emit(kind=kind, payload={"model_name": rollout.model_name, "version": rollout.challenger,
+                                    "endpoint": rollout.endpoint, "decision": decision, **fields})
+
+
+def _activate_queued(record: EndpointRecord, now: float) -> dict:
+    """Record changes that make the queued challenger (if any) the active rollout."""
+    queued = record.queued
+    if queued is None:
+        return {"active": None, "queued": None}
+    champion = record.champion
+    pending = queued.model_copy(update={
+        "phase": Phase.PENDING, "champion": champion, "updated_at": now,
+        "routes": {champion: 100} if champion else {queued.challenger: 100}})
+    return {"active": pending, "queued": None}
+
+
+def new_rollout(model_name: str, endpoint: str, version: str, champion: str | None,
+                phase: Phase, now: float, source_event_id: str | None = None) -> Rollout:
+    return Rollout(id=uuid.uuid4().hex[:16], model_name=model_name, endpoint=endpoint,
+                   challenger=version, champion=champion, phase=phase,
+                   routes={champion: 100} if champion else {version: 100},
+                   created_at=now, updated_at=now, source_event_id=source_event_id)
+
+
+def start(record: EndpointRecord | None, *, model_name: str, endpoint: str, version: str,
+          champion: str | None, policy: RolloutPolicy, now: float, actor: str, reason: str,
+          source_event_id: str | None = None) -> Step:
+    """A version passed its gates: start (or queue) its rollout on the endpoint."""
+    version = str(version)
+    if record is None:
+        record = EndpointRecord(endpoint=endpoint, model_name=model_name, champion=champion)
+    if record.model_name != model_name:
+        raise Refused(f"endpoint {endpoint} serves {record.model_name}, not {model_name}")
+    if version == record.champion:
+        raise Refused(f"{model_name} v{version} is the champion already")
+    for existing in (record.active, record.queued):
+        if existing is not None and existing.challenger == version:
+            raise Refused(f"{model_name} v{version} already has rollout {existing.id} "
+                          f"({existing.phase.value})")
+    champion = record.champion
+
+    if champion is None and record.active is None:
+        # Nothing serves yet: the first version that passed its gates becomes the champion.
+        rollout = new_rollout(model_name, endpoint, version, None, Phase.PROMOTED, now,
+                              source_event_id)
+        rollout = rollout.model_copy(update={"step_index": len(policy.steps) - 1,
+                                             "promoted_at": now, "finished_at": now,
+                                             "reason": reason})
+        decision = _decision(actor, f"first version to pass its gates: {reason}")
+        return _step(record, None, rollout, action="bootstrap", actor=actor, reason=reason,
+                     now=now, effects=[ApplyTraffic(routes=rollout.routes),
+                                       PromoteAliases(version=version, previous=None),
+                                       _event("rollout.promoted", rollout, decision,
+                                              previous_champion=None)],
+                     last=rollout, champion=version)
+
+    active = record.active
+    if active is not None:
+        supersede = policy.on_newer_challenger == "supersede" and active.phase in (
+            Phase.PENDING, Phase.CANARY)
+        queued = new_rollout(model_name, endpoint, version, champion, Phase.QUEUED, now,
+                             source_event_id)
+        if not supersede:
+            step = Step(record=record)
+            if record.queued is not None:  # only the newest waits: the older one is dropped
+                dropped = record.queued.model_copy(update={
+                    "phase": Phase.ABORTED, "finished_at": now, "updated_at": now,
+                    "reason": f"superseded in the queue by v{version}"})
+                step = _step(record, record.queued, dropped, action="dequeue", actor=actor,
+                             now=now, reason=dropped.reason, effects=[], queued=None)
+            return step.then(_step(step.record, None, queued, action="queue", actor=actor,
+                                   now=now, effects=[], queued=queued,
+                                   reason=f"waiting for rollout {active.id} of "
+                                          f"v{active.challenger}"))
+        aborted = active.model_copy(update={
+            "phase": Phase.ABORTED, "routes": {champion: 100} if champion else active.routes,
+            "routes_applied": False, "finished_at": now, "updated_at": now,
+            "reason": f"superseded by v{version}"})
+        pending = new_rollout(model_name, endpoint, version, champion, Phase.PENDING, now,
+                              source_event_id)
+        step = _step(record, active, aborted, action="supersede", actor=actor, now=now,
+                     reason=f"superseded by v{version}",
+                     effects=[ApplyTraffic(routes=aborted.routes),
+                              RestoreAliases(version=active.challenger, restored=champion,
+                                             was_promoted=False)],
+                     last=aborted, active=None)
+        return step.then(_step(step.record, None, pending, action="create", actor=actor, now=now,
+                               reason=reason, effects=[SetChallengerAlias(version=version)],
+                               active=pending))
+
+    pending = new_rollout(model_name, endpoint, version, champion, Phase.PENDING, now,
+                          source_event_id)
+    return _step(record, None, pending, action="create", actor=actor, reason=reason, now=now,
+                 effects=[SetChallengerAlias(version=version)], active=pending)
+
+
+def _require_active(record: EndpointRecord, *phases: Phase) -> Rollout:
+    active = record.active
+    if active is None or active.phase not in phases:
+        found = active.phase.value if active else "no active rollout"
+        raise Refused(f"{record.endpoint}: expected a rollout in "
+                      f"{'/'.join(p.value for p in phases)}, found {found}")
+    return active
+
+
+def begin(record: EndpointRecord, *, policy: RolloutPolicy, replay_ok: bool, replay_detail: str,
+          now: float, actor: str = SERVICE) -> Step:
+    """After the replay: the first canary step, or a rollback when the replay failed."""
+    active = _require_active(record, Phase.PENDING)
+    if not replay_ok:
+        return request_rollback(record, actor=actor, now=now, policy=policy,
+                                reason=f"replay of recent live payloads failed: {replay_detail}")
+    if not policy.canary_steps:
+        return _promote(record, active, actor=actor, now=now,
+                        reason=f"no canary steps in the policy; {replay_detail}")
+    percent = policy.canary_steps[0]
+    canary = active.model_copy(update={
+        "phase": Phase.CANARY, "step_index": 0,
+        "routes": routes_for(active.champion, active.challenger, percent),
+        "routes_applied": False, "applied_at": None, "measure_from": None, "updated_at": now,
+        "reason": replay_detail})
+    decision = _decision(actor, f"canary at {percent}%; {replay_detail}")
+    return _step(record, active, canary, action="canary", actor=actor, now=now,
+                 reason=decision["reason"],
+                 effects=[SetChallengerAlias(version=active.challenger),  # queued ones too
+                          ApplyTraffic(routes=canary.routes),
+                          _event("rollout.canary_started", canary, decision,
+                                 champion_version=active.champion, traffic_percent=percent)],
+                 active=canary)
+
+
+def traffic_applied(record: EndpointRecord, routes: dict[str, int], *, config_updated_at:
+                    float | None, warmup_seconds: float, now: float) -> EndpointRecord:
+    """The backend serves `routes` now: the measurement window opens after the warm-up."""
+    active, last = record.active, record.last
+    if active is not None and active.routes == routes and not active.routes_applied:
+        settled = max(now, config_updated_at or now)
+        applied = active.model_copy(update={"routes_applied": True, "applied_at": settled,
+                                            "measure_from": settled + warmup_seconds,
+                                            "evidence": None, "updated_at": now})
+        return record.model_copy(update={"active": applied})
+    if last is not None and last.routes == routes and not last.routes_applied:
+        applied = last.model_copy(update={"routes_applied": True, "applied_at": now,
+                                          "updated_at": now})
+        return record.model_copy(update={"last": applied})
+    return record
+
+
+def drop_effect(record: EndpointRecord, effect) -> EndpointRecord:
+    """The effect was carried out: take it off the outbox."""
+    outbox = list(record.outbox)
+    if effect in outbox:
+        outbox.remove(effect)
+    return record.model_copy(update={"outbox": tuple(outbox)})
+
+
+def note(record: EndpointRecord, *, verdict: dict | None = None, error: str | None = None,
+         now: float, early_look: bool = False, evidence: dict | None = None) -> EndpointRecord:
+    """Remember the latest hold/verdict or error on the active rollout (not a transition)."""
+    active = record.active
+    if active is None:
+        return record
+    update = {"updated_at": now, "last_error": error}
+    if verdict is not None:
+        update["last_verdict"] = verdict
+    if early_look:
+        update["early_looks"] = active.early_looks + 1
+    if evidence is not None:
+        update["evidence"] = evidence
+    return record.model_copy(update={"active": active.model_copy(update=update)})
+
+
+def _promote(record: EndpointRecord, active: Rollout, *, actor: str, now: float, reason: str,
+             figures: dict | None = None, tests: list | None = None) -> Step:
+    promoted = active.model_copy(update={
+        "phase": Phase.PROMOTED, "step_index": active.step_index + 1,
+        "routes": routes_for(active.champion, active.challenger, 100), "routes_applied": False,
+        "promoted_at": now, "finished_at": now, "updated_at": now, "reason": reason})
+    decision = _decision(actor, reason, figures)
+    after = record.model_copy(update={"champion": active.challenger})
+    return _step(after, active, promoted, action="promote", actor=actor, reason=reason, now=now,
+                 figures=figures, tests=tests,
+                 effects=[ApplyTraffic(routes=promoted.routes),
+                          PromoteAliases(version=active.challenger, previous=active.champion),
+                          _event("rollout.traffic_ramped", promoted, decision,
+                                 from_percent=active.traffic_percent, to_percent=100),
+                          _event("rollout.promoted", promoted, decision,
+                                 previous_champion=active.champion)],
+                 last=promoted, **_activate_queued(after, now))
+
+
+def judged(record: EndpointRecord, verdict, *, policy: RolloutPolicy, now: float,
+           actor: str = SERVICE) -> Step:
+    """Apply the judge's verdict (shared.rollout.judge.Verdict) to the active canary."""
+    from shared.rollout.judge import Action
+
+    active = _require_active(record, Phase.CANARY)
+    summary = verdict.summary()
+    figures, tests = verdict.figures, [t.as_dict() for t in verdict.tests]
+    if verdict.action is Action.HOLD:
+        return Step(record=note(record, verdict=summary, now=now, early_look=verdict.looked))
+    if verdict.action is Action.ROLLBACK:
+        return request_rollback(record, actor=actor, reason=verdict.reason, figures=figures,
+                                tests=tests, now=now, policy=policy)
+    counted = active.model_copy(update={"decision_looks": active.decision_looks + 1,
+                                        "last_verdict": summary})
+    if verdict.action is Action.EXTEND:
+        extended = counted.model_copy(update={"extensions": active.extensions + 1,
+                                              "updated_at": now})
+        return _step(record, active, extended, action="extend", actor=actor, now=now,
+                     reason=verdict.reason, figures=figures, tests=tests, effects=[],
+                     active=extended)
+    next_index = active.step_index + 1
+    if verdict.action is Action.PROMOTE or next_index >= len(policy.canary_steps):
+        return _promote(record, counted, actor=actor, now=now, reason=verdict.reason,
+                        figures=figures, tests=tests)
+    percent = policy.canary_steps[next_index]
+    ramped = counted.model_copy(update={
+        "step_index": next_index, "routes": routes_for(active.champion, active.challenger, percent),
+        "routes_applied": False, "applied_at": None, "measure_from": None, "extensions": 0,
+        "evidence": None, "updated_at": now})
+    decision = _decision(actor, verdict.reason, figures)
+    return _step(record, active, ramped, action="advance", actor=actor, now=now,
+                 reason=verdict.reason, figures=figures, tests=tests,
+                 effects=[ApplyTraffic(routes=ramped.routes),
+                          _event("rollout.traffic_ramped", ramped, decision,
+                                 from_percent=active.traffic_percent, to_percent=percent)],
+                 active=ramped)
+
+
+def rollback_target(record: EndpointRecord, policy: RolloutPolicy, now: float) -> Rollout | None:
+    """The rollout a rollback would undo now: the active one, or a promotion still in its
+    rollback window."""
+    if record.active is not None:
+        return record.active
+    last = record.last
+    if (last is not None and last.phase is Phase.PROMOTED and last.champion is not None
+            and last.promoted_at is not None
+            and now - last.promoted_at <= policy.rollback_window_seconds
+            and record.champion == last.challenger):
+        return last
+    return None
+
+
+def request_rollback(record: EndpointRecord, *, actor: str, reason: str, now: float,
+                     policy: RolloutPolicy, figures: dict | None = None,
+                     tests: list | None = None) -> Step:
+    """Someone (the judge, monitoring, a person) wants the challenger out."""
+    target = rollback_target(record, policy, now)
+    if target is None:
+        raise Refused(f"{record.endpoint}: nothing to roll back (no active rollout and no "
+                      f"promotion within the rollback window)")
+    if target.phase is Phase.ROLLING_BACK:
+        raise Refused(f"{record.endpoint}: rollout {target.id} is rolling back already")
+    rolling = target.model_copy(update={"phase": Phase.ROLLING_BACK, "rollback_requested_at": now,
+                                        "updated_at": now, "reason": reason})
+    decision = _decision(actor, reason, figures)
+    changes = {"active": rolling}
+    if target is record.last:
+        changes["last"] = None
+    return _step(record, target, rolling, action="rollback_requested", actor=actor, now=now,
+                 reason=reason, figures=figures, tests=tests,
+                 effects=[_event("rollout.rollback_requested", rolling, decision)], **changes)
+
+
+def complete_rollback(record: EndpointRecord, *, actor: str, now: float) -> Step:
+    """Traffic back to 100% on the last champion, aliases restored, rollout closed."""
+    active = _require_active(record, Phase.ROLLING_BACK)
+    restored = active.champion
+    if restored is None:
+        raise Refused(f"{record.endpoint}: v{active.challenger} has no champion to hand back to")
+    routes = {restored: 100}
+    closed = active.model_copy(update={"phase": Phase.ROLLED_BACK, "routes": routes,
+                                       "routes_applied": False, "finished_at": now,
+                                       "updated_at": now})
+    reason = f"traffic back to v{restored}: {active.reason}"
+    decision = _decision(actor, reason)
+    after = record.model_copy(update={"champion": restored})
+    return _step(after, active, closed, action="rolled_back", actor=actor, reason=reason, now=now,
+                 effects=[ApplyTraffic(routes=routes),
+                          RestoreAliases(version=active.challenger, restored=restored,
+                                         was_promoted=active.promoted_at is not None),
+                          _event("rollout.rollback_completed", closed, decision,
+                                 restored_version=restored)],
+                 last=closed, **_activate_queued(after, now))
+
+
+def retire_previous(record: EndpointRecord, *, policy: RolloutPolicy, now: float,
+                    actor: str = SERVICE) -> Step | None:
+    """After the rollback window, stop serving the previous champion (kept at 0%)."""
+    last = record.last
+    if (record.active is not None or last is None or last.phase is not Phase.PROMOTED
+            or last.promoted_at is None or len(last.routes) < 2
+            or now - last.promoted_at <= policy.rollback_window_seconds):
+        return None
+    retired = last.model_copy(update={"routes": {last.challenger: 100}, "routes_applied": False,
+                                      "updated_at": now})
+    return _step(record, last, retired, action="retire_previous", actor=actor, now=now,
+                 reason=f"rollback window over: v{last.champion} no longer served",
+                 effects=[ApplyTraffic(routes=retired.routes)], last=retired)
+
+
+def accumulate(evidence: dict | None, report, since: float) -> dict:
+    """Fold one per-window health report (Databricks: the last minute) into the evidence of
+    the step, counting each window once and none that began before `since`."""
+    evidence = evidence or {"last_window_end": None, "versions": {}}
+    last_end = evidence["last_window_end"]
+    if report.window_start < since - 1e-6 or (last_end is not None
+                                               and report.window_end <= last_end):
+        return evidence
+    versions = {v: dict(f) for v, f in evidence["versions"].items()}
+    for version, health in report.versions.items():
+        figures = versions.setdefault(version, {"requests": 0, "errors": 0, "latencies_ms": {}})
+        figures["requests"] += health.requests
+        figures["errors"] += health.errors
+        latencies = dict(figures["latencies_ms"])
+        for value, count in health.latencies_ms:
+            key = repr(float(value))
+            latencies[key] = latencies.get(key, 0) + count
+        figures["latencies_ms"] = latencies
+    return {"last_window_end": report.window_end, "versions": versions}
+
+
+def evidence_health(evidence: dict | None) -> dict:
+    """The accumulated evidence as VersionHealth per version."""
+    from shared.serving.base import VersionHealth
+
+    versions = (evidence or {}).get("versions", {})
+    return {v: VersionHealth(v, f["requests"], f["errors"],
+                             tuple(sorted((float(k), c) for k, c in f["latencies_ms"].items())))
+            for v, f in versions.items()}

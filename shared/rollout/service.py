@@ -1,0 +1,432 @@
+"""The rollout's imperative shell: load a record, ask the machine (and the judge), save with the
+ETag it was read with, then carry out the effects waiting in the record's outbox.
+
+Side effects happen only after a save succeeded, so of two hosts that judged the same state only
+the one whose save landed acts; effects are idempotent (traffic set to a value, aliases set,
+events with ids derived from the transition), so finishing an outbox twice is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+from shared.rollout import machine
+from shared.rollout.judge import Window, judge
+from shared.rollout.machine import (ApplyTraffic, Emit, EndpointRecord, Phase, PromoteAliases,
+                                    RecordOnVersion, Refused, RestoreAliases, SetChallengerAlias)
+from shared.rollout.policy import RolloutPolicy
+from shared.rollout.store import Loaded, RolloutStore
+from shared.serving.base import ServingBackend, ServingError
+from shared.state import ConcurrencyConflict
+
+log = logging.getLogger("gatehouse.rollout")
+SOURCE = "/gatehouse/rollout"
+ROLLBACK_GRACE_SECONDS = 60.0   # open_rollback gets this long before a ramp tick finishes it
+SAVE_ATTEMPTS = 5
+
+
+@dataclass
+class Outcome:
+    """What a request to the service came to, in HTTP terms for the routes."""
+
+    status: int
+    body: dict
+
+
+def registry_kind(model_name: str) -> str:
+    return "unity-catalog" if model_name.count(".") == 2 else "mlflow"
+
+
+class RolloutService:
+    def __init__(self, store: RolloutStore, backend: ServingBackend, registry, bus,
+                 policy_for: Callable[[str], RolloutPolicy], clock: Callable[[], float] = time.time,
+                 traffic_wait_seconds: float = 240.0):
+        self.store, self.backend, self.registry, self.bus = store, backend, registry, bus
+        self.policy_for, self.clock = policy_for, clock
+        self.traffic_wait_seconds = traffic_wait_seconds
+
+    # -- saving and acting ---------------------------------------------------------------------
+
+    def _transact(self, endpoint: str, decide: Callable[[Loaded], machine.Step | None]) -> Loaded:
+        """Load, decide, save; on a concurrent save, decide again on the fresh state."""
+        for _ in range(SAVE_ATTEMPTS):
+            loaded = self.store.load(endpoint)
+            step = decide(loaded)
+            if step is None:
+                return loaded
+            try:
+                saved = self.store.save(loaded, step.record, step.transitions)
+            except ConcurrencyConflict:
+                continue
+            for transition in step.transitions:
+                log.info("%s: %s v%s %s -> %s by %s: %s", endpoint, transition.rollout_id,
+                         transition.version, transition.from_phase and transition.from_phase.value,
+                         transition.to_phase.value, transition.actor, transition.reason)
+            return saved
+        raise ConcurrencyConflict(f"{endpoint}: state kept changing under {SAVE_ATTEMPTS} attempts")
+
+    def _drain(self, loaded: Loaded) -> Loaded:
+        """Carry out the outbox, saving after each effect. Stops quietly if another host saved
+        meanwhile (it is finishing the same outbox)."""
+        while loaded.record is not None and loaded.record.outbox:
+            record = loaded.record
+            effect = record.outbox[0]
+            updated = self._carry_out(record, effect)
+            try:
+                loaded = self.store.save(loaded, machine.drop_effect(updated, effect))
+            except ConcurrencyConflict:
+                return self.store.load(record.endpoint)
+        return loaded
+
+    def _carry_out(self, record: EndpointRecord, effect) -> EndpointRecord:
+        model = record.model_name
+        if isinstance(effect, ApplyTraffic):
+            state = self.backend.set_traffic(record.endpoint, model, effect.routes,
+                                             wait_seconds=self.traffic_wait_seconds)
+            if state.updating or state.routes != effect.routes:
+                raise ServingError(f"{record.endpoint}: still updating towards {effect.routes} "
+                                   f"(serves {state.routes}); will check again")
+            return machine.traffic_applied(
+                record, effect.routes, config_updated_at=state.config_updated_at,
+                warmup_seconds=self.policy_for(model).warmup_seconds, now=self.clock())
+        if isinstance(effect, SetChallengerAlias):
+            self.registry.set_alias(model, "challenger", effect.version)
+        elif isinstance(effect, PromoteAliases):
+            self._promote_aliases(model, effect)
+        elif isinstance(effect, RestoreAliases):
+            self._restore_aliases(model, effect)
+        elif isinstance(effect, RecordOnVersion):
+            self.registry.set_version_tags(model, effect.version, effect.tags)
+        elif isinstance(effect, Emit):
+            self._emit(effect)
+        return record
+
+    def _promote_aliases(self, model: str, effect: PromoteAliases) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
+        self.registry.set_alias(model, "champion", effect.version)
+        challenger = self.registry.version_by_alias(model, "challenger")
+        if challenger is not None and challenger.version == effect.version:
+            self.registry.delete_alias(model, "challenger")
+        self._legacy_stage(model, effect.version, "Production")
+        if effect.previous:
+            self.registry.set_version_tags(model, effect.previous, {
+                "gatehouse.archived": "true", "gatehouse.archived_at": now,
+                "gatehouse.superseded_by": effect.version})
+            self._legacy_stage(model, effect.previous, "Archived")
+
+    def _restore_aliases(self, model: str, effect: RestoreAliases) -> None:
+        if effect.restored:
+            self.registry.set_alias(model, "champion", effect.restored)
+        challenger = self.registry.version_by_alias(model, "challenger")
+        if challenger is not None and challenger.version == effect.version:
+            self.registry.delete_alias(model, "challenger")
+        self.registry.set_version_tags(model, effect.version, {"gatehouse.rolled_back": "true"})
+        if effect.was_promoted and effect.restored:
+            self.registry.set_version_tags(model, effect.restored, {"gatehouse.archived": "false"})
+            self._legacy_stage(model, effect.restored, "Production")
+            self._legacy_stage(model, effect.version, "Archived")
+
+    def _legacy_stage(self, model: str, version: str, stage: str) -> None:
+        """Workspace registries still have stages; Unity Catalog has none (aliases only)."""
+        if registry_kind(model) == "unity-catalog":
+            return
+        info = self.registry.version(model, version)
+        if info.stage is None or info.stage == stage:
+            return
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            self.registry.client.transition_model_version_stage(model, version, stage)
+
+    def _emit(self, effect: Emit) -> None:
+        from pydantic import TypeAdapter
+
+        from shared.events import Envelope, EventData
+
+        data = TypeAdapter(EventData).validate_python({
+            "kind": effect.kind, "registry": registry_kind(effect.payload["model_name"]),
+            **effect.payload})
+        self.bus.publish(Envelope.wrap(data, source=SOURCE, dedupe_key=effect.key))
+
+    # -- starting ------------------------------------------------------------------------------
+
+    def _current_champion(self, model: str, endpoint: str) -> str | None:
+        info = self.registry.version_by_alias(model, "champion")
+        if info is not None:
+            return info.version
+        state = self.backend.state(endpoint)
+        if state is not None and state.model_name in (None, model):
+            serving = [v for v, p in state.routes.items() if p == 100]
+            return serving[0] if serving else None
+        return None
+
+    def start(self, model: str, version: str, *, actor: str, reason: str,
+              source_event_id: str | None = None) -> dict:
+        """A version passed its gates: start, queue or refuse its rollout."""
+        policy = self.policy_for(model)
+        endpoint = policy.endpoint_for(model)
+        champion = None
+        if self.store.load(endpoint).record is None:
+            champion = self._current_champion(model, endpoint)
+
+        def decide(loaded: Loaded):
+            return machine.start(loaded.record, model_name=model, endpoint=endpoint,
+                                 version=version, champion=champion, policy=policy,
+                                 now=self.clock(), actor=actor, reason=reason,
+                                 source_event_id=source_event_id)
+
+        result: dict = {}
+        try:
+            loaded = self._transact(endpoint, decide)
+        except Refused as refused:
+            log.info("start of %s v%s refused: %s", model, version, refused)
+            result["refused"] = str(refused)
+            loaded = self.store.load(endpoint)
+        if loaded.record is None:
+            return {"endpoint": endpoint, **result}
+        try:
+            return {**self._begin_if_pending(self._drain(loaded)), **result}
+        except ServingError as exc:
+            # The decision is saved with its effects in the outbox: the next ramp tick
+            # finishes them. Nothing is lost by answering the queue message now.
+            log.warning("%s: serving backend failed; the ramp tick will retry: %s", endpoint, exc)
+            self._note_error(endpoint, str(exc))
+            return {"endpoint": endpoint, "error": str(exc), **result}
+
+    def _begin_if_pending(self, loaded: Loaded) -> dict:
+        record = loaded.record
+        if record.active is None or record.active.phase is not Phase.PENDING:
+            return self.describe(record)
+        active = record.active
+        policy = self.policy_for(record.model_name)
+        ok, detail = self._replay(record.endpoint, record.model_name, active.challenger, policy)
+
+        def decide(current: Loaded):
+            now_active = current.record.active if current.record else None
+            if (now_active is None or now_active.id != active.id
+                    or now_active.phase is not Phase.PENDING):
+                return None
+            return machine.begin(current.record, policy=policy, replay_ok=ok, replay_detail=detail,
+                                 now=self.clock())
+
+        return self.describe(self._drain(self._transact(record.endpoint, decide)).record)
+
+    def _replay(self, endpoint: str, model: str, version: str,
+                policy: RolloutPolicy) -> tuple[bool, str]:
+        from shared.rollout.replay import replay
+
+        if policy.replay_sample_size == 0:
+            return True, "replay disabled by policy"
+        try:
+            payloads = self.backend.recent_payloads(endpoint, policy.replay_sample_size)
+        except ServingError as exc:
+            payloads = []
+            log.warning("%s: no payloads to replay: %s", endpoint, exc)
+        if not payloads:
+            return True, "no recent live payloads to replay"
+        try:
+            model_object = self.registry.load_pyfunc(model, version)
+        except Exception as exc:
+            return False, f"v{version} does not load: {type(exc).__name__}: {exc}"
+        outcome = replay(payloads, model_object)
+        return outcome.ok, outcome.detail
+
+    # -- ramping -------------------------------------------------------------------------------
+
+    def ramp(self, endpoint: str | None = None) -> list[dict]:
+        endpoints = [endpoint] if endpoint else [r.endpoint for r in self.store.records()]
+        results = []
+        for name in endpoints:
+            try:
+                results.append(self.tick(name))
+            except Exception as exc:  # one endpoint's trouble must not stop the others
+                log.exception("%s: ramp tick failed", name)
+                results.append({"endpoint": name, "error": f"{type(exc).__name__}: {exc}"})
+                self._note_error(name, f"{type(exc).__name__}: {exc}")
+        return results
+
+    def _note_error(self, endpoint: str, error: str) -> None:
+        loaded = self.store.load(endpoint)
+        if loaded.record is not None and loaded.record.active is not None:
+            try:
+                self.store.save(loaded, machine.note(loaded.record, error=error, now=self.clock()))
+            except ConcurrencyConflict:
+                pass
+
+    def tick(self, endpoint: str) -> dict:
+        loaded = self.store.load(endpoint)
+        if loaded.record is None:
+            return {"endpoint": endpoint, "status": "no rollout"}
+        loaded = self._drain(loaded)
+        record = loaded.record
+        active = record.active
+        policy = self.policy_for(record.model_name)
+        now = self.clock()
+        if active is None:
+            def retire(current: Loaded):
+                return machine.retire_previous(current.record, policy=policy, now=self.clock())
+
+            if machine.retire_previous(record, policy=policy, now=now) is not None:
+                loaded = self._drain(self._transact(endpoint, retire))
+            return self.describe(loaded.record)
+        if active.phase is Phase.PENDING:
+            return self._begin_if_pending(loaded)
+        if active.phase is Phase.ROLLING_BACK:
+            if now - (active.rollback_requested_at or now) >= ROLLBACK_GRACE_SECONDS:
+                return self.complete_rollback(endpoint, actor=machine.SERVICE)
+            return self.describe(record)
+        if not active.routes_applied:
+            return self.describe(record)
+        return self._judge(loaded, policy)
+
+    def _judge(self, loaded: Loaded, policy: RolloutPolicy) -> dict:
+        from shared.serving.base import VersionHealth
+
+        record, active = loaded.record, loaded.record.active
+        now = self.clock()
+        state = self.backend.state(record.endpoint)
+        since = active.measure_from
+        if state is not None and state.config_updated_at and since is not None:
+            since = max(since, state.config_updated_at + policy.warmup_seconds)
+        ready = (state is not None and state.ready and not state.updating
+                 and state.routes == active.routes)
+        detail = ("endpoint missing" if state is None else
+                  f"serves {state.routes}, rollout expects {active.routes}"
+                  if state.routes != active.routes else state.detail or "updating")
+        champion = challenger = None
+        evidence = None
+        if ready and since is not None and now >= since:
+            report = self.backend.health(record.endpoint, since)
+            if report.cumulative:
+                versions = report.versions
+            else:
+                evidence = machine.accumulate(active.evidence, report, since)
+                versions = machine.evidence_health(evidence)
+            champion = versions.get(active.champion) or VersionHealth(active.champion, 0, 0)
+            challenger = versions.get(active.challenger) or VersionHealth(active.challenger, 0, 0)
+        window = Window(ready=ready, start=since or now, end=now, champion=champion,
+                        challenger=challenger, detail=detail)
+        verdict = judge(policy, window, now=now, measure_from=since,
+                        extensions=active.extensions, early_looks=active.early_looks,
+                        step_percent=active.traffic_percent)
+
+        def decide(current: Loaded):
+            now_active = current.record.active if current.record else None
+            if now_active is None or now_active.id != active.id or now_active != active:
+                return None  # someone else judged this state already
+            step = machine.judged(current.record, verdict, policy=policy, now=now)
+            if evidence is not None and step.record.active is not None and \
+                    step.record.active.step_index == active.step_index:
+                step = step.model_copy(update={"record": machine.note(
+                    step.record, now=now, evidence=evidence)})
+            return step
+
+        loaded = self._drain(self._transact(record.endpoint, decide))
+        result = self.describe(loaded.record)
+        result["verdict"] = verdict.summary()
+        return result
+
+    # -- rolling back --------------------------------------------------------------------------
+
+    def request_rollback(self, endpoint: str, *, actor: str, reason: str,
+                         version: str | None = None, rollout_id: str | None = None) -> Outcome:
+        """Ask for a rollback (a person, a link, monitoring): 202, or 404/409 saying why not."""
+
+        def decide(loaded: Loaded):
+            if loaded.record is None:
+                raise Refused(f"no rollout has ever run on endpoint {endpoint!r}")
+            policy = self.policy_for(loaded.record.model_name)
+            target = machine.rollback_target(loaded.record, policy, self.clock())
+            if target is not None and rollout_id is not None and target.id != rollout_id:
+                raise Refused(f"rollout {rollout_id} is no longer the one to roll back "
+                              f"(now: {target.id} of v{target.challenger})")
+            if target is not None and version is not None and target.challenger != str(version):
+                raise Refused(f"v{version} is not what a rollback would undo on {endpoint} "
+                              f"(that is v{target.challenger})")
+            return machine.request_rollback(loaded.record, actor=actor, reason=reason,
+                                            now=self.clock(), policy=policy)
+
+        if self.store.load(endpoint).record is None:
+            return Outcome(404, {"error": f"no rollout has ever run on endpoint {endpoint!r}"})
+        try:
+            loaded = self._transact(endpoint, decide)
+        except Refused as refused:
+            return Outcome(409, {"error": str(refused)})
+        try:
+            loaded = self._drain(loaded)
+        except Exception as exc:  # saved with its outbox: the next ramp tick announces it
+            log.warning("%s: rollback requested; announcing it failed for now: %s", endpoint, exc)
+        active = loaded.record.active
+        return Outcome(202, {"status": "rollback requested", "endpoint": endpoint,
+                             "rollout_id": active.id if active else None,
+                             "version": active.challenger if active else None})
+
+    def complete_rollback(self, endpoint: str, *, actor: str) -> dict:
+        def decide(loaded: Loaded):
+            record = loaded.record
+            if record is None or record.active is None or \
+                    record.active.phase is not Phase.ROLLING_BACK:
+                return None  # done already (or never requested): rolling back twice is harmless
+            return machine.complete_rollback(record, actor=actor, now=self.clock())
+
+        return self.describe(self._drain(self._transact(endpoint, decide)).record)
+
+    def open_rollback(self, endpoint: str, version: str, *, actor: str, reason: str) -> dict:
+        """Handle a RollbackRequested from anyone: request it if nobody did yet, then do it."""
+        loaded = self._drain(self.store.load(endpoint))
+        active = loaded.record.active if loaded.record else None
+        if active is None or active.phase is not Phase.ROLLING_BACK:
+            outcome = self.request_rollback(endpoint, actor=actor, reason=reason, version=version)
+            if outcome.status != 202:
+                log.info("rollback of %s v%s: %s", endpoint, version, outcome.body["error"])
+                return {"endpoint": endpoint, "status": "nothing to roll back",
+                        "detail": outcome.body["error"]}
+        elif active.challenger != str(version):
+            return {"endpoint": endpoint, "status": "nothing to roll back",
+                    "detail": f"rolling back v{active.challenger}, not v{version}"}
+        return self.complete_rollback(endpoint, actor=actor)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    @staticmethod
+    def describe(record: EndpointRecord | None) -> dict:
+        if record is None:
+            return {}
+        return {"endpoint": record.endpoint, "model_name": record.model_name,
+                "champion": record.champion,
+                "active": record.active.model_dump(mode="json") if record.active else None,
+                "queued": record.queued.model_dump(mode="json") if record.queued else None,
+                "last": record.last.model_dump(mode="json") if record.last else None,
+                "pending_effects": len(record.outbox)}
+
+    def overview(self) -> list[dict]:
+        return [self.describe(record) for record in self.store.records()]
+
+    def detail(self, endpoint: str) -> dict | None:
+        record = self.store.load(endpoint).record
+        if record is None:
+            return None
+        return {**self.describe(record),
+                "history": [t.model_dump(mode="json") for t in self.store.history(endpoint)]}
+
+
+@lru_cache(maxsize=4)
+def _store(connection_string: str) -> RolloutStore:
+    return RolloutStore.connect(connection_string)
+
+
+def from_runtime() -> RolloutService:
+    """The service as the Function App's handlers use it, built from the settings."""
+    from shared import runtime
+    from shared.policy import current_policy
+    from shared.registry import Registry
+    from shared.serving.factory import serving_backend
+    from shared.storage import storage_connection_string
+
+    return RolloutService(_store(storage_connection_string()), serving_backend(), Registry(),
+                          runtime.bus(), lambda model: current_policy().for_model(model).rollout)

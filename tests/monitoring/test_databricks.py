@@ -1,0 +1,188 @@
+"""databricks-sdk's real WorkspaceClient against the local Databricks peer: jobs run-now with an
+idempotency token (retraining) and SQL statement execution (the inference-table monitor)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from shared.monitoring.payloads import read_records
+from shared.monitoring.policy import MonitoringPolicy, RetrainingPolicy
+from shared.monitoring.reactions import launcher_for
+from shared.monitoring.runners import DatabricksJobRunner, RunnerError
+from shared.monitoring.sources import DatabricksInferenceSource, SourceError, quoted_table
+from tests.monitoring.databricks_peer import TOKEN, DatabricksPeer
+
+JOB_ID = 123456789
+WAREHOUSE = "4b9b953939869799"
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture(scope="module")
+def peer():
+    server = DatabricksPeer(chunk_rows=2, pending_polls=1).start()
+    server.jobs.add(JOB_ID)
+    server.warehouses.add(WAREHOUSE)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(peer):
+    from databricks.sdk import WorkspaceClient
+    from databricks.sdk.config import Config
+
+    return WorkspaceClient(config=Config(host=peer.url, token=TOKEN, auth_type="pat",
+                                         retry_timeout_seconds=10))
+
+
+PARAMETERS = {"model": "fraud", "reason": "feature_drift: PSI 0.31", "window": "5000000",
+              "alert_fingerprint": "gatehouse:abc"}
+
+
+def test_run_now_passes_job_parameters_and_honours_the_idempotency_token(peer, client):
+    runner = DatabricksJobRunner(client)
+    token = f"gh-{uuid.uuid4().hex}"
+    first = runner.start(JOB_ID, PARAMETERS, token)
+    again = runner.start(JOB_ID, PARAMETERS, token)
+    assert first == again
+    method, path, body = [r for r in peer.requests if r[1].endswith("run-now")][-1]
+    assert (method, path) == ("POST", "/api/2.2/jobs/run-now")
+    assert body == {"job_id": JOB_ID, "job_parameters": PARAMETERS, "idempotency_token": token}
+    assert peer.runs[int(first)]["job_parameters"] == PARAMETERS
+    other = runner.start(JOB_ID, PARAMETERS, f"gh-{uuid.uuid4().hex}")
+    assert other != first
+
+
+def test_run_state_decides_what_is_in_flight(peer, client):
+    runner = DatabricksJobRunner(client)
+    run_id = runner.start(JOB_ID, PARAMETERS, f"gh-{uuid.uuid4().hex}")
+    assert runner.active([run_id, "999999"]) == {run_id}
+    peer.runs[int(run_id)]["state"] = "TERMINATED"
+    assert runner.active([run_id]) == set()
+
+
+def test_an_unknown_job_is_a_clear_error(peer, client):
+    with pytest.raises(RunnerError, match="Job 42 does not exist"):
+        DatabricksJobRunner(client).start(42, PARAMETERS, "gh-x")
+
+
+def test_the_peer_refuses_what_databricks_refuses(peer, client):
+    api = client.api_client
+    from databricks.sdk.errors import DatabricksError
+
+    for body in ({"job_id": JOB_ID, "job_parameters": {"window": 5}},
+                 {"job_id": JOB_ID, "idempotency_token": "x" * 65},
+                 {"job_id": "123"}, {"job_id": JOB_ID, "jobparameters": {}}):
+        with pytest.raises(DatabricksError):
+            api.do("POST", "/api/2.2/jobs/run-now", body=body)
+
+
+def test_the_launcher_uses_the_job_when_a_workspace_is_configured(peer):
+    policy = MonitoringPolicy(retraining=RetrainingPolicy(
+        job_id=JOB_ID, entrypoint="python -m shared.monitoring.local_training"))
+    environ = {"DATABRICKS_HOST": peer.url, "DATABRICKS_TOKEN": TOKEN}
+    launcher = launcher_for("fraud", policy, environ=environ)
+    assert isinstance(launcher.runner, DatabricksJobRunner)
+    from shared.monitoring.retraining import PendingStart
+
+    start = PendingStart(event_id="e", token=f"gh-{uuid.uuid4().hex}", parameters=PARAMETERS,
+                         reason="r", alert_fingerprint="gatehouse:abc", decided_at=T0)
+    assert launcher.start(start) == launcher.start(start)
+    # Without a workspace the same policy runs the local entrypoint.
+    assert launcher_for("fraud", policy, environ={}).runner.name == "local"
+
+
+# ---- statement execution ---------------------------------------------------------------
+
+def gateway_row(i: int, version: str = "3") -> list:
+    """One AI Gateway inference-table row as the SELECT projects it (JSON_ARRAY: strings)."""
+    request = json.dumps({"dataframe_records": [{"amount": 1.0 + i, "age": 0.5}]})
+    response = json.dumps({"predictions": [[0.3, 0.7]]})
+    return [f"dbx-{i}", f"client-{i}", str(int((T0 + i) * 1000)), "200", str(10.0 + i),
+            request, response, "fraud", version]
+
+
+def test_inference_table_rows_come_back_as_payload_records(peer, client):
+    table = f"main.serving.fraud_prod_payload_{uuid.uuid4().hex[:6]}"
+    peer.tables[table] = ([gateway_row(i) for i in range(5)] + [gateway_row(99)], 2)
+    source = DatabricksInferenceSource(client, WAREHOUSE, table, "fraud-prod",
+                                       poll_seconds=0.01)
+    records = source.records(T0, T0 + 10)  # row 99 is outside the window
+    assert [r.request_id for r in records] == [f"client-{i}" for i in range(5)]
+    assert records[0].ts == T0 and records[4].latency_ms == 14.0
+    assert {(r.model_name, r.version, r.status, r.endpoint) for r in records} == {
+        ("fraud", "3", 200, "fraud-prod")}
+    data = read_records(records)
+    assert [row.score for row in data.rows] == [0.7] * 5
+    statement = [b for m, p, b in peer.requests if p == "/api/2.0/sql/statements"][-1]
+    assert statement["warehouse_id"] == WAREHOUSE and statement["format"] == "JSON_ARRAY"
+    assert f"FROM {quoted_table(table, 'fraud-prod')} AS t" in statement["statement"]
+    assert {p["name"]: p["type"] for p in statement["parameters"]} == {
+        "since": "TIMESTAMP", "until": "TIMESTAMP"}
+    chunk_paths = [p for m, p, b in peer.requests if "/result/chunks/" in p]
+    assert len(chunk_paths) >= 2  # 5 rows in chunks of 2
+
+
+def test_legacy_inference_tables_filter_on_epoch_milliseconds(peer, client):
+    table = f"main.serving.legacy_{uuid.uuid4().hex[:6]}"
+    peer.tables[table] = ([gateway_row(i, version="2") for i in range(3)], 2)
+    source = DatabricksInferenceSource(client, WAREHOUSE, table, "fraud-prod", kind="legacy",
+                                       poll_seconds=0.01)
+    assert [r.version for r in source.records(T0, T0 + 2)] == ["2", "2"]
+    statement = [b for m, p, b in peer.requests if p == "/api/2.0/sql/statements"][-1]
+    assert {p["type"] for p in statement["parameters"]} == {"BIGINT"}
+
+
+def test_a_failed_statement_is_reported_with_its_message(peer, client):
+    source = DatabricksInferenceSource(client, WAREHOUSE, "main.serving.missing", "fraud-prod",
+                                       poll_seconds=0.01)
+    with pytest.raises(SourceError, match="TABLE_OR_VIEW_NOT_FOUND"):
+        source.records(T0, T0 + 10)
+
+
+@pytest.mark.parametrize("name", ["main.serving.x; DROP TABLE y", "a.b.c.d", "`x`", "a..b"])
+def test_table_names_that_are_not_identifiers_never_reach_sql(name):
+    with pytest.raises(SourceError, match="not a catalog.schema.table"):
+        quoted_table(name, "fraud-prod")
+
+
+def test_endpoint_placeholder_in_the_table_name():
+    assert quoted_table("main.serving.{endpoint}_payload", "fraud-prod") == \
+        "`main`.`serving`.`fraud-prod_payload`"
+
+
+def test_the_monitor_reads_each_policy_models_inference_table(peer, storage_env, monkeypatch):
+    """The settings' wiring: DATABRICKS_HOST plus a model whose monitoring policy names its
+    inference table and warehouse -> the monitor judges that endpoint from the table."""
+    import shared.policy
+    from shared.monitoring import adapters
+    from shared.monitoring.service import Monitor, MonitorStateStore
+    from shared.policy import Policy
+
+    model = f"dbx{uuid.uuid4().hex[:6]}"
+    table = f"main.serving.{model}_payload"
+    window = int(T0 // 300) + 1
+    start = window * 300.0
+    peer.tables[table] = ([gateway_row(i) for i in range(5)], 2)
+    peer.tables[table][0].extend(
+        [[*gateway_row(0)[:2], str(int((start + i) * 1000)), *gateway_row(0)[3:]]
+         for i in range(3)])
+    monkeypatch.setattr(shared.policy, "current_policy", lambda: Policy({"models": {model: {}}}))
+    monkeypatch.setattr(adapters, "monitoring_policy_for", lambda name: MonitoringPolicy(
+        inference_table="main.serving.{endpoint}_payload", warehouse_id=WAREHOUSE,
+        min_requests=1))
+    records, endpoints = adapters.traffic({"DATABRICKS_HOST": peer.url,
+                                           "DATABRICKS_TOKEN": TOKEN})
+    assert endpoints == [model]  # the rollout policy's default endpoint: the model's name
+    published = []
+    monitor = Monitor(records=records, states=MonitorStateStore.connect(storage_env),
+                      publish=published.append,
+                      policy_for=lambda name: MonitoringPolicy(min_requests=1),
+                      endpoints=endpoints)
+    summary = monitor.run(start + 300 + 1)
+    [judged] = summary["endpoints"][model]["windows"]
+    assert judged["window"] == window and judged["figures"]["requests"] == 3
+    assert judged["version"] == "3" and judged["figures"]["rows"] == 3

@@ -39,6 +39,7 @@ host: install
 
 bench: install
 	$(PY) -m tests.benchmarks.bench_receiver
+	$(PY) -m tests.benchmarks.bench_gates
 
 schema: install
 	$(PY) -m shared.schema_export

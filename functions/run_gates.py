@@ -330,6 +330,8 @@ def evaluate(envelope, request: GateRequest) -> dict:
     if plan.remove_challenger:
         registry.delete_alias(request.model_name, "challenger")
 
+    if plan.event_kind == "gates.passed":
+        _save_monitoring_reference(request, inputs, run_id, registry)
     event_type = GatesPassed if plan.event_kind == "gates.passed" else GatesFailed
     event = event_type(model_name=request.model_name, registry=request.registry,
                        version=request.version, report_run_id=run_id,
@@ -339,6 +341,25 @@ def evaluate(envelope, request: GateRequest) -> dict:
     runtime.bus().publish(envelope.derived(event, source=SOURCE))
     return {"verdict": report.verdict, "report_run_id": run_id,
             "aliases": list(plan.set_aliases), "blocking": [r.name for r in report.blocking]}
+
+
+def _save_monitoring_reference(request, inputs, run_id: str, registry) -> None:
+    """The monitor compares live traffic with the data this version was judged on."""
+    import numpy as np
+
+    from shared.monitoring.policy import monitoring_policy_for
+    from shared.monitoring.reference import reference_from_frame, save_reference
+
+    if inputs.holdout is None or not inputs.feature_columns:
+        return
+    monitoring = monitoring_policy_for(request.model_name)
+    scores = inputs.candidate.scores
+    binary = scores is not None and np.ndim(scores) == 1
+    save_reference(reference_from_frame(
+        request.model_name, request.version, inputs.holdout[inputs.feature_columns],
+        scores=scores if binary else None, labels=inputs.labels if binary else None,
+        n_bins=monitoring.n_bins, categorical_columns=monitoring.categorical_columns,
+        decision_threshold=monitoring.decision_threshold), run_id=run_id, client=registry.client)
 
 
 # ---- the re-run request over HTTP -----------------------------------------------------------

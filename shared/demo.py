@@ -110,7 +110,7 @@ class Story:
         def verdict():
             self.reactions()
             tags = self.client.get_model_version(MODEL, version).tags
-            if tags.get("gatehouse.gates.verdict"):
+            if tags.get("gatehouse.gates.decided_at"):  # written after the verdict and blocking list
                 return tags
         tags = wait_for(f"the gate verdict on v{version}", verdict, timeout=240)
         blocking = tags.get("gatehouse.gates.blocking") or "none"
@@ -198,8 +198,9 @@ def play(story: Story, short: bool) -> None:
     say(f"   gates on v{v4}: {story.gate_verdict(v4)}")
     wait_for("the canary of v4", lambda: (story.rollout().get("active") or {}).get(
         "challenger") == v4, timeout=120)
-    requests.put(f"{story.serving_url}/gatehouse/endpoints/{ENDPOINT}/faults",
-                 json={v4: {"error_rate": 0.5}}, timeout=30).raise_for_status()
+    wait_for("v4 to be served", lambda: requests.put(
+        f"{story.serving_url}/gatehouse/endpoints/{ENDPOINT}/faults",
+        json={v4: {"error_rate": 0.5}}, timeout=30).status_code == 200, timeout=60)
     say("   injected a 50% error rate on v4's replicas")
     story.ramp_until_done(v4, traffic_seed=4)
     say(f"   champion still: v{story.champion()}")

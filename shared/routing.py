@@ -6,6 +6,7 @@ from shared import queues
 
 HANDLER_QUEUES: dict[str, tuple[str, ...]] = {
     "model_version.created": (queues.RUN_GATES,),
+    "model_version_tag.set": (queues.RUN_GATES,),  # a `gatehouse.rerun` tag asks for a re-run
     "gates.passed": (queues.START_CANARY,),
     "rollout.rollback_requested": (queues.OPEN_ROLLBACK,),
     "monitoring.alert": (queues.TRIGGER_RETRAINING,),

@@ -67,8 +67,10 @@ def host_storage(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def function_host(server_logs, host_storage, webhook_secret, outbox_path):
+def function_host(server_logs, host_storage, webhook_secret, outbox_path, mlflow_server, moto_s3):
     host = devstack.start_function_host(server_logs, host_storage, {
+        **devstack.mlflow_client_env(moto_s3.url),
+        "MLFLOW_TRACKING_URI": mlflow_server.url,
         "GATEHOUSE_MLFLOW_WEBHOOK_SECRET": webhook_secret,
         "GATEHOUSE_DATABRICKS_WEBHOOK_SECRET": webhook_secret,
         "GATEHOUSE_FORWARDER_SECRET": webhook_secret,

@@ -93,11 +93,13 @@ def test_real_mlflow_webhooks_flow_through_queues_exactly_once(
                  what="the alias notification")
 
         # Each registry event was processed once: one notification each, records completed.
-        notes = notifications_for(outbox_path, model_name)
-        kinds = sorted(n["about_event_type"].rsplit(".", 2)[-2] + "." +
-                       n["about_event_type"].rsplit(".", 1)[-1] for n in notes)
-        assert kinds == ["model_version.created", "model_version_alias.created",
-                         "registered_model.created"]
+        # (The gates also run on the version and report on it; only registry events count here.)
+        registry_kinds = ("model_version.created", "model_version_alias.created",
+                          "registered_model.created")
+        notes = [n for n in notifications_for(outbox_path, model_name)
+                 if n["about_event_type"].removeprefix("io.gatehouse.") in registry_kinds]
+        kinds = sorted(n["about_event_type"].removeprefix("io.gatehouse.") for n in notes)
+        assert kinds == sorted(registry_kinds)
         store = IdempotencyStore.connect(host_storage)
         for note in notes:
             assert store.status("router", note["about_event_id"]) == COMPLETED
@@ -112,7 +114,8 @@ def test_real_mlflow_webhooks_flow_through_queues_exactly_once(
         bus.send(REGISTRY_EVENTS, replay)
         wait_for(lambda: bus.depth(REGISTRY_EVENTS) == 0, what="the replay to be consumed")
         time.sleep(1.0)
-        assert len(notifications_for(outbox_path, model_name)) == 3
+        assert len([n for n in notifications_for(outbox_path, model_name)
+                    if n["about_event_id"] == original["about_event_id"]]) == 1
     finally:
         mlflow_client.delete_webhook(hook.webhook_id)
 

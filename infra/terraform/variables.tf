@@ -55,15 +55,16 @@ variable "retraining_python_file" {
 }
 
 variable "channel_secrets" {
-  description = "Tokens of the notification channels in use, by app setting: SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, TEAMS_WEBHOOK_URL, PAGERDUTY_ROUTING_KEY. Leave a channel out to keep it off."
+  description = "Secrets of the integrations in use, by app setting: SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, TEAMS_WEBHOOK_URL, PAGERDUTY_ROUTING_KEY, and GATEHOUSE_ALERT_TOKEN_<SOURCE> for each alert source (AZURE_MONITOR, ALERTMANAGER, DATABRICKS_SQL, GATEHOUSE). Leave one out to keep it off."
   type        = map(string)
   default     = {}
   sensitive   = true
 
   validation {
-    condition = alltrue([for setting in keys(var.channel_secrets) : contains(
-    ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "TEAMS_WEBHOOK_URL", "PAGERDUTY_ROUTING_KEY"], setting)])
-    error_message = "channel_secrets keys must be SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, TEAMS_WEBHOOK_URL or PAGERDUTY_ROUTING_KEY."
+    condition = alltrue([for setting in keys(var.channel_secrets) : can(regex(
+      "^(SLACK_BOT_TOKEN|SLACK_SIGNING_SECRET|TEAMS_WEBHOOK_URL|PAGERDUTY_ROUTING_KEY|GATEHOUSE_ALERT_TOKEN_[A-Z_]+)$",
+    setting))])
+    error_message = "channel_secrets keys: SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, TEAMS_WEBHOOK_URL, PAGERDUTY_ROUTING_KEY or GATEHOUSE_ALERT_TOKEN_<SOURCE>."
   }
 }
 

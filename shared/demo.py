@@ -27,6 +27,7 @@ from pathlib import Path
 import requests
 
 from shared import demo_models, devstack
+from shared.devstack import wait_for
 from shared.channels.outbox import OutboxChannel
 from shared.storage import Azurite, free_port
 
@@ -75,16 +76,6 @@ cooldown_seconds = 3600
 
 def say(text: str) -> None:
     print(f"[gatehouse demo] {text}", flush=True)
-
-
-def wait_for(what: str, condition, timeout: float = 120, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"gave up waiting for {what} after {timeout:.0f}s")
 
 
 class Story:

@@ -23,6 +23,17 @@ FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
 NO_TELEMETRY = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 
 
+def wait_for(what: str, condition, timeout: float = 60, interval: float = 0.2):
+    """Poll `condition` until it returns something truthy; return that, or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"gave up waiting for {what} after {timeout:.0f}s")
+
+
 class ManagedProcess:
     def __init__(self, name: str, command: list[str], env: dict[str, str], port: int,
                  log_dir: Path, cwd: Path = PROJECT_ROOT):

@@ -20,19 +20,10 @@ from shared.channels.outbox import OutboxChannel
 from shared.events import Envelope, ModelVersionCreated
 from shared.idempotency import COMPLETED, IdempotencyStore
 from shared import devstack
+from shared.devstack import wait_for
 from tests.test_inbound import MALFORMED_DATABRICKS, MALFORMED_MLFLOW
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_for(condition, timeout: float = 60, interval: float = 0.2, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -81,16 +72,15 @@ def test_real_mlflow_webhooks_flow_through_queues_exactly_once(
                                      registered_model_name=model_name,
                                      input_example=features[:2])
 
-        created = wait_for(lambda: [n for n in notifications_for(outbox_path, model_name)
-                                    if n["about_event_type"].endswith("model_version.created")],
-                           what="the model_version.created notification")
+        created = wait_for("the model_version.created notification", lambda: [
+            n for n in notifications_for(outbox_path, model_name)
+            if n["about_event_type"].endswith("model_version.created")])
         assert created[0]["version"] == "1"
         assert created[0]["title"] == f"{model_name} v1 registered"
 
         mlflow_client.set_registered_model_alias(model_name, "champion", "1")
-        wait_for(lambda: any("@champion" in n["title"]
-                             for n in notifications_for(outbox_path, model_name)),
-                 what="the alias notification")
+        wait_for("the alias notification", lambda: any(
+            "@champion" in n["title"] for n in notifications_for(outbox_path, model_name)))
 
         # Each registry event was processed once: one notification each, records completed.
         # (The gates also run on the version and report on it; only registry events count here.)
@@ -112,7 +102,7 @@ def test_real_mlflow_webhooks_flow_through_queues_exactly_once(
                           type="io.gatehouse.model_version.created", time=original["facts"]["occurred"],
                           data=ModelVersionCreated(model_name=model_name, version="1"))
         bus.send(REGISTRY_EVENTS, replay)
-        wait_for(lambda: bus.depth(REGISTRY_EVENTS) == 0, what="the replay to be consumed")
+        wait_for("the replay to be consumed", lambda: bus.depth(REGISTRY_EVENTS) == 0)
         time.sleep(1.0)
         assert len([n for n in notifications_for(outbox_path, model_name)
                     if n["about_event_id"] == original["about_event_id"]]) == 1

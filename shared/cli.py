@@ -20,6 +20,8 @@ EPILOG = """examples:
   python -m shared.cli webhooks register --url https://<app>/api/registry/mlflow
   python -m shared.cli audit --format md --chart audit.png
   python -m shared.cli poll --registry-uri databricks-uc --models main.fraud.model
+  python -m shared.cli rollouts fraud                    one endpoint's rollout and its history
+  python -m shared.cli gates fraud 7                     run the gate suite, print the report
 """
 
 
@@ -174,6 +176,47 @@ def cmd_poll(args) -> int:
     return 0
 
 
+def cmd_rollouts(args) -> int:
+    from shared.rollout.service import RolloutService
+    from shared.rollout.store import RolloutStore
+
+    store = RolloutStore.connect(_storage())
+    if args.endpoint:
+        record = store.load(args.endpoint).record
+        if record is None:
+            print(f"no rollout has ever run on endpoint {args.endpoint!r}", file=sys.stderr)
+            return 1
+        print(json.dumps({**RolloutService.describe(record), "history": [
+            t.model_dump(mode="json") for t in store.history(args.endpoint)]}, indent=2,
+            default=str))
+        return 0
+    for record in store.records():
+        print(json.dumps(RolloutService.describe(record), default=str))
+    return 0
+
+
+def cmd_gates(args) -> int:
+    """The suite on one version, printed; nothing is tagged, logged or published."""
+    from functions.run_gates import GateRequest, gather_inputs
+    from shared.gates import report as rendering
+    from shared.gates.suite import run_suite
+    from shared.policy import load_policy
+    from shared.registry import Registry
+
+    policy = load_policy(args.policy).for_model(args.model).gates
+    registry = Registry(tracking_uri=args.tracking_uri)
+    candidate = registry.version(args.model, args.version)
+    champion = registry.version_by_alias(args.model, "champion")
+    if champion is not None and champion.version == candidate.version:
+        champion = None
+    request = GateRequest(args.model, args.version, "mlflow", requested_by="cli")
+    report = run_suite(gather_inputs(registry, request, policy, candidate, champion), policy)
+    context = {"requested_by": "cli", "evaluation_data": policy.evaluation.path}
+    print(rendering.report_json(report, policy, context) if args.format == "json"
+          else rendering.report_markdown(report, context))
+    return 0 if report.verdict == "passed" else 1
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="gatehouse", description="Operate Gatehouse: replay events, look at what failed, "
@@ -223,6 +266,20 @@ def parser() -> argparse.ArgumentParser:
     poll.add_argument("--tracking-uri")
     poll.add_argument("--models", nargs="*")
     poll.set_defaults(run=cmd_poll)
+
+    rollouts = commands.add_parser("rollouts", help="rollouts per endpoint, or one with history")
+    rollouts.add_argument("endpoint", nargs="?")
+    rollouts.set_defaults(run=cmd_rollouts)
+
+    gates = commands.add_parser("gates", help="run the gate suite on a version and print the "
+                                "report (exit 1 unless it passes); changes nothing")
+    gates.add_argument("model")
+    gates.add_argument("version")
+    gates.add_argument("--tracking-uri")
+    gates.add_argument("--policy", help="policy file (default: GATEHOUSE_POLICY_PATH or "
+                       "./policy.toml)")
+    gates.add_argument("--format", choices=("md", "json"), default="md")
+    gates.set_defaults(run=cmd_gates)
     return top
 
 

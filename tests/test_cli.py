@@ -125,3 +125,32 @@ def test_missing_tracking_uri_is_explained(monkeypatch):
 @pytest.mark.parametrize("args", [["replay"], ["poison", "explode"], ["bogus"]])
 def test_usage_errors_exit_2(args):
     assert run_cli(*args).returncode == 2
+
+
+def test_rollouts_of_an_unknown_endpoint_is_explained(storage_env):
+    result = run_cli("rollouts", f"nowhere-{uuid.uuid4().hex[:6]}",
+                     env={"AzureWebJobsStorage": storage_env})
+    assert result.returncode == 1 and "no rollout has ever run" in result.stderr
+
+
+def test_gates_command_prints_the_report_and_changes_nothing(mlflow_server, moto_s3, tmp_path):
+    import mlflow
+
+    from shared import demo, demo_models, devstack
+
+    os.environ.update(devstack.mlflow_client_env(moto_s3.url))
+    mlflow.set_tracking_uri(mlflow_server.url)
+    name = f"cli-gates-{uuid.uuid4().hex[:6]}"
+    version = demo_models.log_and_register(demo_models.train("good", seed=2), name, "cli")
+    holdout = tmp_path / "holdout.parquet"
+    demo_models.generate(20000, seed=11).to_parquet(holdout)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(demo.POLICY.format(holdout=holdout))
+    result = run_cli("gates", name, version, "--policy", str(policy), env={
+        "MLFLOW_TRACKING_URI": mlflow_server.url, **devstack.mlflow_client_env(moto_s3.url)})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "ece" in result.stdout.lower() and "passed" in result.stdout.lower()
+    from mlflow import MlflowClient
+
+    assert not any(k.startswith("gatehouse.") for k in
+                   MlflowClient(mlflow_server.url).get_model_version(name, version).tags)

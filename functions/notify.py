@@ -61,9 +61,7 @@ def deliver_notification(body: bytes | str) -> dict | None:
 
     # A message that does not parse raises: after maxDequeueCount tries it lands on the poison
     # queue, intact, instead of being dropped.
-    envelope = Envelope.from_json(body)
-    if not isinstance(envelope.data, NotificationRequested):
-        raise ValueError(f"{envelope.id} is a {envelope.type}, not a notification request")
+    envelope = Envelope.from_json_expecting(body, NotificationRequested)
     dispatcher = _dispatcher(ChannelSettings.from_env(), storage_connection_string(),
                              runtime.settings().outbox_path,
                              os.environ.get(LINK_SECRET_SETTING, "").strip() or None,

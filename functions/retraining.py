@@ -19,14 +19,10 @@ log = logging.getLogger("gatehouse.retraining")
 
 def handle(body: bytes, reactions=None) -> dict | None:
     from shared import runtime
-    from shared.events import Envelope
+    from shared.events import Envelope, MonitoringAlert
     from shared.handling import process_once
 
-    # A message that does not parse raises: after maxDequeueCount tries it lands on the poison
-    # queue, intact.
-    envelope = Envelope.from_json(body)
-    if envelope.data.kind != "monitoring.alert":
-        raise ValueError(f"{envelope.id} is a {envelope.type}, not monitoring.alert")
+    envelope = Envelope.from_json_expecting(body, MonitoringAlert)
     if reactions is None:
         from shared.monitoring.reactions import reactions_from_env
 

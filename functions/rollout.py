@@ -41,10 +41,8 @@ def start_canary(msg: func.QueueMessage) -> None:
     from shared.events import Envelope, GatesPassed
     from shared.handling import process_once
 
-    envelope = Envelope.from_json(msg.get_body())
+    envelope = Envelope.from_json_expecting(msg.get_body(), GatesPassed)
     data = envelope.data
-    if not isinstance(data, GatesPassed):
-        raise ValueError(f"{envelope.id} is a {envelope.type}, not gates.passed")
     service = _service()
     process_once(runtime.idempotency(), "start_canary", envelope.id, lambda: service.start(
         data.model_name, data.version, actor=data.decision.actor,
@@ -74,10 +72,8 @@ def open_rollback(msg: func.QueueMessage) -> None:
     from shared.events import Envelope, RollbackRequested
     from shared.handling import process_once
 
-    envelope = Envelope.from_json(msg.get_body())
+    envelope = Envelope.from_json_expecting(msg.get_body(), RollbackRequested)
     data = envelope.data
-    if not isinstance(data, RollbackRequested):
-        raise ValueError(f"{envelope.id} is a {envelope.type}, not rollout.rollback_requested")
     service = _service()
     process_once(runtime.idempotency(), "open_rollback", envelope.id, lambda: service.open_rollback(
         data.endpoint, data.version, actor=data.decision.actor, reason=data.decision.reason))

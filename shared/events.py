@@ -304,6 +304,16 @@ class Envelope(BaseModel):
     def from_json(cls, text: str | bytes) -> "Envelope":
         return cls.model_validate_json(text)
 
+    @classmethod
+    def from_json_expecting(cls, text: str | bytes, payload_type: type[Payload]) -> "Envelope":
+        """An envelope from a handler's own queue, which should carry only `payload_type`;
+        anything else raises, so the message ends on the poison queue, intact."""
+        envelope = cls.from_json(text)
+        if not isinstance(envelope.data, payload_type):
+            expected = payload_type.model_fields["kind"].default
+            raise ValueError(f"{envelope.id} is a {envelope.type}, not {expected}")
+        return envelope
+
 
 def subject_of(data: Payload) -> str | None:
     """CloudEvents subject: `<model>/<version>` or `<model>` for model events."""

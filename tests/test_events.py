@@ -118,3 +118,10 @@ def test_schema_export_writes_every_event(tmp_path):
     envelope_schema = json.loads((tmp_path / "envelope.schema.json").read_text())
     assert "data" in envelope_schema["properties"]
     assert typing.get_args(events.EventData)
+
+
+def test_handlers_refuse_envelopes_of_another_kind():
+    alert = Envelope.wrap(SAMPLES[16], source="/tests")
+    assert Envelope.from_json_expecting(alert.to_json(), events.MonitoringAlert) == alert
+    with pytest.raises(ValueError, match="is a io.gatehouse.monitoring.alert, not gates.passed"):
+        Envelope.from_json_expecting(alert.to_json(), events.GatesPassed)

@@ -15,13 +15,16 @@ step 3.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
+import signal
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
@@ -33,6 +36,8 @@ from shared.storage import Azurite, free_port
 
 MODEL = "fraud"
 ENDPOINT = "fraud"
+TRAFFIC_CLIENTS = 4
+MONITOR_WINDOW_SECONDS = 10
 POLICY = """
 [defaults.gates]
 label_column = "label"
@@ -56,14 +61,14 @@ metrics = [{{name = "auc", tolerance = 0.02, relative = true}},
 [defaults.rollout]
 steps = [5, 50, 100]
 min_bake_seconds = 2
-min_requests_per_step = 120
+min_requests_per_step = 80
 warmup_seconds = 0
 max_p99_latency_ratio = 4.0
 max_error_rate = 0.02
 replay_sample_size = 20
 
 [defaults.monitoring]
-window_seconds = 20
+window_seconds = {window_seconds}
 min_rows = 100
 min_labelled_rows = 1000000
 min_requests = 20
@@ -74,8 +79,11 @@ cooldown_seconds = 3600
 """
 
 
+DEMO_STARTED = time.monotonic()
+
+
 def say(text: str) -> None:
-    print(f"[gatehouse demo] {text}", flush=True)
+    print(f"[gatehouse demo {time.monotonic() - DEMO_STARTED:5.0f}s] {text}", flush=True)
 
 
 class Story:
@@ -85,17 +93,26 @@ class Story:
 
         self.work, self.host_url, self.serving_url = work, host_url, serving_url
         self.client = MlflowClient(tracking_uri=mlflow_url)
+        logging.getLogger("mlflow").setLevel(logging.ERROR)  # keep the narration readable
         self.outbox = outbox
         self.seen = 0
         self.versions: dict[str, str] = {}
-        self.traffic: list[str] = []
 
     def reactions(self) -> list[dict]:
         notes = self.outbox.read()
         fresh, self.seen = notes[self.seen:], len(notes)
         for note in fresh:
-            say(f"   -> [{note.get('severity', 'info')}] {note['title']}")
+            say(f"   -> {describe_note(note)}")
         return fresh
+
+    def wait_for_note(self, what: str, event_kind: str, version: str, timeout: float = 60):
+        """Narrate notifications as they come until one about `event_kind` on `version` is in."""
+        def arrived():
+            self.reactions()
+            return next((note for note in self.outbox.read()
+                         if note.get("about_event_type", "").endswith(event_kind)
+                         and note.get("version") == version), None)
+        return wait_for(what, arrived, timeout=timeout)
 
     def gate_verdict(self, version: str) -> str:
         def verdict():
@@ -115,13 +132,29 @@ class Story:
         return requests.post(f"{self.host_url}/api/rollouts/{ENDPOINT}/ramp", timeout=120).json()
 
     def send_traffic(self, requests_count: int, drift: float = 0.0, seed: int = 0) -> None:
+        """Single-row scoring requests from a few concurrent clients, like live traffic."""
         rows = demo_models.generate(requests_count, seed=seed, drift=drift)[demo_models.FEATURES]
-        session = requests.Session()
-        for index, record in enumerate(rows.to_dict(orient="records")):
-            session.post(f"{self.serving_url}/serving-endpoints/{ENDPOINT}/invocations",
-                         json={"dataframe_records": [record]},
-                         headers={"X-Request-Id": f"demo-{seed}-{index}-{uuid.uuid4().hex[:6]}"},
-                         timeout=30)
+        url = f"{self.serving_url}/serving-endpoints/{ENDPOINT}/invocations"
+        sessions = threading.local()
+
+        def send(numbered):
+            index, record = numbered
+            if not hasattr(sessions, "http"):
+                sessions.http = requests.Session()
+            sessions.http.post(url, json={"dataframe_records": [record]}, timeout=30,
+                               headers={"X-Request-Id": f"demo-{seed}-{index}-"
+                                                        f"{uuid.uuid4().hex[:6]}"})
+
+        with ThreadPoolExecutor(TRAFFIC_CLIENTS) as clients:
+            list(clients.map(send, enumerate(rows.to_dict(orient="records"))))
+
+    def drifted_window(self, requests_count: int) -> None:
+        """Drifted traffic alone in a fresh monitoring window, then wait for that window to
+        close: the monitor judges complete windows only."""
+        width = MONITOR_WINDOW_SECONDS
+        time.sleep(width - time.time() % width)
+        self.send_traffic(requests_count, drift=1.0, seed=5)
+        time.sleep(width - time.time() % width + 0.5)
 
     def champion(self) -> str | None:
         try:
@@ -139,25 +172,29 @@ class Story:
     def ramp_until_done(self, version: str, traffic_seed: int) -> dict:
         """Live traffic and ramp ticks until the rollout of `version` ends."""
         for tick in range(40):
-            self.send_traffic(150, seed=traffic_seed * 100 + tick)
+            self.send_traffic(200, seed=traffic_seed * 100 + tick)
             state = self.ramp()
             active = (self.rollout() or {}).get("active")
             self.reactions()
             if not active or active.get("challenger") != version:
                 return self.rollout()
-            percent = (active.get("routes") or {}).get(version)
-            if not self.traffic or self.traffic[-1] != f"v{version}: {percent}%":
-                self.traffic.append(f"v{version}: {percent}%")
             if "error" in state:
                 say(f"   ramp tick: {state['error']}")
         raise TimeoutError(f"rollout of v{version} did not finish")
+
+
+def warm_up_imports() -> None:
+    """Import what training and logging need while the servers start, not on the first step."""
+    import mlflow.sklearn  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+    from mlflow.models import infer_signature  # noqa: F401
 
 
 def write_policy(work: Path) -> Path:
     holdout = work / "holdout.parquet"
     demo_models.generate(20000, seed=11).to_parquet(holdout)
     path = work / "policy.toml"
-    path.write_text(POLICY.format(holdout=holdout))
+    path.write_text(POLICY.format(holdout=holdout, window_seconds=MONITOR_WINDOW_SECONDS))
     return path
 
 
@@ -194,14 +231,20 @@ def play(story: Story, short: bool) -> None:
         json={v4: {"error_rate": 0.5}}, timeout=30).status_code == 200, timeout=60)
     say("   injected a 50% error rate on v4's replicas")
     story.ramp_until_done(v4, traffic_seed=4)
+    story.wait_for_note("v4's rollback to complete", "rollout.rollback_completed", v4)
     say(f"   champion still: v{story.champion()}")
 
     say("5) traffic drifts: the monitor notices, retraining starts")
-    started = time.time()
-    story.send_traffic(300, drift=1.0, seed=5)
-    time.sleep(max(0.0, 21 - (time.time() - started)))
+    story.drifted_window(300)
     result = requests.post(f"{story.host_url}/api/monitor/run", json={}, timeout=300).json()
-    say(f"   monitor: {json.dumps(result)[:200]}")
+    for window in result["endpoints"].get(ENDPOINT, {}).get("windows", []):
+        figures = window["figures"]
+        say(f"   monitor, last {result['window_seconds']:.0f}s window on v{window['version']}: "
+            f"{figures.get('requests', 0):.0f} requests, feature PSI "
+            f"{figures.get('feature_psi', float('nan')):.2f}, prediction PSI "
+            f"{figures.get('prediction_psi', float('nan')):.2f}")
+    for alert in result["endpoints"].get(ENDPOINT, {}).get("alerts", []):
+        say(f"   monitor raised {alert['metric']} ({alert['status']}, {alert['value']:.3g})")
     v5 = wait_for("the retrained version", lambda: next(
         (mv.version for mv in story.client.search_model_versions(f"name='{MODEL}'")
          if int(mv.version) > int(v4)), None), timeout=300)
@@ -209,25 +252,53 @@ def play(story: Story, short: bool) -> None:
     say(f"   retraining registered v{v5}; gates on it: {story.gate_verdict(v5)}")
 
 
+PAGE_MARK = {"trigger": " [pages on-call]", "resolve": " [resolves the page]"}
+
+
+def describe_note(note: dict) -> str:
+    return f"[{note.get('severity', 'info')}] {note['title']}{PAGE_MARK.get(note.get('page'), '')}"
+
+
 def summary(story: Story) -> None:
     say("summary")
-    print(f"  {'version':8s} {'what':28s} {'gates':8s} {'aliases':20s}")
+    print(f"\n  {'version':8s} {'what':28s} {'gates':13s} {'refused by':28s} aliases")
     for version, label in sorted(story.versions.items(), key=lambda kv: int(kv[0])):
         mv = story.client.get_model_version(MODEL, version)
         aliases = ",".join(getattr(mv, "aliases", []) or []) or "-"
-        print(f"  v{version:7s} {label:28s} {mv.tags.get('gatehouse.gates.verdict', '-'):8s} "
-              f"{aliases:20s}")
-    history = requests.get(f"{story.host_url}/api/rollouts/{ENDPOINT}", timeout=30).json()
-    print(f"  rollouts: {json.dumps(history.get('last') or {}, default=str)[:300]}")
-    print(f"  traffic steps seen: {', '.join(story.traffic) or '-'}")
+        print(f"  v{version:7s} {label:28s} {mv.tags.get('gatehouse.gates.verdict', '-'):13s} "
+              f"{mv.tags.get('gatehouse.gates.blocking') or '-':28s} {aliases}")
+
+    detail = requests.get(f"{story.host_url}/api/rollouts/{ENDPOINT}", timeout=30).json()
+    print(f"\n  traffic on {ENDPOINT} (each change, who made it and why):")
+    for change in detail.get("history", []):
+        routes = ", ".join(f"v{v} {p}%" for v, p in sorted(change["routes"].items()))
+        print(f"    v{change['version']:3s} {change['action']:18s} {routes:18s} "
+              f"by {change['actor']}: {change['reason'][:90]}")
+
     notes = story.outbox.read()
-    print(f"  notifications ({len(notes)}):")
+    alerts = [n for n in notes if n.get("about_event_type", "").endswith("monitoring.alert")]
+    pages = [n for n in notes if n.get("page")]
+    print(f"\n  alerts ({len(alerts)}):")
+    for note in alerts:
+        print(f"    {describe_note(note)}")
+    print(f"\n  pages to on-call ({len(pages)}):")
+    for note in pages:
+        print(f"    {note['page']:8s} {note['title']}")
+    print(f"\n  notifications ({len(notes)}; Slack, Teams and PagerDuty would get these):")
     for note in notes:
-        print(f"    [{note.get('severity', 'info'):8s}] {note['title']}")
+        print(f"    {describe_note(note)}")
+    print()
+
+
+def describe_part(part) -> str:
+    where = part.url if isinstance(part, devstack.ManagedProcess) else part.connection_string
+    return f"{getattr(part, 'name', 'azurite'):14s} pid {part.process.pid:<8d} {where}"
 
 
 def main() -> int:
     os.environ.update(devstack.NO_TELEMETRY)
+    # `kill` (SIGTERM) stops the stack like Ctrl+C does, instead of orphaning its servers.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     keep = os.environ.get("KEEP", "") not in ("", "0")
     short = os.environ.get("GATEHOUSE_DEMO_SHORT", "") not in ("", "0")
     work = Path(tempfile.mkdtemp(prefix="gatehouse-demo-"))
@@ -237,11 +308,12 @@ def main() -> int:
     started = time.monotonic()
     try:
         say("starting Azurite, moto's S3, an MLflow server, embedded serving and the app...")
-        azurite = Azurite(str(work / "azurite")).start()
+        # Everything is launched at once and waited for afterwards: the servers start in parallel.
+        azurite = Azurite(str(work / "azurite")).launch()
         stack.append(azurite)
-        moto = devstack.start_moto(work)
+        moto = devstack.moto_process(work).launch()
         stack.append(moto)
-        mlflow_server = devstack.start_mlflow(work, moto.url)
+        mlflow_server = devstack.mlflow_process(work, moto.url).launch()
         stack.append(mlflow_server)
         client_env = devstack.mlflow_client_env(moto.url)
         os.environ.update(client_env)
@@ -251,9 +323,9 @@ def main() -> int:
         serving = devstack.ManagedProcess(
             "serving", [sys.executable, "-m", "shared.serving.embedded", "--port",
                         str(serving_port), "--payload-log", str(payload_log)],
-            {**client_env, "MLFLOW_TRACKING_URI": mlflow_server.url}, serving_port, work).start()
+            {**client_env, "MLFLOW_TRACKING_URI": mlflow_server.url}, serving_port, work).launch()
         stack.append(serving)
-        host = devstack.start_function_host(work, azurite.connection_string, {
+        host = devstack.function_host_process(work, azurite.connection_string, {
             **client_env,
             "MLFLOW_TRACKING_URI": mlflow_server.url,
             "GATEHOUSE_MLFLOW_WEBHOOK_SECRET": secret,
@@ -267,7 +339,14 @@ def main() -> int:
             "AzureWebJobs.ramp_traffic.Disabled": "true",
             "AzureWebJobs.monitor_endpoints.Disabled": "true",
         })
-        stack.append(host)
+        azurite.ready()
+        stack.append(host.launch())
+        warm_up_imports()
+        moto.ready()
+        devstack.create_bucket(moto.url, devstack.ARTIFACT_BUCKET)
+        mlflow_server.ready(devstack.MLFLOW_START_TIMEOUT)
+        serving.ready()
+        devstack.host_ready(host)
         import mlflow
         from mlflow import MlflowClient
 
@@ -285,7 +364,10 @@ def main() -> int:
         say(f"done in {time.monotonic() - started:.0f}s. MLflow UI: {mlflow_server.url}  "
             f"(outbox: {outbox.path})")
         if keep:
-            say("KEEP=1: the stack stays up; press Ctrl+C to stop it")
+            say("KEEP=1: the stack stays up:")
+            for part in stack:
+                print(f"  {describe_part(part)}", flush=True)
+            say("press Ctrl+C (or kill this process) to stop it")
             threading.Event().wait()
         return 0
     except KeyboardInterrupt:

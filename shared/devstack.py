@@ -21,6 +21,8 @@ FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
 # MLflow's usage telemetry would call out of this machine, and its background thread edits
 # os.environ while other threads read it.
 NO_TELEMETRY = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+ARTIFACT_BUCKET = "mlflow-artifacts"
+MLFLOW_START_TIMEOUT = 180
 
 
 def wait_for(what: str, condition, timeout: float = 60, interval: float = 0.2):
@@ -45,17 +47,25 @@ class ManagedProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 120) -> "ManagedProcess":
+    def launch(self) -> "ManagedProcess":
+        """Start the process without waiting for it; `ready` waits. Lets a stack start in
+        parallel."""
         log = open(self.log_path, "wb")
         self.process = subprocess.Popen(self.command, env={**os.environ, **self.env},
                                         cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
+        return self
+
+    def ready(self, timeout: float = 120) -> "ManagedProcess":
         try:
             wait_for_port(self.port, timeout, self.process)
         except Exception as exc:
             self.stop()
             raise RuntimeError(f"{self.name} did not start: {exc}\n{self.log()[-3000:]}") from exc
         return self
+
+    def start(self, timeout: float = 120) -> "ManagedProcess":
+        return self.launch().ready(timeout)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -82,10 +92,14 @@ class ManagedProcess:
             return self.process.wait()
 
 
-def start_moto(log_dir: Path) -> ManagedProcess:
+def moto_process(log_dir: Path) -> ManagedProcess:
     port = free_port()
     return ManagedProcess("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                          FAKE_AWS, port, log_dir).start()
+                          FAKE_AWS, port, log_dir)
+
+
+def start_moto(log_dir: Path) -> ManagedProcess:
+    return moto_process(log_dir).start()
 
 
 def create_bucket(moto_url: str, bucket: str) -> None:
@@ -102,10 +116,12 @@ def mlflow_client_env(moto_url: str) -> dict[str, str]:
     return {**FAKE_AWS, **NO_TELEMETRY, "MLFLOW_S3_ENDPOINT_URL": moto_url}
 
 
-def start_mlflow(log_dir: Path, moto_url: str, bucket: str = "mlflow-artifacts") -> ManagedProcess:
+def mlflow_process(log_dir: Path, moto_url: str,
+                   bucket: str = ARTIFACT_BUCKET) -> ManagedProcess:
+    """A `mlflow server` on SQLite with artifacts in `bucket` on moto (create the bucket before
+    logging artifacts)."""
     from cryptography.fernet import Fernet
 
-    create_bucket(moto_url, bucket)
     port = free_port()
     data = Path(tempfile.mkdtemp(prefix="gatehouse-mlflow-"))
     env = {
@@ -120,15 +136,29 @@ def start_mlflow(log_dir: Path, moto_url: str, bucket: str = "mlflow-artifacts")
                "--workers", "1",
                "--backend-store-uri", f"sqlite:///{data / 'mlflow.db'}",
                "--artifacts-destination", f"s3://{bucket}/"]
-    return ManagedProcess("mlflow", command, env, port, log_dir).start(timeout=180)
+    return ManagedProcess("mlflow", command, env, port, log_dir)
+
+
+def start_mlflow(log_dir: Path, moto_url: str, bucket: str = ARTIFACT_BUCKET) -> ManagedProcess:
+    create_bucket(moto_url, bucket)
+    return mlflow_process(log_dir, moto_url, bucket).start(timeout=MLFLOW_START_TIMEOUT)
+
+
+def function_host_process(log_dir: Path, storage: str,
+                          extra_env: dict[str, str]) -> ManagedProcess:
+    port = free_port()
+    env = {"AzureWebJobsStorage": storage, "PYTHONUNBUFFERED": "1", **NO_TELEMETRY, **extra_env}
+    return ManagedProcess("function-host",
+                          [sys.executable, "-m", "shared.local_host", "--port", str(port)],
+                          env, port, log_dir)
+
+
+def host_ready(host: ManagedProcess, timeout: float = 60) -> ManagedProcess:
+    """Wait until the host listens and has indexed the app."""
+    host.ready(timeout)
+    host.wait_for_log("Host started on")
+    return host
 
 
 def start_function_host(log_dir: Path, storage: str, extra_env: dict[str, str]) -> ManagedProcess:
-    port = free_port()
-    env = {"AzureWebJobsStorage": storage, "PYTHONUNBUFFERED": "1", **NO_TELEMETRY, **extra_env}
-    host = ManagedProcess("function-host",
-                          [sys.executable, "-m", "shared.local_host", "--port", str(port)],
-                          env, port, log_dir)
-    host.start(timeout=60)
-    host.wait_for_log("Host started on")
-    return host
+    return host_ready(function_host_process(log_dir, storage, extra_env).launch())

@@ -203,6 +203,10 @@ class Azurite:
                                          table=self.ports["table"])
 
     def start(self, timeout: float = 60) -> "Azurite":
+        return self.launch().ready(timeout)
+
+    def launch(self) -> "Azurite":
+        """Start the emulator without waiting for it; `ready` waits."""
         command = [
             azurite_executable(), "--silent", "--skipApiVersionCheck", "--loose",
             "--disableTelemetry",
@@ -212,6 +216,9 @@ class Azurite:
         ]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True)
+        return self
+
+    def ready(self, timeout: float = 60) -> "Azurite":
         for port in self.ports.values():
             wait_for_port(port, timeout, self.process)
         return self

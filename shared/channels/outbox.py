@@ -2,6 +2,8 @@
 
 Used when no Slack, Teams or PagerDuty is configured, or when a route names it. Delivery is
 idempotent per event id: a redelivered notification is found in the file and not written twice.
+A notification that would open or close a PagerDuty incident carries `"page": "trigger"` or
+`"page": "resolve"`, so the outbox shows on-call's side of the story too.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
-from shared.channels.dispatch import Delivery
+from shared.channels.dispatch import Delivery, PageIntent, page_intent
 
 log = logging.getLogger("gatehouse.outbox")
 
@@ -26,15 +28,17 @@ class OutboxChannel:
 
     def deliver(self, delivery: Delivery) -> dict:
         """Append the notification unless it is there already."""
-        return {"written": self.write(delivery.event_id, delivery.note)}
+        page = page_intent(delivery.note, delivery.policy)
+        return {"written": self.write(delivery.event_id, delivery.note, page)}
 
-    def write(self, event_id: str, note) -> bool:
+    def write(self, event_id: str, note, page: PageIntent | None = None) -> bool:
         """Append one notification line unless its event id is there already; True if written."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps({
             "delivered_at": datetime.now(timezone.utc).isoformat(),
             "event_id": event_id,
             "channel": self.name,
+            **({"page": page} if page else {}),
             **note.model_dump(mode="json", exclude_none=True),
         })
         with open(self.path, "a+", encoding="utf-8") as handle:
@@ -45,7 +49,8 @@ class OutboxChannel:
                 return False
             handle.write(line + "\n")
             handle.flush()
-        log.info("[%s] %s: %s", note.severity.upper(), note.title, note.text)
+        log.info("[%s]%s %s: %s", note.severity.upper(), f" page {page}" if page else "",
+                 note.title, note.text)
         return True
 
     def read(self) -> list[dict]:

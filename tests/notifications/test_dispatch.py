@@ -169,9 +169,18 @@ def test_with_nothing_configured_only_the_outbox_hears(storage_env, monkeypatch,
     assert list(result["channels"]) == ["outbox"]
     [line] = OutboxChannel(outbox).read()
     assert line["event_id"] == envelope.id and line["title"].startswith("Rollback requested")
+    assert line["page"] == "trigger", "the outbox shows what would have paged on-call"
     assert slack_messages_about(slack_peer, model_name) == []
     assert teams_peer.cards_about(model_name) == []
     assert pagerduty_peer.incidents_for(f"gatehouse/{model_name}/") == []
+
+    deliver_notification(builders.notification_envelope(
+        builders.rollback_completed(model_name, f"{model_name}-prod")).to_json())
+    deliver_notification(builders.notification_envelope(
+        builders.canary_started(model_name, f"{model_name}-prod")).to_json())
+    _, resolved, started = OutboxChannel(outbox).read()
+    assert resolved["page"] == "resolve"
+    assert "page" not in started
 
 
 def test_secrets_never_reach_logs_the_outbox_or_the_state_table(

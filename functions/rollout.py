@@ -4,7 +4,8 @@
 - ramp_traffic   timer every 30 s, and POST /api/rollouts/{endpoint}/ramp
 - open_rollback  queue `open-rollback` (the router forwards `rollout.rollback_requested`)
 - POST /api/rollouts/{endpoint}/rollback      a person asks (function key)
-- GET  /api/rollouts/rollback?token=...       the signed one-click link
+- GET  /api/rollouts/rollback?token=...       the signed one-click link: a confirmation page
+- POST /api/rollouts/rollback?token=...       ... whose button rolls back (once)
 - GET  /api/rollouts, GET /api/rollouts/{endpoint}   state and history as JSON
 
 Cold start: only azure.functions at module level; the rest loads inside the handlers.
@@ -111,31 +112,69 @@ def rollback_endpoint(req: func.HttpRequest) -> func.HttpResponse:
     return _json(outcome.status, outcome.body)
 
 
-@bp.route(route="rollouts/rollback", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def _wants_html(req: func.HttpRequest) -> bool:
+    return "text/html" in (req.headers.get("accept") or "")
+
+
+def _link_reply(req: func.HttpRequest, status: int, body: dict) -> func.HttpResponse:
+    """A browser gets a page, anything else JSON."""
+    if not _wants_html(req):
+        return _json(status, body)
+    from shared.rollout.links import message_page
+
+    title = "Rollback requested" if status == 202 else "Nothing was rolled back"
+    text = body.get("error") or (f"Gatehouse is rolling back v{body.get('version')} on "
+                                 f"{body.get('endpoint')}; the notifications follow it.")
+    return func.HttpResponse(message_page(title, text), status_code=status, mimetype="text/html")
+
+
+def _link_token(req: func.HttpRequest) -> str:
+    """The token from the query string, or from the confirmation form's body."""
+    from urllib.parse import parse_qs
+
+    if req.params.get("token"):
+        return req.params["token"]
+    form = parse_qs((req.get_body() or b"").decode("utf-8", errors="replace"))
+    return (form.get("token") or [""])[-1]
+
+
+@bp.route(route="rollouts/rollback", methods=["GET", "POST"],
+          auth_level=func.AuthLevel.ANONYMOUS)
 def rollback_link(req: func.HttpRequest) -> func.HttpResponse:
-    """The one-click link: the signed token is the authentication; it works once."""
+    """The one-click link. Opening it (GET) changes nothing: it shows what would be rolled back,
+    because chat apps, link previews and mail scanners fetch links by themselves. Its button
+    POSTs the token, which is the authentication and works once."""
     import time
 
-    from shared.rollout.links import LinkError, link_secret, read_token
+    from shared.rollout.links import LinkError, confirmation_page, link_secret, read_token
 
     secret = link_secret()
     if secret is None:
-        return _json(404, {"error": "one-click rollback links are not enabled here"})
+        return _link_reply(req, 404, {"error": "one-click rollback links are not enabled here"})
+    token = _link_token(req)
     try:
-        claims = read_token(secret, req.params.get("token", ""), now=time.time())
+        claims = read_token(secret, token, now=time.time())
     except LinkError as exc:
-        return _json(exc.status, {"error": str(exc)})
+        return _link_reply(req, exc.status, {"error": str(exc)})
     service = _service()
-    if service.store.load(claims.endpoint).record is None:
-        return _json(404, {"error": f"no rollout has ever run on endpoint {claims.endpoint!r}"})
-    if not service.store.use_once(f"rollback-link|{claims.nonce}", {
+    spent = f"rollback-link|{claims.nonce}"
+    if service.store.used(spent):
+        return _link_reply(req, 410, {"error": "this rollback link was used already"})
+    preview = service.rollback_preview(claims.endpoint, claims.rollout_id)
+    if preview.status != 200:
+        return _link_reply(req, preview.status, preview.body)
+    if req.method == "GET":
+        if _wants_html(req):
+            return func.HttpResponse(confirmation_page(preview.body, token), mimetype="text/html")
+        return _json(200, {**preview.body, "confirm": "POST to this URL to roll back"})
+    if not service.store.use_once(spent, {
             "endpoint": claims.endpoint, "rollout_id": claims.rollout_id,
             "used_at": time.time()}):
-        return _json(410, {"error": "this rollback link was used already"})
+        return _link_reply(req, 410, {"error": "this rollback link was used already"})
     outcome = service.request_rollback(claims.endpoint, actor="rollback-link",
                                        reason="one-click rollback link",
                                        rollout_id=claims.rollout_id)
-    return _json(outcome.status, outcome.body)
+    return _link_reply(req, outcome.status, outcome.body)
 
 
 @bp.route(route="rollouts", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)

@@ -1,4 +1,6 @@
-"""Signed one-click rollback links: `GET /api/rollouts/rollback?token=...`.
+"""Signed one-click rollback links: `GET /api/rollouts/rollback?token=...` shows what would be
+rolled back, and its button POSTs the token to do it. A GET never acts: chat apps, link
+previews and mail scanners open links on their own.
 
 The token is `base64url(claims).base64url(HMAC-SHA256(secret, claims))` where claims name the
 endpoint, the rollout, an expiry and a nonce. It rolls back only that rollout, only before it
@@ -11,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import html
 import json
 import os
 import secrets
@@ -98,3 +101,32 @@ def signed_rollback_url(base_url: str, endpoint: str, rollout_id: str, *, now: f
         return None
     return rollback_url(base_url, make_token(secret, endpoint, rollout_id, now=now,
                                              ttl_seconds=ttl_seconds))
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title></head>
+<body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
+<h1>{title}</h1>
+{content}
+</body></html>
+"""
+
+
+def message_page(title: str, message: str) -> str:
+    return PAGE.format(title=html.escape(title), content=f"<p>{html.escape(message)}</p>")
+
+
+def confirmation_page(preview: dict, token: str) -> str:
+    """The page the link opens: what a rollback would do, and the button that does it."""
+    version, endpoint = html.escape(str(preview["version"])), html.escape(preview["endpoint"])
+    restores = preview.get("restores")
+    back_to = f"v{html.escape(str(restores))}" if restores else "the previous champion"
+    content = (
+        f"<p>Model <b>{html.escape(preview['model_name'])}</b> v{version} on endpoint "
+        f"<b>{endpoint}</b> (rollout {html.escape(preview['rollout_id'])}, "
+        f"{html.escape(preview['phase'])}). Rolling back sends all traffic to {back_to}.</p>"
+        f'<form method="post"><input type="hidden" name="token" value="{html.escape(token)}">'
+        f'<button type="submit">Roll back v{version} on {endpoint}</button></form>'
+        f"<p>The link works once.</p>")
+    return PAGE.format(title=f"Roll back v{version} on {endpoint}?", content=content)

@@ -333,6 +333,26 @@ class RolloutService:
 
     # -- rolling back --------------------------------------------------------------------------
 
+    def rollback_preview(self, endpoint: str, rollout_id: str) -> Outcome:
+        """What a rollback of `rollout_id` would undo now (200), or 404/409 saying why there is
+        nothing to undo. Changes nothing."""
+        record = self.store.load(endpoint).record
+        if record is None:
+            return Outcome(404, {"error": f"no rollout has ever run on endpoint {endpoint!r}"})
+        target = machine.rollback_target(record, self.policy_for(record.model_name), self.clock())
+        if target is None:
+            return Outcome(409, {"error": f"{endpoint}: nothing to roll back (no active rollout "
+                                          f"and no promotion within the rollback window)"})
+        if target.id != rollout_id:
+            return Outcome(409, {"error": f"rollout {rollout_id} is no longer the one to roll "
+                                          f"back (now: {target.id} of v{target.challenger})"})
+        if target.phase is Phase.ROLLING_BACK:
+            return Outcome(409, {"error": f"{endpoint}: rollout {target.id} is rolling back "
+                                          f"already"})
+        return Outcome(200, {"endpoint": endpoint, "model_name": record.model_name,
+                             "rollout_id": target.id, "version": target.challenger,
+                             "restores": target.champion, "phase": target.phase.value})
+
     def request_rollback(self, endpoint: str, *, actor: str, reason: str,
                          version: str | None = None, rollout_id: str | None = None) -> Outcome:
         """Ask for a rollback (a person, a link, monitoring): 202, or 404/409 saying why not."""

@@ -101,6 +101,9 @@ class RolloutStore:
             transitions = [t for t in transitions if t.rollout_id == rollout_id]
         return sorted(transitions, key=lambda t: t.seq)
 
+    def used(self, key: str) -> bool:
+        return self.table.get(LINKS_PARTITION, safe_row_key(key)) is not None
+
     def use_once(self, key: str, properties: dict) -> bool:
         """True the first time `key` is used, False ever after (conditional insert)."""
         try:

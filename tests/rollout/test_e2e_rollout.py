@@ -5,12 +5,15 @@ queues and idempotency - and the rollout handlers called directly, as the host w
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlencode
 
 import azure.functions as func
 import pytest
@@ -45,7 +48,7 @@ def mlflow_env(mlflow_server, moto_s3):
 
 @pytest.fixture(scope="module")
 def model_name(mlflow_env):
-    """Five registered versions of one small scikit-learn model; v1 is the champion."""
+    """Six registered versions of one small scikit-learn model; v1 is the champion."""
     import mlflow
     import numpy as np
     import pandas as pd
@@ -57,7 +60,7 @@ def model_name(mlflow_env):
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(rng.normal(size=(200, 3)), columns=COLUMNS)
     labels = (frame["f0"] + rng.normal(scale=0.5, size=200) > 0).astype(int)
-    for seed in range(5):
+    for seed in range(6):
         model = LogisticRegression(C=1.0 + seed).fit(frame, labels)
         with mlflow.start_run():
             mlflow.sklearn.log_model(model, name="model", registered_model_name=name,
@@ -131,9 +134,9 @@ def queue_message(envelope: Envelope) -> func.QueueMessage:
     return func.QueueMessage(id=uuid.uuid4().hex, body=envelope.to_json().encode("utf-8"))
 
 
-def http(method: str, route: str, *, route_params=None, params=None, body=None):
+def http(method: str, route: str, *, route_params=None, params=None, body=None, headers=None):
     data = json.dumps(body).encode() if isinstance(body, (dict, list)) else (body or b"")
-    return func.HttpRequest(method, f"http://localhost/api/{route}", headers={},
+    return func.HttpRequest(method, f"http://localhost/api/{route}", headers=headers or {},
                             params=params or {}, route_params=route_params or {}, body=data)
 
 
@@ -295,27 +298,64 @@ def test_signed_link_rolls_back_once_and_only_once(stack, storage_env):
     active = detail(endpoint)["active"]
     assert active["challenger"] == "5"
 
-    def click(token):
-        reply = handlers.rollback_link(http("GET", "rollouts/rollback", params={"token": token}))
+    def click(token, method="POST"):
+        reply = handlers.rollback_link(http(method, "rollouts/rollback", params={"token": token}))
         return reply.status_code, json.loads(reply.get_body())
 
     stale = make_token(LINK_SECRET, endpoint, "an-older-rollout", now=time.time())
-    assert click(stale)[0] == 409
-    assert click("garbage")[0] == 400
+    assert click(stale)[0] == 409 and click(stale, "GET")[0] == 409
+    assert click("garbage")[0] == 400 and click("garbage", "GET")[0] == 400
     assert click(make_token("another-secret-0123456789", endpoint, active["id"],
                             now=time.time()))[0] == 401
     assert click(make_token(LINK_SECRET, endpoint, active["id"], now=time.time() - 7200,
                             ttl_seconds=60))[0] == 410
 
     token = make_token(LINK_SECRET, endpoint, active["id"], now=time.time())
+    # Opening the link (a person, or a chat app's link preview) only shows what it would do.
+    for _ in range(3):
+        status, preview = click(token, "GET")
+        assert status == 200
+        assert (preview["version"], preview["restores"], preview["rollout_id"]) == (
+            "5", active["champion"], active["id"])
+    assert detail(endpoint)["active"]["phase"] == active["phase"]
+
     status, body = click(token)
     assert status == 202 and body["version"] == "5"
     assert click(token) == (410, {"error": "this rollback link was used already"})
+    assert click(token, "GET") == (410, {"error": "this rollback link was used already"})
 
     handlers.open_rollback(queue_message(rollback_request(storage_env, model, "5")))
     assert serving.state(endpoint).routes == {"2": 100}
     assert detail(endpoint)["last"]["phase"] == "rolled_back"
     assert detail(endpoint)["history"][-2]["actor"] == "rollback-link"
+
+
+def test_signed_link_in_a_browser_confirms_with_a_form(stack, storage_env):
+    endpoint, model = stack["endpoint"], stack["model"]
+    handlers.start_canary(queue_message(gates_passed(model, "6")))
+    active = detail(endpoint)["active"]
+    token = make_token(LINK_SECRET, endpoint, active["id"], now=time.time())
+    browser = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+
+    page = handlers.rollback_link(http("GET", "rollouts/rollback", params={"token": token},
+                                       headers=browser))
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    text = page.get_body().decode()
+    assert '<form method="post">' in text and f"Roll back v6 on {endpoint}" in text
+    form_token = re.search(r'name="token" value="([^"]+)"', text).group(1)
+    assert html.unescape(form_token) == token
+
+    # The button posts the form body to the page's own URL, here without the query string.
+    done = handlers.rollback_link(http(
+        "POST", "rollouts/rollback", body=urlencode({"token": token}).encode(),
+        headers={**browser, "Content-Type": "application/x-www-form-urlencoded"}))
+    assert done.status_code == 202 and done.mimetype == "text/html"
+    assert "rolling back v6" in done.get_body().decode()
+    again = handlers.rollback_link(http("GET", "rollouts/rollback", params={"token": token},
+                                        headers=browser))
+    assert again.status_code == 410 and "used already" in again.get_body().decode()
+    handlers.open_rollback(queue_message(rollback_request(storage_env, model, "6")))
+    assert detail(endpoint)["last"]["phase"] == "rolled_back"
 
 
 def test_listing_and_unknown_endpoints(stack):

@@ -142,10 +142,7 @@ def test_gates_command_prints_the_report_and_changes_nothing(mlflow_server, moto
     mlflow.set_tracking_uri(mlflow_server.url)
     name = f"cli-gates-{uuid.uuid4().hex[:6]}"
     version = demo_models.log_and_register(demo_models.train("good", seed=2), name, "cli")
-    holdout = tmp_path / "holdout.parquet"
-    demo_models.generate(20000, seed=11).to_parquet(holdout)
-    policy = tmp_path / "policy.toml"
-    policy.write_text(demo.POLICY.format(holdout=holdout))
+    policy = demo.write_policy(tmp_path)
     result = run_cli("gates", name, version, "--policy", str(policy), env={
         "MLFLOW_TRACKING_URI": mlflow_server.url, **devstack.mlflow_client_env(moto_s3.url)})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

@@ -87,6 +87,15 @@ def train(kind: str, rows: int = 6000, seed: int = 0, drift: float = 0.0) -> Fra
     raise ValueError(f"unknown model kind {kind!r}: basic, good or overconfident")
 
 
+def pinned_requirements() -> list[str]:
+    """What the model needs, pinned to what is installed. Named rather than inferred: MLflow's
+    inference loads the model in a subprocess to see what it imports, about 4 s per version."""
+    from importlib.metadata import version
+
+    return [f"{package}=={version(package)}"
+            for package in ("scikit-learn", "numpy", "pandas", "cloudpickle")]
+
+
 def log_and_register(model: FraudModel, model_name: str, run_name: str,
                      tags: dict[str, str] | None = None, sample_seed: int = 99) -> str:
     """Log `model` as an MLflow sklearn-flavoured pyfunc (predict = predict_proba, with a
@@ -99,7 +108,7 @@ def log_and_register(model: FraudModel, model_name: str, run_name: str,
         info = mlflow.sklearn.log_model(
             model, name="model", registered_model_name=model_name,
             pyfunc_predict_fn="predict_proba", input_example=sample.head(3),
-            serialization_format="cloudpickle",
+            serialization_format="cloudpickle", pip_requirements=pinned_requirements(),
             signature=infer_signature(sample, model.predict_proba(sample)))
     return str(info.registered_model_version)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -158,10 +159,36 @@ def decode_queue_message(content: str, encoding: str) -> bytes:
     return content.encode("utf-8")
 
 
+LOWEST_PORT = 20000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free loopback port for a server we are about to start, taken below the kernel's
+    ephemeral range: there, no outgoing connection's source port can take it before the server
+    binds it, and probing it cannot connect a socket to itself."""
+    low, _ = _ephemeral_ports()
+    for _ in range(100):
+        port = random.randrange(LOWEST_PORT, low) if low > LOWEST_PORT + 1000 else 0
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = sock.getsockname()[1]
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free loopback port found")
 
 
 def azurite_executable() -> str:

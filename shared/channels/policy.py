@@ -69,7 +69,8 @@ class NotificationPolicy(BaseModel):
     page_storm_window_seconds: float = Field(
         default=3600.0, ge=0,
         description="while one incident for a model is open and younger than this, further "
-                    "alerts for that model do not page again")
+                    "alerts for that model do not page again; those still firing when it "
+                    "resolves get one page then")
 
     def channels_for(self, kind: str, model: str | None, severity: str) -> list[str]:
         """Every channel some route sends this notification to, in route order, without repeats."""

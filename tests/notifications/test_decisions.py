@@ -221,6 +221,40 @@ def test_plan_page_triggers_once_per_storm_and_resolves_on_rollback():
                                           "resolve", elsewhere, 1020, 3600).resolve_keys
 
 
+def test_a_storm_holds_other_alerts_and_pages_those_still_firing_once_it_ends():
+    first = note_of(builders.alert(MODEL, "error_rate", endpoint=ENDPOINT))
+    opened = {"gatehouse/fraud/fraud-prod/error_rate": pagerduty.OpenIncident(
+        "gatehouse/fraud/fraud-prod/error_rate", 1000, ENDPOINT)}
+    assert pagerduty.plan_page(first, "trigger", opened, 1010, 3600).hold is False  # same alert
+    latency = note_of(builders.alert(MODEL, "latency", endpoint=ENDPOINT, fingerprint="fp-2"))
+    assert pagerduty.plan_page(latency, "trigger", opened, 1010, 3600).hold is True
+
+    def held(kind, at, version=None):
+        return {"held_at": at, "endpoint": ENDPOINT, "version": version,
+                "trigger": {"summary": f"{kind} above threshold", "custom_details": {"k": kind}}}
+    storm = {"gatehouse/fraud/fraud-prod/latency": held("latency", 1010),
+             "gatehouse/fraud/fraud-prod/feature_drift": held("feature_drift", 1005),
+             "gatehouse/fraud/fraud-prod/error_rate_v3": held("errors of v3", 1020, "3")}
+    assert pagerduty.page_after_storm(storm, opened, 1030, 3600) is None  # the storm goes on
+    assert pagerduty.page_after_storm({}, {}, 1030, 3600) is None
+    key, trigger = pagerduty.page_after_storm(storm, {}, 1030, 3600)
+    assert key == "gatehouse/fraud/fraud-prod/feature_drift"  # the oldest held alert
+    assert trigger["summary"] == "Still firing after an alert storm: feature_drift above threshold"
+    assert trigger["custom_details"] == {"k": "feature_drift", "also_still_firing": [
+        "latency above threshold", "errors of v3 above threshold"]}
+    # an incident older than the storm window no longer holds anything back
+    assert pagerduty.page_after_storm(storm, opened, 1000 + 3600, 3600)[0] == key
+
+    resolved_latency = note_of(builders.alert(MODEL, "latency", endpoint=ENDPOINT,
+                                              status="resolved"))
+    assert set(pagerduty.held_after_resolve(
+        storm, resolved_latency, ("gatehouse/fraud/fraud-prod/latency",))) == {
+        "gatehouse/fraud/fraud-prod/feature_drift", "gatehouse/fraud/fraud-prod/error_rate_v3"}
+    rollback_of_v3 = note_of(builders.rollback_completed(MODEL, ENDPOINT, version="3"))
+    assert set(pagerduty.held_after_resolve(storm, rollback_of_v3, ())) == {
+        "gatehouse/fraud/fraud-prod/latency", "gatehouse/fraud/fraud-prod/feature_drift"}
+
+
 def test_incident_keys_fit_pagerduty():
     long_model = "m" * 300
     assert len(pagerduty.incident_key(note_of(builders.alert(long_model)))) <= 255

@@ -108,6 +108,48 @@ def test_an_alert_storm_pages_once_and_the_rollback_resolves_it(channel_env, sto
         ["resolved", "triggered"]
 
 
+def test_alerts_held_by_a_storm_page_once_it_ends_if_they_still_fire(channel_env, storage, clock,
+                                                                      peers, model_name):
+    _, pagerduty_peer, _ = peers
+    send = dispatcher(channel_env, storage, clock, NotificationPolicy())
+    endpoint = f"{model_name}-prod"
+
+    def alert(kind, status="firing", version=None):
+        result = send.deliver(builders.notification_envelope(builders.alert(
+            model_name, kind, endpoint=endpoint, fingerprint=f"{model_name}-{kind}",
+            status=status, version=version)))
+        clock.now += 5
+        return result["channels"]["pagerduty"]
+
+    assert alert("error_rate")["action"] == "trigger"
+    assert alert("latency")["held"] is True
+    assert alert("feature_drift")["held"] is True
+    assert alert("prediction_shift", version="7")["held"] is True
+    alert("latency", status="resolved")  # resolved while held: nobody needs paging for it
+
+    # The storm's incident resolves; drift still fires, so on-call hears about it now.
+    ended = alert("error_rate", status="resolved")
+    assert ended["paged_after_storm"] == {"incident": f"gatehouse/{model_name}/{endpoint}/"
+                                                      f"feature_drift", "alerts": 2}
+    incidents = {i["dedup_key"].rsplit("/", 1)[1]: i
+                 for i in pagerduty_peer.incidents_for(f"gatehouse/{model_name}/")}
+    assert incidents["error_rate"]["status"] == "resolved"
+    assert incidents["feature_drift"]["status"] == "triggered"
+    assert incidents["feature_drift"]["summary"].startswith("Still firing after an alert storm")
+    assert set(incidents) == {"error_rate", "feature_drift"}
+    [page] = [e for e in pagerduty_peer.events if e["event_action"] == "trigger"
+              and e["dedup_key"].endswith("feature_drift")]
+    assert page["payload"]["custom_details"]["also_still_firing"] == [
+        f"Critical: {model_name}: prediction_shift above threshold"]
+
+    # A rollback of v7 later settles that incident; nothing is left held to page again.
+    result = send.deliver(builders.notification_envelope(
+        builders.rollback_completed(model_name, endpoint, version="7")))
+    assert "paged_after_storm" not in result["channels"]["pagerduty"]
+    assert all(i["status"] == "resolved"
+               for i in pagerduty_peer.incidents_for(f"gatehouse/{model_name}/"))
+
+
 def test_a_failing_channel_does_not_block_the_others_and_is_recorded(channel_env, storage_env,
                                                                      peers, model_name):
     slack_peer, pagerduty_peer, teams_peer = peers

@@ -6,7 +6,7 @@ INFRA_VENV := .venv-infra
 PORT ?= 7071
 PYTEST_ARGS ?=
 
-.PHONY: test demo host bench schema install clean
+.PHONY: test demo host bench schema install runtime clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,22 +26,25 @@ node_modules/.installed: package.json
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(VENV)/.installed $(INFRA_VENV)/.installed node_modules/.installed
+# What running the app needs; the tests also need the infrastructure checks' toolchain.
+runtime: $(VENV)/.installed node_modules/.installed
+
+install: runtime $(INFRA_VENV)/.installed
 
 test: install
 	GATEHOUSE_CHECKOV=$(INFRA_VENV)/bin/checkov $(PY) -m pytest $(PYTEST_ARGS)
 
-demo: install
+demo: runtime
 	$(PY) -m shared.demo
 
-host: install
+host: runtime
 	$(PY) -m shared.local_host --port $(PORT)
 
-bench: install
+bench: runtime
 	$(PY) -m tests.benchmarks.bench_receiver
 	$(PY) -m tests.benchmarks.bench_gates
 
-schema: install
+schema: runtime
 	$(PY) -m shared.schema_export
 
 clean:

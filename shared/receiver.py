@@ -49,15 +49,17 @@ class Dedupe(Protocol):
     def release(self, claim: Claim) -> None: ...
 
 
-def _error(status: int, message: str, problems: list[str] | None = None) -> Reply:
+def error_reply(status: int, message: str, problems: list[str] | None = None,
+                headers: dict | None = None) -> Reply:
     body: dict = {"error": message}
     if problems:
         body["problems"] = problems
-    return Reply(status, body)
+    return Reply(status, body, headers or {})
 
 
-def _content_type_problem(headers: Mapping[str, str]) -> str | None:
-    value = headers.get("content-type") or headers.get("Content-Type")
+def content_type_problem(headers: Mapping[str, str]) -> str | None:
+    """What is wrong with the request's Content-Type for a JSON body (None: fine or absent)."""
+    value = signatures.header(headers, "content-type")
     if not value:
         return None
     media_type = value.split(";")[0].strip().lower()
@@ -70,7 +72,7 @@ def receive(sender: Sender, headers: Mapping[str, str], body: bytes, settings: S
             queue: Queue, dedupe: Dedupe, now: float | None = None) -> Reply:
     now = time.time() if now is None else now
     if len(body) > settings.max_body_bytes:
-        return _error(413, f"request body is {len(body)} bytes; the limit is "
+        return error_reply(413, f"request body is {len(body)} bytes; the limit is "
                            f"{settings.max_body_bytes} (GATEHOUSE_MAX_BODY_BYTES)")
     try:
         if sender == "mlflow":
@@ -86,15 +88,15 @@ def receive(sender: Sender, headers: Mapping[str, str], body: bytes, settings: S
             delivery_id = None
     except signatures.SignatureError as exc:
         log.warning("refused a %s webhook: %s", sender, exc)
-        return _error(401, f"webhook not authenticated: {exc}")
-    problem = _content_type_problem(headers)
+        return error_reply(401, f"webhook not authenticated: {exc}")
+    problem = content_type_problem(headers)
     if problem:
-        return _error(415, problem)
+        return error_reply(415, problem)
     try:
         parsed = PARSERS[sender](body)
     except inbound.InboundError as exc:
         log.info("rejected a %s webhook: %s", sender, exc.message)
-        return _error(400, exc.message, exc.problems)
+        return error_reply(400, exc.message, exc.problems)
     if isinstance(parsed, inbound.Ignored):
         return Reply(200, {"status": "ignored", "reason": parsed.reason})
 

@@ -29,10 +29,12 @@ class SignatureError(Exception):
     """The request could not be authenticated; the message says why (never the secret)."""
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A request header's value, stripped, whatever the case of its name (None if absent)."""
     value = headers.get(name)
     if value is None:
-        value = headers.get(name.lower())
+        wanted = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == wanted), None)
     return value.strip() if isinstance(value, str) else None
 
 
@@ -61,9 +63,9 @@ def mlflow_delivery(headers: Mapping[str, str], body: bytes, secret: str | None,
     raises SignatureError. Without a secret the signature is not required, but a present
     timestamp is still checked."""
     signature_header, timestamp_header, delivery_header = names
-    delivery_id = _header(headers, delivery_header)
-    raw_timestamp = _header(headers, timestamp_header)
-    signature = _header(headers, signature_header)
+    delivery_id = header(headers, delivery_header)
+    raw_timestamp = header(headers, timestamp_header)
+    signature = header(headers, signature_header)
     if delivery_id is not None and not DELIVERY_ID_PATTERN.match(delivery_id):
         raise SignatureError(f"{delivery_header} is malformed")
     if secret:
@@ -100,7 +102,7 @@ def mlflow_delivery(headers: Mapping[str, str], body: bytes, secret: str | None,
 def databricks_delivery(headers: Mapping[str, str], body: bytes, secret: str | None) -> None:
     if not secret:
         return
-    signature = _header(headers, DATABRICKS_SIGNATURE)
+    signature = header(headers, DATABRICKS_SIGNATURE)
     if not signature:
         raise SignatureError(f"missing header: {DATABRICKS_SIGNATURE}")
     expected = databricks_signature(secret, body)

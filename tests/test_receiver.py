@@ -98,6 +98,13 @@ def test_wrong_content_type_is_415(deps):
     assert reply.status == 415
 
 
+def test_header_names_are_matched_whatever_their_case(deps):
+    headers, body = signed()
+    shouted = {name.upper(): value for name, value in headers.items() if name != "Content-Type"}
+    assert receive(deps, {**shouted, "CONTENT-TYPE": "text/plain"}, body).status == 415
+    assert receive(deps, {**shouted, "CONTENT-TYPE": "application/json"}, body).status == 202
+
+
 def test_shape_errors_are_400_with_problems(deps):
     headers, body = signed(payload={"name": "m"})
     reply = receive(deps, headers, body)

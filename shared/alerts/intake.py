@@ -26,7 +26,8 @@ from shared.alerts.store import CLOSED, OPEN, OpenAlerts
 from shared.events import Envelope
 from shared.idempotency import AlreadyCompleted, AlreadyInProgress
 from shared.inbound import InboundError
-from shared.receiver import Reply
+from shared.receiver import Reply, content_type_problem, error_reply
+from shared.signatures import header
 
 log = logging.getLogger("gatehouse.alerts")
 TOKEN_HEADER = "x-gatehouse-alert-token"
@@ -41,18 +42,11 @@ def token_setting(source: str) -> str:
     return "GATEHOUSE_ALERT_TOKEN_" + source.upper().replace("-", "_")
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
-    return None
-
-
 def presented_token(headers: Mapping[str, str]) -> str | None:
-    explicit = _header(headers, TOKEN_HEADER)
+    explicit = header(headers, TOKEN_HEADER)
     if explicit:
         return explicit.strip()
-    authorization = (_header(headers, "authorization") or "").strip()
+    authorization = (header(headers, "authorization") or "").strip()
     scheme, _, credentials = authorization.partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
@@ -74,57 +68,39 @@ def authenticate(source: str, headers: Mapping[str, str],
     return None
 
 
-def _error(status: int, message: str, problems: list[str] | None = None,
-           headers: dict | None = None) -> Reply:
-    body: dict = {"error": message}
-    if problems:
-        body["problems"] = problems
-    return Reply(status, body, headers or {})
-
-
-def _content_type_problem(headers: Mapping[str, str]) -> str | None:
-    value = _header(headers, "content-type")
-    if not value:
-        return None
-    media_type = value.split(";")[0].strip().lower()
-    if media_type == "application/json" or media_type.endswith("+json"):
-        return None
-    return f"Content-Type {media_type!r} is not supported; send application/json"
-
-
 def receive(source: str, headers: Mapping[str, str], body: bytes, *, max_body_bytes: int,
             bus: Publisher, dedupe, open_alerts: OpenAlerts,
             environ: Mapping[str, str] | None = None) -> Reply:
     environ = os.environ if environ is None else environ
     if source not in alerts.SOURCES:
-        return _error(404, f"unknown alert source {source!r}; known sources: "
+        return error_reply(404, f"unknown alert source {source!r}; known sources: "
                            + ", ".join(alerts.SOURCES))
     if len(body) > max_body_bytes:
-        return _error(413, f"request body is {len(body)} bytes; the limit is {max_body_bytes} "
+        return error_reply(413, f"request body is {len(body)} bytes; the limit is {max_body_bytes} "
                            f"(GATEHOUSE_MAX_BODY_BYTES)")
     refused = authenticate(source, headers, environ)
     if refused:
         log.warning("refused a %s alert: %s", source, refused)
-        return _error(401, refused)
-    problem = _content_type_problem(headers)
+        return error_reply(401, refused)
+    problem = content_type_problem(headers)
     if problem:
-        return _error(415, problem)
+        return error_reply(415, problem)
     try:
         batch = alerts.parse_alerts(source, body)
     except InboundError as exc:
         log.info("rejected a %s alert: %s", source, exc.message)
-        return _error(400, exc.message, exc.problems)
+        return error_reply(400, exc.message, exc.problems)
     outcomes = []
     for inbound in batch.alerts:
         try:
             outcomes.append(_take(source, inbound, bus, dedupe, open_alerts))
         except AlreadyInProgress as busy:
-            return _error(503, "this alert is being processed; retry shortly",
+            return error_reply(503, "this alert is being processed; retry shortly",
                           headers={"Retry-After": str(int(busy.retry_after + 0.999))})
         except Exception:
             log.exception("could not take a %s alert %s; the sender will retry", source,
                           inbound.alert.fingerprint)
-            return _error(503, "Gatehouse storage unavailable; retry shortly",
+            return error_reply(503, "Gatehouse storage unavailable; retry shortly",
                           headers={"Retry-After": "5"})
     published = any(o["outcome"] == "accepted" for o in outcomes)
     reply = {"status": "accepted" if published else "nothing new", "alerts": outcomes}

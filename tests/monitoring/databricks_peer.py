@@ -21,12 +21,12 @@ import re
 import threading
 import uuid
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
+from tests.databricks_peer_base import ERROR_CODES, LoopbackPeer, Rejected
+
 TOKEN = "dapi-monitoring-peer-token"
-ERROR_CODES = {400: "INVALID_PARAMETER_VALUE", 401: "UNAUTHENTICATED",
-               404: "RESOURCE_DOES_NOT_EXIST", 405: "ENDPOINT_NOT_FOUND"}
 RUN_NOW_FIELDS = {"job_id", "job_parameters", "idempotency_token", "dbt_commands", "jar_params",
                   "notebook_params", "only", "performance_target", "pipeline_params",
                   "python_named_params", "python_params", "queue", "spark_submit_params",
@@ -40,12 +40,6 @@ MARKER = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
 TABLE = re.compile(r"FROM\s+((?:`[^`]+`\.?){1,3})", re.IGNORECASE)
 
 
-class Rejected(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
 def _epoch_ms(parameter: dict) -> int:
     value, kind = parameter.get("value"), parameter.get("type", "STRING")
     if kind == "BIGINT":
@@ -54,7 +48,7 @@ def _epoch_ms(parameter: dict) -> int:
     return int(moment.timestamp() * 1000)
 
 
-class DatabricksPeer:
+class DatabricksPeer(LoopbackPeer):
     def __init__(self, chunk_rows: int = 2, pending_polls: int = 1):
         self.chunk_rows, self.pending_polls = chunk_rows, pending_polls
         self.jobs: set[int] = set()
@@ -67,21 +61,7 @@ class DatabricksPeer:
         self.fail_statements = False
         self._next_run = 1000
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}"
-
-    def start(self) -> "DatabricksPeer":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__()
 
     # -- jobs ----------------------------------------------------------------------------------
 

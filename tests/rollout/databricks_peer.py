@@ -15,13 +15,11 @@ import json
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.databricks_peer_base import ERROR_CODES, LoopbackPeer, Rejected
 
 TOKEN = "dapi-peer-test-token"
-ERROR_CODES = {400: "INVALID_PARAMETER_VALUE", 401: "UNAUTHENTICATED",
-               404: "RESOURCE_DOES_NOT_EXIST", 409: "RESOURCE_CONFLICT",
-               429: "REQUEST_LIMIT_EXCEEDED", 500: "INTERNAL_ERROR",
-               503: "TEMPORARILY_UNAVAILABLE"}
 ENTITY_FIELDS = {"name", "entity_name", "entity_version", "workload_size", "workload_type",
                  "scale_to_zero_enabled", "environment_vars", "instance_profile_arn",
                  "min_provisioned_throughput", "max_provisioned_throughput",
@@ -30,13 +28,7 @@ ENTITY_FIELDS = {"name", "entity_name", "entity_version", "workload_size", "work
 ENTITY_NAME = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
 
 
-class Rejected(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
-class DatabricksPeer:
+class DatabricksPeer(LoopbackPeer):
     def __init__(self, update_polls: int = 2):
         self.update_polls = update_polls
         self.endpoints: dict[str, dict] = {}
@@ -47,21 +39,7 @@ class DatabricksPeer:
         self.requests: list[tuple[str, str, dict | None]] = []
         self.fail_next_update = False
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}"
-
-    def start(self) -> "DatabricksPeer":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__()
 
     # -- test set-up --------------------------------------------------------------------------
 

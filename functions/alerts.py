@@ -31,9 +31,9 @@ def _json(status: int, body: dict, headers: dict | None = None) -> func.HttpResp
 
 @bp.route(route="alerts/{source}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def receive_alert(req: func.HttpRequest) -> func.HttpResponse:
-    from shared import runtime
+    from shared.platform import runtime
     from shared.alerts import SOURCES, intake
-    from shared.storage import storage_connection_string
+    from shared.platform.storage import storage_connection_string
 
     source = req.route_params.get("source", "")
     if source not in SOURCES:

@@ -76,7 +76,7 @@ def monitor_now(req: func.HttpRequest) -> func.HttpResponse:
 def receive_labels(req: func.HttpRequest) -> func.HttpResponse:
     from shared.monitoring.adapters import label_store
     from shared.monitoring.labels import label_value
-    from shared.storage import storage_connection_string
+    from shared.platform.storage import storage_connection_string
 
     endpoint = req.route_params.get("endpoint", "")
     try:

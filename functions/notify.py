@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import azure.functions as func
 
-from shared.queues import NOTIFICATIONS
+from shared.platform.queues import NOTIFICATIONS
 
 bp = func.Blueprint()
 PUBLIC_URL_SETTING = "GATEHOUSE_PUBLIC_URL"
@@ -53,11 +53,11 @@ def _dispatcher(settings, connection_string: str, outbox_path, link_secret: str 
 
 
 def deliver_notification(body: bytes | str) -> dict | None:
-    from shared import runtime
+    from shared.platform import runtime
     from shared.channels.dispatch import ChannelSettings
     from shared.events import Envelope, NotificationRequested
-    from shared.handling import process_once
-    from shared.storage import storage_connection_string
+    from shared.platform.handling import process_once
+    from shared.platform.storage import storage_connection_string
 
     # A message that does not parse raises: after maxDequeueCount tries it lands on the poison
     # queue, intact, instead of being dropped.

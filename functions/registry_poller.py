@@ -24,10 +24,10 @@ def poll_registry(timer: func.TimerRequest) -> None:
     from mlflow import MlflowClient
 
     from shared import poller
-    from shared.queues import REGISTRY_EVENTS
-    from shared.runtime import bus
-    from shared.state import StateTable
-    from shared.storage import storage_connection_string
+    from shared.platform.queues import REGISTRY_EVENTS
+    from shared.platform.runtime import bus
+    from shared.platform.state import StateTable
+    from shared.platform.storage import storage_connection_string
 
     models = [m.strip() for m in os.environ.get("GATEHOUSE_POLL_MODELS", "").split(",") if m.strip()]
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or registry_uri

@@ -19,7 +19,8 @@ def _json_response(status: int, body: dict, headers: dict | None = None) -> func
 
 
 def _receive(sender: str, req: func.HttpRequest) -> func.HttpResponse:
-    from shared import receiver, runtime
+    from shared import receiver
+    from shared.platform import runtime
 
     reply = receiver.receive(sender, req.headers, req.get_body() or b"", runtime.settings(),
                              queue=runtime.bus(), dedupe=runtime.idempotency())
@@ -47,7 +48,7 @@ def forwarded_registry_event(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
-    from shared import runtime
+    from shared.platform import runtime
     from shared.events import SCHEMA_VERSION
 
     settings = runtime.settings()

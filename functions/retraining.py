@@ -11,16 +11,16 @@ import logging
 
 import azure.functions as func
 
-from shared.queues import TRIGGER_RETRAINING
+from shared.platform.queues import TRIGGER_RETRAINING
 
 bp = func.Blueprint()
 log = logging.getLogger("gatehouse.retraining")
 
 
 def handle(body: bytes, reactions=None) -> dict | None:
-    from shared import runtime
+    from shared.platform import runtime
     from shared.events import Envelope, MonitoringAlert
-    from shared.handling import process_once
+    from shared.platform.handling import process_once
 
     envelope = Envelope.from_json_expecting(body, MonitoringAlert)
     if reactions is None:

@@ -18,7 +18,7 @@ import logging
 
 import azure.functions as func
 
-from shared.queues import OPEN_ROLLBACK, START_CANARY
+from shared.platform.queues import OPEN_ROLLBACK, START_CANARY
 
 bp = func.Blueprint()
 log = logging.getLogger("gatehouse.rollout")
@@ -38,9 +38,9 @@ def _service():
 
 @bp.queue_trigger(arg_name="msg", queue_name=START_CANARY, connection="AzureWebJobsStorage")
 def start_canary(msg: func.QueueMessage) -> None:
-    from shared import runtime
+    from shared.platform import runtime
     from shared.events import Envelope, GatesPassed
-    from shared.handling import process_once
+    from shared.platform.handling import process_once
 
     envelope = Envelope.from_json_expecting(msg.get_body(), GatesPassed)
     data = envelope.data
@@ -69,9 +69,9 @@ def ramp_endpoint(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.queue_trigger(arg_name="msg", queue_name=OPEN_ROLLBACK, connection="AzureWebJobsStorage")
 def open_rollback(msg: func.QueueMessage) -> None:
-    from shared import runtime
+    from shared.platform import runtime
     from shared.events import Envelope, RollbackRequested
-    from shared.handling import process_once
+    from shared.platform.handling import process_once
 
     envelope = Envelope.from_json_expecting(msg.get_body(), RollbackRequested)
     data = envelope.data

@@ -10,17 +10,18 @@ import logging
 
 import azure.functions as func
 
-from shared.queues import GATEHOUSE_EVENTS, REGISTRY_EVENTS
+from shared.platform.queues import GATEHOUSE_EVENTS, REGISTRY_EVENTS
 
 bp = func.Blueprint()
 log = logging.getLogger("gatehouse.router")
 
 
 def route(body: bytes) -> dict:
-    from shared import notifications, routing, runtime
-    from shared.bus import NOTIFICATIONS
+    from shared import notifications, routing
+    from shared.platform import runtime
+    from shared.platform.bus import NOTIFICATIONS
     from shared.events import Envelope
-    from shared.handling import process_once
+    from shared.platform.handling import process_once
 
     # A message that does not parse raises: after maxDequeueCount tries it lands on the poison
     # queue, intact, instead of being dropped.

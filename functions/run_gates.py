@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import azure.functions as func
 
-from shared.queues import RUN_GATES
+from shared.platform.queues import RUN_GATES
 
 bp = func.Blueprint()
 log = logging.getLogger("gatehouse.run_gates")
@@ -74,9 +74,9 @@ def gate_request(data) -> GateRequest | None:
 
 
 def handle(body: bytes) -> dict | None:
-    from shared import runtime
+    from shared.platform import runtime
     from shared.events import Envelope
-    from shared.handling import process_once
+    from shared.platform.handling import process_once
 
     envelope = Envelope.from_json(body)
     request = gate_request(envelope.data)
@@ -271,7 +271,7 @@ def evaluate(envelope, request: GateRequest) -> dict:
 
     from mlflow.exceptions import MlflowException
 
-    from shared import runtime
+    from shared.platform import runtime
     from shared.events import Decision, GatesFailed, GatesPassed
     from shared.gates import decision, report as rendering
     from shared.gates.mlflow_report import log_report_run, run_url
@@ -401,7 +401,7 @@ def request_rerun(req: func.HttpRequest) -> func.HttpResponse:
     """Ask for the gate suite to run again on one version (see the module docstring)."""
     import uuid
 
-    from shared import runtime
+    from shared.platform import runtime
     from shared.events import Envelope, ModelVersionTagSet
 
     model = (req.route_params.get("model") or "").strip()

@@ -27,7 +27,7 @@ def slack_actions(req: func.HttpRequest) -> func.HttpResponse:
 
     from pydantic import ValidationError
 
-    from shared import runtime
+    from shared.platform import runtime
     from shared.channels import slack
 
     body = req.get_body() or b""

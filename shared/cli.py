@@ -26,7 +26,7 @@ EPILOG = """examples:
 
 
 def _storage() -> str:
-    from shared.storage import storage_connection_string
+    from shared.platform.storage import storage_connection_string
 
     return storage_connection_string()
 
@@ -65,8 +65,8 @@ def plan(envelope) -> dict:
 
 
 def cmd_replay(args) -> int:
-    from shared.bus import Bus
-    from shared.queues import GATEHOUSE_EVENTS, REGISTRY_EVENTS
+    from shared.platform.bus import Bus
+    from shared.platform.queues import GATEHOUSE_EVENTS, REGISTRY_EVENTS
 
     try:
         envelope = load_event(_read_input(args.file), args.format)
@@ -88,7 +88,7 @@ def cmd_replay(args) -> int:
 
 
 def cmd_poison(args) -> int:
-    from shared.storage import queue_service
+    from shared.platform.storage import queue_service
 
     service = queue_service(_storage())
     poison_queues = [q.name for q in service.list_queues() if q.name.endswith("-poison")]
@@ -161,9 +161,9 @@ def cmd_poll(args) -> int:
     from mlflow import MlflowClient
 
     from shared import poller
-    from shared.bus import Bus
-    from shared.queues import REGISTRY_EVENTS
-    from shared.state import StateTable
+    from shared.platform.bus import Bus
+    from shared.platform.queues import REGISTRY_EVENTS
+    from shared.platform.state import StateTable
 
     client = MlflowClient(tracking_uri=args.tracking_uri or args.registry_uri,
                           registry_uri=args.registry_uri)

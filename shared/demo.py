@@ -32,7 +32,7 @@ import requests
 from shared import demo_models, devstack
 from shared.devstack import wait_for
 from shared.channels.outbox import OutboxChannel
-from shared.storage import Azurite, free_port
+from shared.platform.storage import Azurite, free_port
 
 MODEL = "fraud"
 ENDPOINT = "fraud"

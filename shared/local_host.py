@@ -38,7 +38,7 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
 from shared.ncrontab import Schedule
-from shared.storage import (STORAGE_SETTING, Azurite, QueueOptions, decode_queue_message,
+from shared.platform.storage import (STORAGE_SETTING, Azurite, QueueOptions, decode_queue_message,
                             encode_queue_message, load_host_json, storage_connection_string)
 
 log = logging.getLogger("gatehouse.host")

@@ -24,7 +24,7 @@ from shared.channels.policy import NotificationPolicy
 from shared.gates.policy import GatePolicy
 from shared.monitoring.policy import MonitoringPolicy
 from shared.rollout.policy import RolloutPolicy
-from shared.storage import PROJECT_ROOT
+from shared.platform.storage import PROJECT_ROOT
 
 DEFAULT_POLICY_PATH = PROJECT_ROOT / "policy.toml"
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from shared import inbound, signatures
-from shared.queues import REGISTRY_EVENTS
+from shared.platform.queues import REGISTRY_EVENTS
 from shared.events import Envelope
-from shared.idempotency import AlreadyCompleted, AlreadyInProgress, Claim
-from shared.settings import Settings
+from shared.platform.idempotency import AlreadyCompleted, AlreadyInProgress, Claim
+from shared.platform.settings import Settings
 
 log = logging.getLogger("gatehouse.receiver")
 Sender = Literal["mlflow", "databricks", "forwarded"]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from shared import runtime
-from shared.storage import Azurite
+from shared.platform import runtime
+from shared.platform.storage import Azurite
 from shared import devstack
 
 

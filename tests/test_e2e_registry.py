@@ -15,10 +15,10 @@ import pytest
 import requests
 
 from shared import signatures
-from shared.bus import REGISTRY_EVENTS, Bus
+from shared.platform.bus import REGISTRY_EVENTS, Bus
 from shared.channels.outbox import OutboxChannel
 from shared.events import Envelope, ModelVersionCreated
-from shared.idempotency import COMPLETED, IdempotencyStore
+from shared.platform.idempotency import COMPLETED, IdempotencyStore
 from shared import devstack
 from shared.devstack import wait_for
 from tests.test_inbound import MALFORMED_DATABRICKS, MALFORMED_MLFLOW

@@ -13,7 +13,7 @@ import hcl2
 import pytest
 
 from shared import inbound
-from shared.storage import PROJECT_ROOT
+from shared.platform.storage import PROJECT_ROOT
 
 TERRAFORM = PROJECT_ROOT / "infra" / "terraform"
 SECRET_SETTING = re.compile(r"(SECRET|TOKEN|ROUTING_KEY|WEBHOOK_URL|PASSWORD)$")

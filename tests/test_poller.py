@@ -8,7 +8,7 @@ import pytest
 
 from shared import events, poller
 from shared.poller import ListedModel, ListedVersion, ModelSnapshot, diff
-from shared.state import StateTable
+from shared.platform.state import StateTable
 
 
 def listed(aliases=None, versions=()):

@@ -12,9 +12,9 @@ from mlflow.webhooks.delivery import _generate_hmac_signature
 from mlflow.webhooks.types import ModelVersionCreatedPayload
 
 from shared import receiver
-from shared.bus import REGISTRY_EVENTS, Bus
-from shared.idempotency import IdempotencyStore
-from shared.settings import Settings
+from shared.platform.bus import REGISTRY_EVENTS, Bus
+from shared.platform.idempotency import IdempotencyStore
+from shared.platform.settings import Settings
 from shared.signatures import databricks_signature
 
 SECRET = "receiver-secret"

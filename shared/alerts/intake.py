@@ -24,7 +24,7 @@ from shared import alerts
 from shared.alerts.common import InboundAlert
 from shared.alerts.store import CLOSED, OPEN, OpenAlerts
 from shared.events import Envelope
-from shared.idempotency import AlreadyCompleted, AlreadyInProgress
+from shared.platform.idempotency import AlreadyCompleted, AlreadyInProgress
 from shared.inbound import InboundError
 from shared.receiver import Reply, content_type_problem, error_reply
 from shared.signatures import header

@@ -315,13 +315,13 @@ class NotificationState:
 
     @classmethod
     def connect(cls, connection_string: str) -> "NotificationState":
-        from shared.state import StateTable
+        from shared.platform.state import StateTable
 
         return cls(StateTable(connection_string, STATE_TABLE))
 
     def _put(self, partition: str, key: str, update: Callable[[dict | None], dict]) -> dict:
         """Read-modify-write one row with ETag concurrency, retrying a lost race."""
-        from shared.state import ConcurrencyConflict, safe_row_key
+        from shared.platform.state import ConcurrencyConflict, safe_row_key
 
         row = safe_row_key(key)
         for _ in range(8):
@@ -381,7 +381,7 @@ class NotificationState:
     # deliveries
 
     def delivery(self, event_id: str, channel: str) -> dict | None:
-        from shared.state import safe_row_key
+        from shared.platform.state import safe_row_key
 
         row = self.table.get(self.DELIVERIES, safe_row_key(f"{event_id}|{channel}"))
         return row.properties if row else None

@@ -171,7 +171,7 @@ class OpenIncidents:
         self.table = table
 
     def _row(self, scope: str) -> str:
-        from shared.state import safe_row_key
+        from shared.platform.state import safe_row_key
 
         return safe_row_key(scope)
 
@@ -190,7 +190,7 @@ class OpenIncidents:
 
     def _change(self, scope: str, change) -> tuple[dict[str, OpenIncident], dict[str, dict]]:
         """Apply `change(incidents, held)` to the raw dicts with an ETag; return the result."""
-        from shared.state import ConcurrencyConflict
+        from shared.platform.state import ConcurrencyConflict
 
         for _ in range(8):
             row = self.table.get(self.PARTITION, self._row(scope))

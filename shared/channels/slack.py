@@ -178,7 +178,7 @@ class SlackThreads:
         self.lease_seconds = lease_seconds
 
     def _row(self, key: str) -> str:
-        from shared.state import safe_row_key
+        from shared.platform.state import safe_row_key
 
         return safe_row_key(key)
 
@@ -192,7 +192,7 @@ class SlackThreads:
 
     def open_or_claim(self, key: str, now: float) -> Thread | str:
         """The open thread, or the ETag of a claim to open it (raises if another worker is)."""
-        from shared.state import ConcurrencyConflict
+        from shared.platform.state import ConcurrencyConflict
 
         claim = {"key": key, "state": "creating", "lease_expires_at": now + self.lease_seconds}
         for _ in range(3):
@@ -224,7 +224,7 @@ class SlackThreads:
             "latest_event_id": event_id, "latest_occurred": occurred}, etag)
 
     def release(self, key: str, etag: str) -> None:
-        from shared.state import ConcurrencyConflict
+        from shared.platform.state import ConcurrencyConflict
 
         try:
             self.table.delete(self.PARTITION, self._row(key), etag)
@@ -233,7 +233,7 @@ class SlackThreads:
 
     def advance(self, key: str, event_id: str, occurred: str) -> None:
         """Record that the head message now shows this notification."""
-        from shared.state import ConcurrencyConflict
+        from shared.platform.state import ConcurrencyConflict
 
         for _ in range(5):
             row = self.table.get(self.PARTITION, self._row(key))

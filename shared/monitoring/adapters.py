@@ -110,10 +110,10 @@ class References:
 
 
 def build_monitor(environ=None):
-    from shared import runtime
+    from shared.platform import runtime
     from shared.monitoring.reference import ReferenceStore
     from shared.monitoring.service import MlflowMonitorLog, Monitor, MonitorStateStore
-    from shared.storage import storage_connection_string
+    from shared.platform.storage import storage_connection_string
 
     environ = os.environ if environ is None else environ
     records, endpoints = traffic(environ)

@@ -24,7 +24,7 @@ from shared.events import (Decision, Envelope, MonitoringAlert, RetrainingTrigge
 from shared.monitoring import retraining
 from shared.monitoring.policy import MonitoringPolicy, RollbackOnAlertPolicy
 from shared.monitoring.runners import DatabricksJobRunner, LocalRunner
-from shared.state import ConcurrencyConflict, StateTable, safe_row_key
+from shared.platform.state import ConcurrencyConflict, StateTable, safe_row_key
 
 log = logging.getLogger("gatehouse.retraining")
 SOURCE = "/gatehouse/retraining"
@@ -202,10 +202,10 @@ class Reactions:
 
 
 def reactions_from_env() -> Reactions:
-    from shared import runtime
+    from shared.platform import runtime
     from shared.monitoring.policy import monitoring_policy_for
     from shared.rollout.store import RolloutStore
-    from shared.storage import storage_connection_string
+    from shared.platform.storage import storage_connection_string
 
     connection = storage_connection_string()
     rollouts = RolloutStore.connect(connection)

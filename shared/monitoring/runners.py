@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from shared.storage import PROJECT_ROOT
+from shared.platform.storage import PROJECT_ROOT
 
 DEFAULT_RUNS_DIR = PROJECT_ROOT / ".gatehouse" / "retraining"
 ACTIVE_STATES = {"QUEUED", "PENDING", "RUNNING", "TERMINATING", "BLOCKED", "WAITING",

@@ -21,7 +21,7 @@ from shared.rollout.machine import (ApplyTraffic, Emit, EndpointRecord, Phase, P
 from shared.rollout.policy import RolloutPolicy
 from shared.rollout.store import Loaded, RolloutStore
 from shared.serving.base import ServingBackend, ServingError
-from shared.state import ConcurrencyConflict
+from shared.platform.state import ConcurrencyConflict
 
 log = logging.getLogger("gatehouse.rollout")
 SOURCE = "/gatehouse/rollout"
@@ -442,11 +442,11 @@ def _store(connection_string: str) -> RolloutStore:
 
 def from_runtime() -> RolloutService:
     """The service as the Function App's handlers use it, built from the settings."""
-    from shared import runtime
+    from shared.platform import runtime
     from shared.policy import current_policy
     from shared.registry import Registry
     from shared.serving.factory import serving_backend
-    from shared.storage import storage_connection_string
+    from shared.platform.storage import storage_connection_string
 
     return RolloutService(_store(storage_connection_string()), serving_backend(), Registry(),
                           runtime.bus(), lambda model: current_policy().for_model(model).rollout)

@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from shared.serving.base import InvalidRoutes, Routes, check_routes
 from shared.serving.payload_log import PayloadLog, PayloadRecord
-from shared.storage import PROJECT_ROOT
+from shared.platform.storage import PROJECT_ROOT
 
 log = logging.getLogger("gatehouse.serving")
 DEFAULT_PAYLOG = PROJECT_ROOT / ".gatehouse" / "payloads.sqlite"

@@ -25,7 +25,7 @@ import requests
 
 from shared import inbound, signatures
 from shared.signatures import mlflow_signature
-from shared.storage import PROJECT_ROOT, Azurite
+from shared.platform.storage import PROJECT_ROOT, Azurite
 from shared import devstack
 
 SECRET = "bench-secret"

@@ -19,13 +19,14 @@ import pandas as pd
 import pytest
 
 from functions import run_gates
-from shared import devstack, runtime
-from shared.bus import Bus
+from shared import devstack
+from shared.platform import runtime
+from shared.platform.bus import Bus
 from shared.events import Envelope, GatesFailed, GatesPassed, ModelVersionCreated, \
     ModelVersionTagSet
-from shared.idempotency import COMPLETED, IdempotencyStore
-from shared.queues import GATEHOUSE_EVENTS, RUN_GATES
-from shared.storage import Azurite
+from shared.platform.idempotency import COMPLETED, IdempotencyStore
+from shared.platform.queues import GATEHOUSE_EVENTS, RUN_GATES
+from shared.platform.storage import Azurite
 
 pytestmark = [
     pytest.mark.e2e,

@@ -15,17 +15,17 @@ import pytest
 
 from functions.monitor import monitor_now
 from functions.retraining import handle
-from shared import bus as bus_module
-from shared.bus import Bus
+from shared.platform import bus as bus_module
+from shared.platform.bus import Bus
 from shared.devstack import mlflow_client_env
 from shared.events import AlertKind, MonitoringAlert
 from shared.monitoring.local_training import FEATURES, generate, train_and_register
 from shared.monitoring.policy import MonitoringPolicy, RetrainingPolicy
 from shared.monitoring.reactions import LedgerStore, Reactions, launcher_for
 from shared.monitoring.runners import LocalRunner
-from shared.queues import RUN_GATES
+from shared.platform.queues import RUN_GATES
 from shared.routing import handler_queues
-from shared.storage import free_port
+from shared.platform.storage import free_port
 
 pytestmark = pytest.mark.e2e
 WINDOW = 300.0

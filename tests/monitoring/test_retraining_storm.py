@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from functions.retraining import handle
-from shared.bus import Bus
+from shared.platform.bus import Bus
 from shared.events import AlertKind, Envelope, MonitoringAlert, RetrainingTriggered, \
     RollbackRequested
 from shared.monitoring.policy import MonitoringPolicy, RetrainingPolicy

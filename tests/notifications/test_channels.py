@@ -11,7 +11,7 @@ from shared.channels.dispatch import ChannelError, STATE_TABLE
 from shared.channels.pagerduty import OpenIncidents, PagerDutyChannel, events_client
 from shared.channels.slack import SlackChannel, SlackThreads, slack_client
 from shared.channels.teams import TeamsChannel
-from shared.state import StateTable
+from shared.platform.state import StateTable
 from tests.notifications import builders
 from tests.notifications.conftest import MLFLOW_UI, SLACK_CHANNEL
 

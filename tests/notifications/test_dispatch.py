@@ -16,8 +16,8 @@ from shared.channels.dispatch import (ChannelSettings, DeliveryIncomplete, Dispa
                                       STATE_TABLE, build_dispatcher)
 from shared.channels.policy import NotificationPolicy
 from shared.events import Envelope
-from shared.idempotency import COMPLETED, IdempotencyStore
-from shared.state import StateTable
+from shared.platform.idempotency import COMPLETED, IdempotencyStore
+from shared.platform.state import StateTable
 from tests.notifications import builders
 
 

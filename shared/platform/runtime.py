@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from shared.settings import Settings
+from shared.platform.settings import Settings
 
 
 @lru_cache(maxsize=1)
@@ -14,16 +14,16 @@ def settings() -> Settings:
 
 @lru_cache(maxsize=1)
 def bus():
-    from shared.bus import Bus
-    from shared.storage import storage_connection_string
+    from shared.platform.bus import Bus
+    from shared.platform.storage import storage_connection_string
 
     return Bus(storage_connection_string())
 
 
 @lru_cache(maxsize=1)
 def idempotency():
-    from shared.idempotency import IdempotencyStore
-    from shared.storage import storage_connection_string
+    from shared.platform.idempotency import IdempotencyStore
+    from shared.platform.storage import storage_connection_string
 
     return IdempotencyStore.connect(storage_connection_string())
 

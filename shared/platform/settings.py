@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.storage import PROJECT_ROOT
+from shared.platform.storage import PROJECT_ROOT
 
 
 def _number(name: str, default: float, minimum: float = 0) -> float:

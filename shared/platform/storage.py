@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 STORAGE_SETTING = "AzureWebJobsStorage"
 
 # Azurite's well-known development account (published in Azure's docs; not a secret).

@@ -27,7 +27,7 @@ def safe_row_key(key: str) -> str:
 
 class StateTable:
     def __init__(self, connection_string: str, table: str):
-        from shared.storage import table_service
+        from shared.platform.storage import table_service
 
         service = table_service(connection_string)
         self._table = service.create_table_if_not_exists(table)

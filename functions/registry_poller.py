@@ -23,7 +23,7 @@ def poll_registry(timer: func.TimerRequest) -> None:
         return
     from mlflow import MlflowClient
 
-    from shared import poller
+    from shared.intake import poller
     from shared.platform.queues import REGISTRY_EVENTS
     from shared.platform.runtime import bus
     from shared.platform.state import StateTable

@@ -19,7 +19,7 @@ def _json_response(status: int, body: dict, headers: dict | None = None) -> func
 
 
 def _receive(sender: str, req: func.HttpRequest) -> func.HttpResponse:
-    from shared import receiver
+    from shared.intake import receiver
     from shared.platform import runtime
 
     reply = receiver.receive(sender, req.headers, req.get_body() or b"", runtime.settings(),

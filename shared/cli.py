@@ -37,9 +37,9 @@ def _read_input(path: str) -> bytes:
 
 def load_event(body: bytes, source_format: str):
     """An Envelope from a stored envelope, or from a raw MLflow / Databricks webhook body."""
-    from shared import inbound
+    from shared.intake import inbound
     from shared.events import Envelope
-    from shared.receiver import EVENT_SOURCES
+    from shared.intake.receiver import EVENT_SOURCES
 
     if source_format == "envelope":
         return Envelope.from_json(body)
@@ -160,7 +160,7 @@ def cmd_audit(args) -> int:
 def cmd_poll(args) -> int:
     from mlflow import MlflowClient
 
-    from shared import poller
+    from shared.intake import poller
     from shared.platform.bus import Bus
     from shared.platform.queues import REGISTRY_EVENTS
     from shared.platform.state import StateTable

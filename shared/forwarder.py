@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as a file by a Databricks spark_python_task
 
 from shared import events  # noqa: E402
 from shared.events import Envelope  # noqa: E402
-from shared.signatures import signed_headers  # noqa: E402
+from shared.intake.signatures import signed_headers  # noqa: E402
 
 CONDITIONS = ("MODEL_CREATED", "MODEL_VERSION_READY", "MODEL_ALIAS_SET")
 SOURCE = "/gatehouse/databricks/model-update-trigger"

@@ -14,7 +14,7 @@ import uuid
 import pytest
 import requests
 
-from shared import signatures
+from shared.intake import signatures
 from shared.platform.bus import REGISTRY_EVENTS, Bus
 from shared.channels.outbox import OutboxChannel
 from shared.events import Envelope, ModelVersionCreated

@@ -15,7 +15,7 @@ import yaml
 
 from shared import events, forwarder
 from shared.channels.outbox import OutboxChannel
-from shared.signatures import signed_headers
+from shared.intake.signatures import signed_headers
 from shared.platform.storage import PROJECT_ROOT
 
 

@@ -10,7 +10,8 @@ import pytest
 from mlflow.entities.webhook import WebhookAction, WebhookEntity, WebhookEvent
 from mlflow.webhooks import types as mlflow_types
 
-from shared import events, inbound
+from shared import events
+from shared.intake import inbound
 
 
 def mlflow_body(entity: str, action: str, data: dict) -> bytes:

@@ -12,7 +12,7 @@ from pathlib import Path
 import hcl2
 import pytest
 
-from shared import inbound
+from shared.intake import inbound
 from shared.platform.storage import PROJECT_ROOT
 
 TERRAFORM = PROJECT_ROOT / "infra" / "terraform"

@@ -6,8 +6,9 @@ import uuid
 
 import pytest
 
-from shared import events, poller
-from shared.poller import ListedModel, ListedVersion, ModelSnapshot, diff
+from shared import events
+from shared.intake import poller
+from shared.intake.poller import ListedModel, ListedVersion, ModelSnapshot, diff
 from shared.platform.state import StateTable
 
 

@@ -11,11 +11,11 @@ import pytest
 from mlflow.webhooks.delivery import _generate_hmac_signature
 from mlflow.webhooks.types import ModelVersionCreatedPayload
 
-from shared import receiver
+from shared.intake import receiver
 from shared.platform.bus import REGISTRY_EVENTS, Bus
 from shared.platform.idempotency import IdempotencyStore
 from shared.platform.settings import Settings
-from shared.signatures import databricks_signature
+from shared.intake.signatures import databricks_signature
 
 SECRET = "receiver-secret"
 SETTINGS = Settings(mlflow_webhook_secret=SECRET, databricks_webhook_secret=SECRET,

@@ -8,8 +8,8 @@ import hmac
 import pytest
 from mlflow.webhooks.delivery import _generate_hmac_signature
 
-from shared import signatures
-from shared.signatures import SignatureError
+from shared.intake import signatures
+from shared.intake.signatures import SignatureError
 
 SECRET = "s3cret-for-tests"
 BODY = b'{"entity":"model_version","action":"created"}'

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field
 
 from shared.alerts import common
-from shared.inbound import InboundError, parse_json_object
+from shared.intake.inbound import InboundError, parse_json_object
 
 SOURCE = "alertmanager"
 SUPPORTED_VERSION = "4"

@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field
 
 from shared.alerts import common
-from shared.inbound import parse_json_object
+from shared.intake.inbound import parse_json_object
 
 SOURCE = "azure-monitor"
 SCHEMA_ID = "azureMonitorCommonAlertSchema"

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.events import AlertKind, MonitoringAlert
-from shared.inbound import InboundError, describe_validation_error
+from shared.intake.inbound import InboundError, describe_validation_error
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "error": 2, "critical": 3}
 SEVERITY_ALIASES = {

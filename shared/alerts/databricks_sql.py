@@ -19,7 +19,7 @@ import re
 from datetime import datetime, timezone
 
 from shared.alerts import common
-from shared.inbound import InboundError, parse_json_object
+from shared.intake.inbound import InboundError, parse_json_object
 
 SOURCE = "databricks-sql"
 FIRING, RESOLVED = "TRIGGERED", "OK"

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.alerts import common
 from shared.events import AlertKind, Severity
-from shared.inbound import parse_json_object
+from shared.intake.inbound import parse_json_object
 
 SOURCE = "gatehouse"
 SCHEMA = "gatehouse.monitor.alerts/v1"

@@ -1,6 +1,6 @@
 """Alert intake: source, size, token, shape, then each alert enqueued once.
 
-Answers (shared.receiver.Reply):
+Answers (shared.intake.receiver.Reply):
  - 202 when at least one alert was published; 200 when every alert was a repeat, a resolution
    of nothing open, or a state that says nothing (all listed per alert in the body);
  - 404 unknown source; 401 missing or wrong token; 400 / 413 / 415 bad input, with the problem;
@@ -25,9 +25,9 @@ from shared.alerts.common import InboundAlert
 from shared.alerts.store import CLOSED, OPEN, OpenAlerts
 from shared.events import Envelope
 from shared.platform.idempotency import AlreadyCompleted, AlreadyInProgress
-from shared.inbound import InboundError
-from shared.receiver import Reply, content_type_problem, error_reply
-from shared.signatures import header
+from shared.intake.inbound import InboundError
+from shared.intake.receiver import Reply, content_type_problem, error_reply
+from shared.intake.signatures import header
 
 log = logging.getLogger("gatehouse.alerts")
 TOKEN_HEADER = "x-gatehouse-alert-token"

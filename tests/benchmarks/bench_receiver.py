@@ -23,8 +23,9 @@ from pathlib import Path
 
 import requests
 
-from shared import inbound, signatures
-from shared.signatures import mlflow_signature
+from shared.intake import inbound
+from shared.intake import signatures
+from shared.intake.signatures import mlflow_signature
 from shared.platform.storage import PROJECT_ROOT, Azurite
 from shared import devstack
 

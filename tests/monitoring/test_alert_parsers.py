@@ -12,7 +12,7 @@ import pytest
 from shared.alerts import SOURCES, parse_alerts
 from shared.alerts.common import classify, labels_from_text, severity
 from shared.events import AlertKind, Envelope
-from shared.inbound import InboundError
+from shared.intake.inbound import InboundError
 
 SAMPLES = Path(__file__).parent / "samples"
 

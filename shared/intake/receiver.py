@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from shared import inbound, signatures
+from shared.intake import inbound
+from shared.intake import signatures
 from shared.platform.queues import REGISTRY_EVENTS
 from shared.events import Envelope
 from shared.platform.idempotency import AlreadyCompleted, AlreadyInProgress, Claim

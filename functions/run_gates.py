@@ -277,7 +277,7 @@ def evaluate(envelope, request: GateRequest) -> dict:
     from shared.gates.mlflow_report import log_report_run, run_url
     from shared.gates.suite import run_suite
     from shared.policy import current_policy
-    from shared.registry import Registry
+    from shared.registry.client import Registry
 
     policy = current_policy().for_model(request.model_name).gates
     registry = Registry()
@@ -415,7 +415,7 @@ def request_rerun(req: func.HttpRequest) -> func.HttpResponse:
 
     from mlflow.exceptions import MlflowException
 
-    from shared.registry import Registry
+    from shared.registry.client import Registry
 
     try:
         Registry().version(model, version)

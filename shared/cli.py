@@ -201,7 +201,7 @@ def cmd_gates(args) -> int:
     from shared.gates import report as rendering
     from shared.gates.suite import run_suite
     from shared.policy import load_policy
-    from shared.registry import Registry
+    from shared.registry.client import Registry
 
     policy = load_policy(args.policy).for_model(args.model).gates
     registry = Registry(tracking_uri=args.tracking_uri)

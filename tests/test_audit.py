@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from shared import audit, tags
+from shared import audit
+from shared.registry.client import tags
 from shared.audit import DAY_MS, ModelFacts, VersionFacts
 
 LINEAGE = {"dataset_version": "2026-11", "feature_store_table": "fs.fraud", "team": "risk"}

@@ -100,7 +100,7 @@ class References:
         if found is not None or not self.use_mlflow:
             return found
         try:
-            from shared.registry import Registry
+            from shared.registry.client import Registry
 
             run_id = Registry().version(model_name, version).run_id
         except Exception as exc:  # the registry is not ours to fail on: judge without it

@@ -444,7 +444,7 @@ def from_runtime() -> RolloutService:
     """The service as the Function App's handlers use it, built from the settings."""
     from shared.platform import runtime
     from shared.policy import current_policy
-    from shared.registry import Registry
+    from shared.registry.client import Registry
     from shared.serving.factory import serving_backend
     from shared.platform.storage import storage_connection_string
 

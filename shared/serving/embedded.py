@@ -11,7 +11,7 @@
 - `/gatehouse/endpoints/...`: the config, health, payload and fault-injection API that
   shared.serving.embedded_client.EmbeddedServing (the rollout's adapter) speaks.
 
-Models load from the MLflow registry (MLFLOW_TRACKING_URI) through shared.registry.Registry.
+Models load from the MLflow registry (MLFLOW_TRACKING_URI) through shared.registry.client.Registry.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ class ServingHost:
 
     @staticmethod
     def _registry_loader(model_name: str, version: str):
-        from shared.registry import Registry
+        from shared.registry.client import Registry
 
         return Registry().load_pyfunc(model_name, version)
 

@@ -189,7 +189,7 @@ def rollback_request(storage: str, model: str, version: str) -> Envelope:
 # ---- the flows (in order: each starts from the champion the previous one left) ----
 
 def test_good_challenger_is_ramped_to_100_percent_and_promoted(stack, storage_env):
-    from shared.registry import Registry
+    from shared.registry.client import Registry
 
     endpoint, model, serving = stack["endpoint"], stack["model"], stack["serving"]
     serving.set_traffic(endpoint, model, {"1": 100})
@@ -229,7 +229,7 @@ def test_good_challenger_is_ramped_to_100_percent_and_promoted(stack, storage_en
 
 
 def test_challenger_with_injected_errors_is_rolled_back_automatically(stack, storage_env):
-    from shared.registry import Registry
+    from shared.registry.client import Registry
 
     endpoint, model, serving = stack["endpoint"], stack["model"], stack["serving"]
     handlers.start_canary(queue_message(gates_passed(model, "3")))

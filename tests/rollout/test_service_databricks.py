@@ -34,7 +34,7 @@ def peer():
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
-    from shared.registry import Registry
+    from shared.registry.client import Registry
 
     uri = f"sqlite:///{tmp_path_factory.mktemp('registry') / 'mlflow.db'}"
     return Registry(tracking_uri=uri, registry_uri=uri)

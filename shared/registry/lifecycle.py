@@ -19,7 +19,8 @@ import os
 import time
 from typing import Literal
 
-from shared import events, tags
+from shared import events
+from shared.registry.client import tags
 
 Role = Literal["challenger", "champion", "archived"]
 Mode = Literal["aliases", "stages"]

@@ -35,17 +35,17 @@ test: install
 	GATEHOUSE_CHECKOV=$(INFRA_VENV)/bin/checkov $(PY) -m pytest $(PYTEST_ARGS)
 
 demo: runtime
-	$(PY) -m shared.demo
+	$(PY) -m shared.dev.demo
 
 host: runtime
-	$(PY) -m shared.local_host --port $(PORT)
+	$(PY) -m shared.dev.local_host --port $(PORT)
 
 bench: runtime
 	$(PY) -m tests.benchmarks.bench_receiver
 	$(PY) -m tests.benchmarks.bench_gates
 
 schema: runtime
-	$(PY) -m shared.schema_export
+	$(PY) -m shared.dev.schema_export
 
 clean:
 	rm -rf $(VENV) $(INFRA_VENV) node_modules .gatehouse .pytest_cache

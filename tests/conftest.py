@@ -13,7 +13,7 @@ import pytest
 
 from shared.platform import runtime
 from shared.platform.storage import Azurite
-from shared import devstack
+from shared.dev import devstack
 
 
 @pytest.fixture(scope="session")

@@ -136,7 +136,9 @@ def test_rollouts_of_an_unknown_endpoint_is_explained(storage_env):
 def test_gates_command_prints_the_report_and_changes_nothing(mlflow_server, moto_s3, tmp_path):
     import mlflow
 
-    from shared import demo, demo_models, devstack
+    from shared.dev import demo
+    from shared.dev import demo_models
+    from shared.dev import devstack
 
     os.environ.update(devstack.mlflow_client_env(moto_s3.url))
     mlflow.set_tracking_uri(mlflow_server.url)

@@ -15,7 +15,7 @@ from shared.platform.storage import PROJECT_ROOT
 
 @pytest.mark.timeout(900)
 def test_demo_short_mode_tells_the_first_three_steps_and_stops_its_stack_on_sigterm():
-    demo = subprocess.Popen([sys.executable, "-m", "shared.demo"], cwd=PROJECT_ROOT,
+    demo = subprocess.Popen([sys.executable, "-m", "shared.dev.demo"], cwd=PROJECT_ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "GATEHOUSE_DEMO_SHORT": "1", "KEEP": "1"})
     lines = []

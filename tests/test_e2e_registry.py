@@ -19,8 +19,8 @@ from shared.platform.bus import REGISTRY_EVENTS, Bus
 from shared.channels.outbox import OutboxChannel
 from shared.events import Envelope, ModelVersionCreated
 from shared.platform.idempotency import COMPLETED, IdempotencyStore
-from shared import devstack
-from shared.devstack import wait_for
+from shared.dev import devstack
+from shared.dev.devstack import wait_for
 from tests.test_inbound import MALFORMED_DATABRICKS, MALFORMED_MLFLOW
 
 pytestmark = pytest.mark.e2e

@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 import pytest
 from pydantic import ValidationError
 
-from shared import events, schema_export
+from shared import events
+from shared.dev import schema_export
 from shared.events import Envelope
 
 SAMPLES: list[events.Payload] = [

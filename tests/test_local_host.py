@@ -1,4 +1,4 @@
-"""shared.local_host: the local Functions host, in-process and as `python -m shared.local_host`."""
+"""shared.dev.local_host: the local Functions host, in-process and as `python -m shared.dev.local_host`."""
 
 import base64
 import importlib.util
@@ -20,7 +20,7 @@ import azure.functions as func
 import pytest
 import requests
 
-from shared.local_host import LocalHost
+from shared.dev.local_host import LocalHost
 from shared.platform.storage import PROJECT_ROOT
 
 APP_ROOT = Path(__file__).parent / "local_host_app"
@@ -181,7 +181,7 @@ def test_disabled_setting_switches_a_function_off(tmp_path, monkeypatch):
 
 
 def test_local_settings_do_not_override_the_environment(tmp_path, monkeypatch):
-    from shared.local_host import ensure_storage, load_local_settings
+    from shared.dev.local_host import ensure_storage, load_local_settings
     from shared.platform.storage import azurite_connection_string
 
     (tmp_path / "local.settings.json").write_text(json.dumps({"Values": {
@@ -299,7 +299,7 @@ def test_subprocess_starts_its_own_azurite_and_exits_0_on_sigterm(tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if k != "AzureWebJobsStorage"}
-    command = [sys.executable, "-m", "shared.local_host", "--app-root", str(tmp_path),
+    command = [sys.executable, "-m", "shared.dev.local_host", "--app-root", str(tmp_path),
                "--port", str(port)]
     process = subprocess.Popen(
         command, cwd=PROJECT_ROOT, env=env, text=True, stdout=subprocess.PIPE,

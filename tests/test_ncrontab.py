@@ -2,7 +2,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from shared.ncrontab import Schedule, next_fire
+from shared.dev.ncrontab import Schedule, next_fire
 
 
 def fires(schedule: str, after: datetime, count: int = 3) -> list[datetime]:

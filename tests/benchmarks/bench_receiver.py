@@ -27,7 +27,7 @@ from shared.intake import inbound
 from shared.intake import signatures
 from shared.intake.signatures import mlflow_signature
 from shared.platform.storage import PROJECT_ROOT, Azurite
-from shared import devstack
+from shared.dev import devstack
 
 SECRET = "bench-secret"
 

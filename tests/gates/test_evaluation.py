@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shared import devstack
+from shared.dev import devstack
 from shared.gates import evaluation
 from shared.gates.evaluation import (EvaluationDataError, align_probabilities,
                                      classifier_probabilities, encode_labels, feature_columns,

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from functions import run_gates
-from shared import devstack
+from shared.dev import devstack
 from shared.platform import runtime
 from shared.platform.bus import Bus
 from shared.events import Envelope, GatesFailed, GatesPassed, ModelVersionCreated, \

@@ -1,4 +1,4 @@
-"""A small FunctionApp that tests/test_local_host.py runs on shared.local_host."""
+"""A small FunctionApp that tests/test_local_host.py runs on shared.dev.local_host."""
 
 import json
 import os

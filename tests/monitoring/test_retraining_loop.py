@@ -17,7 +17,7 @@ from functions.monitor import monitor_now
 from functions.retraining import handle
 from shared.platform import bus as bus_module
 from shared.platform.bus import Bus
-from shared.devstack import mlflow_client_env
+from shared.dev.devstack import mlflow_client_env
 from shared.events import AlertKind, MonitoringAlert
 from shared.monitoring.local_training import FEATURES, generate, train_and_register
 from shared.monitoring.policy import MonitoringPolicy, RetrainingPolicy

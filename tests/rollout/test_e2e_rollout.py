@@ -21,7 +21,7 @@ import requests
 
 from functions import rollout as handlers
 from shared.platform import bus as bus_module
-from shared import devstack
+from shared.dev import devstack
 from shared.events import Decision, Envelope, GatesPassed, ModelVersionCreated
 from shared.rollout.links import make_token
 from shared.serving.embedded_client import EmbeddedServing

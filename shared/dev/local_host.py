@@ -1,6 +1,6 @@
 """A local stand-in for the Azure Functions host (`func start`) for a Python v2 `FunctionApp`.
 
-    python -m shared.local_host [--app function_app:app] [--app-root DIR] [--port 7071]
+    python -m shared.dev.local_host [--app function_app:app] [--app-root DIR] [--port 7071]
                                 [--host 127.0.0.1]
 
 Functions and bindings come from the FunctionApp itself.  Supported: HTTP triggers, queue triggers
@@ -37,7 +37,7 @@ import azure.functions as func
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
-from shared.ncrontab import Schedule
+from shared.dev.ncrontab import Schedule
 from shared.platform.storage import (STORAGE_SETTING, Azurite, QueueOptions, decode_queue_message,
                             encode_queue_message, load_host_json, storage_connection_string)
 
@@ -642,7 +642,7 @@ def load_app(spec: str, app_root):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shared.local_host",
+    parser = argparse.ArgumentParser(prog="python -m shared.dev.local_host",
                                      description="Run a FunctionApp locally, like `func start`.")
     parser.add_argument("--app", default="function_app:app", help="module:attribute of the app")
     parser.add_argument("--app-root", default=".", help="directory with host.json and the app")

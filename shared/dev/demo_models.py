@@ -119,7 +119,7 @@ def retrain_main(argv: list[str] | None = None) -> int:
     import argparse
     import os
 
-    parser = argparse.ArgumentParser(prog="python -m shared.demo_models",
+    parser = argparse.ArgumentParser(prog="python -m shared.dev.demo_models",
                                      description=retrain_main.__doc__)
     parser.add_argument("--retrain", action="store_true", required=True)
     parser.add_argument("--model", required=True)

@@ -149,7 +149,7 @@ def function_host_process(log_dir: Path, storage: str,
     port = free_port()
     env = {"AzureWebJobsStorage": storage, "PYTHONUNBUFFERED": "1", **NO_TELEMETRY, **extra_env}
     return ManagedProcess("function-host",
-                          [sys.executable, "-m", "shared.local_host", "--port", str(port)],
+                          [sys.executable, "-m", "shared.dev.local_host", "--port", str(port)],
                           env, port, log_dir)
 
 

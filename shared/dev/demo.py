@@ -29,8 +29,9 @@ from pathlib import Path
 
 import requests
 
-from shared import demo_models, devstack
-from shared.devstack import wait_for
+from shared.dev import demo_models
+from shared.dev import devstack
+from shared.dev.devstack import wait_for
 from shared.channels.outbox import OutboxChannel
 from shared.platform.storage import Azurite, free_port
 
@@ -74,7 +75,7 @@ min_labelled_rows = 1000000
 min_requests = 20
 
 [defaults.monitoring.retraining]
-entrypoint = "python -m shared.demo_models --retrain --model {{model}}"
+entrypoint = "python -m shared.dev.demo_models --retrain --model {{model}}"
 cooldown_seconds = 3600
 """
 

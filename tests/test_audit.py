@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 
-from shared import audit
+from shared.ops import audit
 from shared.registry.client import tags
-from shared.audit import DAY_MS, ModelFacts, VersionFacts
+from shared.ops.audit import DAY_MS, ModelFacts, VersionFacts
 
 LINEAGE = {"dataset_version": "2026-11", "feature_store_table": "fs.fraud", "team": "risk"}
 

@@ -1,4 +1,4 @@
-"""The operator CLI, run as a person would: `python -m shared.cli ...`."""
+"""The operator CLI, run as a person would: `python -m shared.ops.cli ...`."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ import azure.functions as func
 import pytest
 
 from functions import router
-from shared import cli
+from shared.ops import cli
 from shared.platform.bus import Bus
 from shared.platform.queues import NOTIFICATIONS, REGISTRY_EVENTS
 from shared.platform.storage import PROJECT_ROOT, decode_queue_message
 
 
 def run_cli(*args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=PROJECT_ROOT,
+    return subprocess.run([sys.executable, "-m", "shared.ops.cli", *args], cwd=PROJECT_ROOT,
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, **(env or {})})
 

@@ -4,7 +4,7 @@ output "function_app_url" {
 }
 
 output "mlflow_webhook_url" {
-  description = "Where an MLflow OSS server's webhook should point (see `python -m shared.cli webhooks register`)."
+  description = "Where an MLflow OSS server's webhook should point (see `python -m shared.ops.cli webhooks register`)."
   value       = "${local.receiver_base_url}/registry/mlflow"
 }
 

@@ -1,4 +1,4 @@
-"""gatehouse: the operator's command line (`python -m shared.cli --help`).
+"""gatehouse: the operator's command line (`python -m shared.ops.cli --help`).
 
 Storage comes from AzureWebJobsStorage (as for the app); MLflow from --tracking-uri or
 MLFLOW_TRACKING_URI.
@@ -13,15 +13,15 @@ import sys
 from pathlib import Path
 
 EPILOG = """examples:
-  python -m shared.cli replay event.json --dry-run       what would happen, no side effects
-  python -m shared.cli replay webhook.json --format mlflow
-  python -m shared.cli poison list                       messages that failed every retry
-  python -m shared.cli poison redrive run-gates          put them back on their queue
-  python -m shared.cli webhooks register --url https://<app>/api/registry/mlflow
-  python -m shared.cli audit --format md --chart audit.png
-  python -m shared.cli poll --registry-uri databricks-uc --models main.fraud.model
-  python -m shared.cli rollouts fraud                    one endpoint's rollout and its history
-  python -m shared.cli gates fraud 7                     run the gate suite, print the report
+  python -m shared.ops.cli replay event.json --dry-run       what would happen, no side effects
+  python -m shared.ops.cli replay webhook.json --format mlflow
+  python -m shared.ops.cli poison list                       messages that failed every retry
+  python -m shared.ops.cli poison redrive run-gates          put them back on their queue
+  python -m shared.ops.cli webhooks register --url https://<app>/api/registry/mlflow
+  python -m shared.ops.cli audit --format md --chart audit.png
+  python -m shared.ops.cli poll --registry-uri databricks-uc --models main.fraud.model
+  python -m shared.ops.cli rollouts fraud                    one endpoint's rollout and its history
+  python -m shared.ops.cli gates fraud 7                     run the gate suite, print the report
 """
 
 
@@ -148,7 +148,7 @@ def cmd_webhooks(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from shared import audit
+    from shared.ops import audit
 
     summary = audit.summarise(audit.collect(_client(args), args.models or None))
     print(audit.to_json(summary) if args.format == "json" else audit.to_markdown(summary))

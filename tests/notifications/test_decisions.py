@@ -13,7 +13,7 @@ from shared.channels.dispatch import (Delivery, Repeat, RepeatVerdict, judge_rep
                                       route_channels)
 from shared.channels.policy import NotificationPolicy, Route
 from shared.events import Decision, Envelope
-from shared.notifications import notification_for
+from shared.channels.messages import notification_for
 from shared.policy import Policy, PolicyError
 from tests.notifications import builders
 from tests.notifications.peers import block_problems, card_problems

@@ -17,7 +17,7 @@ log = logging.getLogger("gatehouse.router")
 
 
 def route(body: bytes) -> dict:
-    from shared import routing
+    from shared.platform import routing
     from shared.channels import messages as notifications
     from shared.platform import runtime
     from shared.platform.bus import NOTIFICATIONS

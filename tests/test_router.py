@@ -8,7 +8,7 @@ import azure.functions as func
 import pytest
 
 from functions import router
-from shared import routing
+from shared.platform import routing
 from shared.platform import queues
 from shared.platform.bus import Bus
 from shared.events import Decision, Envelope, GatesPassed, ModelVersionCreated, \

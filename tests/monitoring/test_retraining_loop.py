@@ -24,7 +24,7 @@ from shared.monitoring.policy import MonitoringPolicy, RetrainingPolicy
 from shared.monitoring.reactions import LedgerStore, Reactions, launcher_for
 from shared.monitoring.runners import LocalRunner
 from shared.platform.queues import RUN_GATES
-from shared.routing import handler_queues
+from shared.platform.routing import handler_queues
 from shared.platform.storage import free_port
 
 pytestmark = pytest.mark.e2e

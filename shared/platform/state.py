@@ -1,13 +1,24 @@
-"""A small state store on Azure Tables with ETag optimistic concurrency.
+"""A small state store on Azure Tables with ETag optimistic concurrency, and its in-memory twin.
 
 Rows are plain dicts of properties under (partition, row). Writers pass the ETag they read; a write
 against a row that changed since raises `ConcurrencyConflict` instead of silently overwriting it.
+`modify` is the one read-modify-write loop built on that: every store that updates a row in place
+goes through it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+Properties = dict[str, Any]
+Update = Callable[[Properties | None], Properties | None]
+"""Given a row's properties (None: no row yet), the properties to save; None saves nothing."""
 
 
 class ConcurrencyConflict(Exception):
@@ -16,7 +27,7 @@ class ConcurrencyConflict(Exception):
 
 @dataclass(frozen=True)
 class Row:
-    properties: dict
+    properties: Properties
     etag: str
 
 
@@ -25,7 +36,48 @@ def safe_row_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-class StateTable:
+class Table(ABC):
+    """The operations every state table offers; `modify` is written once on top of them."""
+
+    @abstractmethod
+    def get(self, partition: str, row: str) -> Row | None: ...
+
+    @abstractmethod
+    def insert(self, partition: str, row: str, properties: Properties) -> str: ...
+
+    @abstractmethod
+    def replace(self, partition: str, row: str, properties: Properties, etag: str) -> str: ...
+
+    @abstractmethod
+    def delete(self, partition: str, row: str, etag: str) -> None: ...
+
+    @abstractmethod
+    def rows(self, partition: str) -> list[Row]: ...
+
+    def modify(self, partition: str, row: str, update: Update, attempts: int = 5) -> Row | None:
+        """Apply `update` to the row and save the result with its ETag, re-reading and trying
+        again (up to `attempts` times) when another writer got there first.
+
+        Returns the row as saved, or as it stands when `update` returned None (None: no row).
+        `update` may run more than once, so it must be a pure function of what it is given.
+        """
+        for _ in range(attempts):
+            current = self.get(partition, row)
+            wanted = update(dict(current.properties) if current else None)
+            if wanted is None:
+                return current
+            try:
+                if current is None:
+                    return Row(wanted, self.insert(partition, row, wanted))
+                return Row(wanted, self.replace(partition, row, wanted, current.etag))
+            except ConcurrencyConflict:
+                continue
+        raise ConcurrencyConflict(f"{partition}/{row} kept changing under {attempts} attempts")
+
+
+class StateTable(Table):
+    """A table on Azure Table storage (Azurite locally)."""
+
     def __init__(self, connection_string: str, table: str):
         from shared.platform.storage import table_service
 
@@ -42,7 +94,7 @@ class StateTable:
         properties = {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey")}
         return Row(properties, entity.metadata["etag"])
 
-    def insert(self, partition: str, row: str, properties: dict) -> str:
+    def insert(self, partition: str, row: str, properties: Properties) -> str:
         from azure.core.exceptions import ResourceExistsError
 
         try:
@@ -50,9 +102,9 @@ class StateTable:
                 {"PartitionKey": partition, "RowKey": row, **properties})
         except ResourceExistsError:
             raise ConcurrencyConflict(f"{partition}/{row} exists already") from None
-        return metadata["etag"]
+        return str(metadata["etag"])
 
-    def replace(self, partition: str, row: str, properties: dict, etag: str) -> str:
+    def replace(self, partition: str, row: str, properties: Properties, etag: str) -> str:
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
         from azure.data.tables import UpdateMode
@@ -63,7 +115,7 @@ class StateTable:
                 mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified)
         except (ResourceModifiedError, ResourceNotFoundError):
             raise ConcurrencyConflict(f"{partition}/{row} changed since it was read") from None
-        return metadata["etag"]
+        return str(metadata["etag"])
 
     def delete(self, partition: str, row: str, etag: str) -> None:
         from azure.core import MatchConditions
@@ -80,3 +132,49 @@ class StateTable:
         return [Row({k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey")},
                     entity.metadata["etag"])
                 for entity in self._table.query_entities(f"PartitionKey eq '{safe}'")]
+
+
+class MemoryTable(Table):
+    """The same table semantics (ETags, conflicts) in this process's memory: for unit tests and
+    anything that needs a state table without storage."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str], Row] = {}
+        self._etags = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def _etag(self) -> str:
+        return f'W/"{next(self._etags)}"'
+
+    def get(self, partition: str, row: str) -> Row | None:
+        with self._lock:
+            found = self._rows.get((partition, row))
+            return Row(dict(found.properties), found.etag) if found else None
+
+    def insert(self, partition: str, row: str, properties: Properties) -> str:
+        with self._lock:
+            if (partition, row) in self._rows:
+                raise ConcurrencyConflict(f"{partition}/{row} exists already")
+            saved = self._rows[(partition, row)] = Row(dict(properties), self._etag())
+            return saved.etag
+
+    def replace(self, partition: str, row: str, properties: Properties, etag: str) -> str:
+        with self._lock:
+            self._check(partition, row, etag)
+            saved = self._rows[(partition, row)] = Row(dict(properties), self._etag())
+            return saved.etag
+
+    def delete(self, partition: str, row: str, etag: str) -> None:
+        with self._lock:
+            self._check(partition, row, etag)
+            del self._rows[(partition, row)]
+
+    def rows(self, partition: str) -> list[Row]:
+        with self._lock:
+            return [Row(dict(r.properties), r.etag)
+                    for (p, _), r in sorted(self._rows.items()) if p == partition]
+
+    def _check(self, partition: str, row: str, etag: str) -> None:
+        found = self._rows.get((partition, row))
+        if found is None or found.etag != etag:
+            raise ConcurrencyConflict(f"{partition}/{row} changed since it was read")

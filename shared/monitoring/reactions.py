@@ -203,7 +203,7 @@ class Reactions:
 
 def reactions_from_env() -> Reactions:
     from shared.platform import runtime
-    from shared.monitoring.policy import monitoring_policy_for
+    from shared.policy import monitoring_policy_for
     from shared.rollout.store import RolloutStore
     from shared.platform.storage import storage_connection_string
 

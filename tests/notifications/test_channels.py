@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from shared.channels.dispatch import ChannelError, STATE_TABLE
+from shared.channels.base import ChannelError
+from shared.channels.dispatch import STATE_TABLE
 from shared.channels.pagerduty import OpenIncidents, PagerDutyChannel, events_client
 from shared.channels.slack import SlackChannel, SlackThreads, slack_client
 from shared.channels.teams import TeamsChannel

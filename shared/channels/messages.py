@@ -2,8 +2,8 @@
 
 Facts carry what the channels need besides words: `endpoint`, `alert_kind`, `alert_status`,
 `alert_fingerprint`, `report_run_id`, `registry` (read in shared/channels/base.py, dispatch.py
-and the channel modules). Links to the
-MLflow UI are added at delivery, where the UI's address is known.
+and the channel modules). Links to the MLflow UI are added at delivery, where the UI's address
+is known.
 """
 
 from __future__ import annotations

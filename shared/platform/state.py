@@ -3,7 +3,10 @@
 Rows are plain dicts of properties under (partition, row). Writers pass the ETag they read; a write
 against a row that changed since raises `ConcurrencyConflict` instead of silently overwriting it.
 `modify` is the one read-modify-write loop built on that: every store that updates a row in place
-goes through it.
+goes through it. (Idempotency claims and the rollout's saves are conditional writes of their own;
+the monitor's and the poller's saves are first-writer-wins, with no retry.)
+
+The contract both tables keep is tests/platform/test_state_contract.py.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ def rollback_link_signer(connection_string: str, link_secret: str | None, public
 @lru_cache(maxsize=4)
 def _dispatcher(settings, connection_string: str, outbox_path, link_secret: str | None,
                 public_url: str | None):
-    from shared.channels.dispatch import build_dispatcher
+    from shared.channels.factory import build_dispatcher
 
     return build_dispatcher(settings, connection_string, outbox_path,
                             rollback_link=rollback_link_signer(connection_string, link_secret,
@@ -54,7 +54,7 @@ def _dispatcher(settings, connection_string: str, outbox_path, link_secret: str 
 
 def deliver_notification(body: bytes | str) -> dict | None:
     from shared.platform import runtime
-    from shared.channels.dispatch import ChannelSettings
+    from shared.channels.factory import ChannelSettings
     from shared.events import Envelope, NotificationRequested
     from shared.platform.handling import process_once
     from shared.platform.storage import storage_connection_string

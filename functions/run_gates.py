@@ -347,7 +347,7 @@ def _save_monitoring_reference(request, inputs, run_id: str, registry) -> None:
     """The monitor compares live traffic with the data this version was judged on."""
     import numpy as np
 
-    from shared.monitoring.policy import monitoring_policy_for
+    from shared.policy import monitoring_policy_for
     from shared.monitoring.reference import reference_from_frame, save_reference
 
     if inputs.holdout is None or not inputs.feature_columns:

@@ -90,7 +90,8 @@ class Policy:
         except ValidationError as exc:
             raise PolicyError(f"{self.origin}: {_problems(exc, where)}") from None
 
-    def for_model(self, name: str) -> ModelPolicy:
+    def for_model(self, name: str | None) -> ModelPolicy:
+        """The model's policy; the defaults for a model the file does not name, or for None."""
         return self._validated.get(name, self.defaults)
 
     @property
@@ -127,3 +128,13 @@ def load_policy(path: str | Path | None = None) -> Policy:
 @lru_cache(maxsize=1)
 def current_policy() -> Policy:
     return load_policy()
+
+
+def notification_policy_for(model_name: str | None) -> NotificationPolicy:
+    """The `notifications` section for the model (the defaults' for None), from the current file."""
+    return current_policy().for_model(model_name).notifications
+
+
+def monitoring_policy_for(model_name: str | None) -> MonitoringPolicy:
+    """The `monitoring` section for the model (the defaults' for None), from the current file."""
+    return current_policy().for_model(model_name).monitoring

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from shared.platform.state import ConcurrencyConflict, StateTable, safe_row_key
+from shared.platform.state import StateTable, Table, safe_row_key
 
 TABLE = "gatehousealerts"
 PARTITION = "alerts"
@@ -31,7 +31,7 @@ class AlertRecord:
 
 
 class OpenAlerts:
-    def __init__(self, table: StateTable):
+    def __init__(self, table: Table):
         self.table = table
 
     @classmethod
@@ -53,18 +53,7 @@ class OpenAlerts:
         properties = {"fingerprint": fingerprint, "state": state, "started": started,
                       "event_id": event_id, "updated_at": time.time(),
                       **{k: v for k, v in (details or {}).items() if v is not None}}
-        row = safe_row_key(fingerprint)
-        for _ in range(5):
-            existing = self.table.get(PARTITION, row)
-            try:
-                if existing is None:
-                    self.table.insert(PARTITION, row, properties)
-                else:
-                    self.table.replace(PARTITION, row, properties, existing.etag)
-                return
-            except ConcurrencyConflict:
-                continue
-        raise ConcurrencyConflict(f"alert {fingerprint}: state kept changing")
+        self.table.modify(PARTITION, safe_row_key(fingerprint), lambda _: properties)
 
     def open_alerts(self) -> list[AlertRecord]:
         return [AlertRecord(r.properties["fingerprint"], r.properties["state"],

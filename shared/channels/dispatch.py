@@ -1,27 +1,27 @@
 """Which channels hear about a notification, and delivering it to each of them once.
 
-The decisions are pure (route_channels, page_intent, judge_repeat, thread_key, rollback_target,
-mlflow_links). The Dispatcher is the shell around them: it records on the state table which
-channel got which notification (so a redelivered message never re-posts), collapses repeats within
-the policy's window, and keeps going when one channel fails: the failure is recorded with the
-notification, and a transient one makes the message come back later for that channel only.
+The decisions are pure (route_channels, judge_repeat, rollback_target, mlflow_links). The
+Dispatcher is the shell around them: it is handed its channels (shared/channels/factory.py builds
+them), records on the state table which channel got which notification (so a redelivered message
+never re-posts), collapses repeats within the policy's window, and keeps going when one channel
+fails: the failure is recorded with the notification, and a transient one makes the message come
+back later for that channel only.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
-from typing import Literal, Protocol
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import quote
 
-from shared.channels.policy import PAGING_EVENTS, SEVERITY_RANK, NotificationPolicy
-from shared.events import TYPE_PREFIX, Envelope, NotificationRequested
+from shared.channels.base import (Channel, ChannelError, Delivery, Repeat, RollbackTarget,
+                                  event_kind, page_intent)
+from shared.channels.policy import NotificationPolicy
+from shared.events import Envelope, NotificationRequested
+from shared.platform.state import ConcurrencyConflict, StateTable, Table, safe_row_key
 
 log = logging.getLogger("gatehouse.notify")
 
@@ -32,29 +32,10 @@ ROLLBACKABLE_KINDS = frozenset({"rollout.canary_started", "rollout.traffic_rampe
                                 "rollout.promoted", "rollout.rollback_requested",
                                 "monitoring.alert"})
 MAX_REMEMBERED_REPEATS = 20
+STATE_ATTEMPTS = 8
 
 
 # ---- pure decisions ----
-
-def event_kind(note: NotificationRequested) -> str:
-    kind = note.about_event_type
-    return kind[len(TYPE_PREFIX):] if kind.startswith(TYPE_PREFIX) else kind
-
-
-PageIntent = Literal["trigger", "resolve"]
-
-
-def page_intent(note: NotificationRequested, policy: NotificationPolicy) -> PageIntent | None:
-    """Whether the note opens a page, closes one, or has nothing to do with paging."""
-    kind = event_kind(note)
-    if kind not in PAGING_EVENTS:
-        return None
-    if kind == "rollout.rollback_completed" or note.facts.get("alert_status") == "resolved":
-        return "resolve"
-    if SEVERITY_RANK[note.severity] >= SEVERITY_RANK[policy.page_min_severity]:
-        return "trigger"
-    return None
-
 
 def route_channels(note: NotificationRequested, policy: NotificationPolicy,
                    configured: Collection[str]) -> list[str]:
@@ -86,24 +67,6 @@ def judge_repeat(record: Mapping | None, event_id: str, now: float,
     return RepeatVerdict.ORIGINAL
 
 
-def thread_key(note: NotificationRequested) -> str:
-    """Everything about one model version (its rollout included) shares a Slack thread; an alert
-    about no particular version gets one per alert, so its resolution lands under it."""
-    if note.model_name and note.version:
-        return f"{note.model_name}/{note.version}"
-    if note.facts.get("alert_fingerprint"):
-        return f"alert/{note.facts['alert_fingerprint']}"
-    return note.dedup_key
-
-
-@dataclass(frozen=True)
-class RollbackTarget:
-    model_name: str
-    version: str
-    endpoint: str
-    registry: str = "mlflow"
-
-
 def rollback_target(note: NotificationRequested) -> RollbackTarget | None:
     endpoint = note.facts.get("endpoint")
     if not (note.model_name and note.version and endpoint):
@@ -132,177 +95,11 @@ def mlflow_links(note: NotificationRequested, ui_url: str | None) -> dict[str, s
     return {**links, **note.links}
 
 
-# ---- what channels receive ----
-
-@dataclass(frozen=True)
-class Repeat:
-    original_event_id: str
-    count: int                      # times seen within the window, the original included
-    refs: dict[str, dict]           # where each channel put the original
-
-
-@dataclass(frozen=True)
-class Delivery:
-    event_id: str
-    note: NotificationRequested
-    policy: NotificationPolicy
-    links: dict[str, str] = field(default_factory=dict)
-    rollback: RollbackTarget | None = None
-    rollback_url: str | None = None
-    repeat: Repeat | None = None
-    now: float = 0.0
-
-    @property
-    def mlflow_url(self) -> str | None:
-        return self.links.get("report") or self.links.get("model")
-
-
-class ChannelError(Exception):
-    """A channel could not deliver. The message must be safe to record (no secrets)."""
-
-    def __init__(self, message: str, transient: bool = True):
-        super().__init__(message)
-        self.transient = transient
-
-
 class DeliveryIncomplete(Exception):
     """Some channel failed transiently; the queue redelivers and only that channel is retried."""
 
 
-class Channel(Protocol):
-    name: str
-    updates_in_place: bool
-
-    def deliver(self, delivery: Delivery) -> dict: ...
-
-
-# ---- settings and secrets ----
-
-def _setting(environ: Mapping[str, str], name: str) -> str | None:
-    value = environ.get(name, "").strip()
-    return value or None
-
-
-def _scale(raw: str | None) -> float:
-    try:
-        value = float(raw) if raw else 1.0
-    except ValueError:
-        raise ValueError(f"setting GATEHOUSE_NOTIFY_RETRY_SCALE={raw!r} is not a number") from None
-    if value < 0:
-        raise ValueError(f"setting GATEHOUSE_NOTIFY_RETRY_SCALE={raw!r} must not be negative")
-    return value
-
-
-@dataclass(frozen=True)
-class ChannelSettings:
-    slack_bot_token: str | None = field(default=None, repr=False)
-    slack_channel: str | None = None
-    slack_signing_secret: str | None = field(default=None, repr=False)
-    slack_api_url: str | None = None
-    teams_webhook_url: str | None = field(default=None, repr=False)
-    pagerduty_routing_key: str | None = field(default=None, repr=False)
-    pagerduty_events_url: str | None = None
-    pagerduty_ca_bundle: str | None = None
-    mlflow_ui_url: str | None = None
-    retry_scale: float = 1.0  # multiplies retry back-off (tests shrink it); Retry-After is honoured
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "ChannelSettings":
-        env = os.environ if environ is None else environ
-        settings = cls(
-            slack_bot_token=_setting(env, "SLACK_BOT_TOKEN"),
-            slack_channel=_setting(env, "SLACK_CHANNEL"),
-            slack_signing_secret=_setting(env, "SLACK_SIGNING_SECRET"),
-            slack_api_url=_setting(env, "SLACK_API_URL"),
-            teams_webhook_url=_setting(env, "TEAMS_WEBHOOK_URL"),
-            pagerduty_routing_key=_setting(env, "PAGERDUTY_ROUTING_KEY"),
-            pagerduty_events_url=_setting(env, "PAGERDUTY_EVENTS_URL"),
-            pagerduty_ca_bundle=_setting(env, "PAGERDUTY_CA_BUNDLE"),
-            mlflow_ui_url=_setting(env, "MLFLOW_UI_URL"),
-            retry_scale=_scale(_setting(env, "GATEHOUSE_NOTIFY_RETRY_SCALE")),
-        )
-        if settings.slack_bot_token and not settings.slack_channel:
-            raise ValueError("setting SLACK_CHANNEL is required when SLACK_BOT_TOKEN is set")
-        return settings
-
-    def configured(self) -> set[str]:
-        names = {"outbox"}
-        if self.slack_bot_token:
-            names.add("slack")
-        if self.teams_webhook_url:
-            names.add("teams")
-        if self.pagerduty_routing_key:
-            names.add("pagerduty")
-        return names
-
-    def secrets(self) -> list[str]:
-        values = [self.slack_bot_token, self.slack_signing_secret, self.pagerduty_routing_key]
-        fragments = [value for value in values if value]
-        if self.teams_webhook_url:
-            fragments.extend(url_secrets(self.teams_webhook_url))
-        return fragments
-
-
-def url_secrets(url: str) -> list[str]:
-    """A webhook URL is a secret as a whole, and so are its path (what HTTP logs show) and
-    its query values (the signature)."""
-    parts = urlsplit(url)
-    found = [url]
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
-    if len(parts.path) > 1:
-        found.append(path)
-    found.extend(value for _, value in parse_qsl(parts.query) if len(value) >= 8)
-    return found
-
-
-def make_redactor(secrets: Collection[str]) -> Callable[[str], str]:
-    ordered = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
-
-    def redact(text: str) -> str:
-        for secret in ordered:
-            if secret in text:
-                text = text.replace(secret, "[redacted]")
-        return text
-    return redact
-
-
-_LOG_SECRETS: set[str] = set()
-_factory_installed = False
-
-
-def protect_logs(secrets: Collection[str]) -> None:
-    """Mask these secrets in every log record of the process, whichever library logs it."""
-    global _factory_installed
-    _LOG_SECRETS.update(s for s in secrets if s and len(s) >= 6)
-    if _factory_installed:
-        return
-    previous = logging.getLogRecordFactory()
-
-    def factory(*args, **kwargs):
-        record = previous(*args, **kwargs)
-        if not _LOG_SECRETS:
-            return record
-        redact = make_redactor(_LOG_SECRETS)
-        try:
-            message = record.getMessage()
-        except Exception:  # a malformed record stays as it is; logging reports it
-            return record
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        if record.exc_info:
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
-        return record
-
-    logging.setLogRecordFactory(factory)
-    _factory_installed = True
-
-
 # ---- state: what went where ----
-
-def _properties(row) -> dict:
-    return dict(getattr(row, "properties", row))
-
 
 class NotificationState:
     """Delivery records and dedup records on the state table (Azure Tables)."""
@@ -310,32 +107,21 @@ class NotificationState:
     DELIVERIES = "delivery"
     DEDUP = "dedup"
 
-    def __init__(self, table):
+    def __init__(self, table: Table):
         self.table = table
 
     @classmethod
     def connect(cls, connection_string: str) -> "NotificationState":
-        from shared.platform.state import StateTable
-
         return cls(StateTable(connection_string, STATE_TABLE))
 
     def _put(self, partition: str, key: str, update: Callable[[dict | None], dict]) -> dict:
-        """Read-modify-write one row with ETag concurrency, retrying a lost race."""
-        from shared.platform.state import ConcurrencyConflict, safe_row_key
-
-        row = safe_row_key(key)
-        for _ in range(8):
-            existing = self.table.get(partition, row)
-            properties = update(existing.properties if existing else None)
-            try:
-                if existing is None:
-                    self.table.insert(partition, row, properties)
-                else:
-                    self.table.replace(partition, row, properties, existing.etag)
-                return properties
-            except ConcurrencyConflict:
-                continue
-        raise ChannelError(f"state row {partition}/{key} kept changing under us", transient=True)
+        """Read-modify-write one row; a row that keeps changing is a transient channel error."""
+        try:
+            saved = self.table.modify(partition, safe_row_key(key), update, STATE_ATTEMPTS)
+        except ConcurrencyConflict:
+            raise ChannelError(f"state row {partition}/{key} kept changing under us",
+                               transient=True) from None
+        return saved.properties
 
     # dedup
 
@@ -381,8 +167,6 @@ class NotificationState:
     # deliveries
 
     def delivery(self, event_id: str, channel: str) -> dict | None:
-        from shared.platform.state import safe_row_key
-
         row = self.table.get(self.DELIVERIES, safe_row_key(f"{event_id}|{channel}"))
         return row.properties if row else None
 
@@ -403,7 +187,7 @@ class NotificationState:
 
     def failures(self) -> list[dict]:
         """Notifications some channel did not get: the envelope is kept for a replay."""
-        rows = [_properties(row) for row in self.table.rows(self.DELIVERIES)]
+        rows = [row.properties for row in self.table.rows(self.DELIVERIES)]
         return [row for row in rows if row.get("status") == "failed"]
 
 
@@ -496,45 +280,3 @@ class Dispatcher:
         if delivery.repeat is None:
             self.state.remember_ref(delivery.note.dedup_key, envelope.id, name, ref)
         return ref
-
-
-def build_dispatcher(settings: ChannelSettings, connection_string: str, outbox_path: Path,
-                     *, policy_for: PolicyLookup | None = None,
-                     rollback_link: RollbackLink | None = None) -> Dispatcher:
-    """The channels the settings configure, sharing one state table."""
-    from shared.channels.outbox import OutboxChannel
-
-    protect_logs(settings.secrets())
-    state = NotificationState.connect(connection_string)
-    channels: dict[str, Channel] = {"outbox": OutboxChannel(outbox_path)}
-    if settings.slack_bot_token and settings.slack_channel:
-        from shared.channels.slack import SlackChannel, SlackThreads, slack_client
-
-        channels["slack"] = SlackChannel(
-            slack_client(settings.slack_bot_token, settings.slack_api_url,
-                         backoff=0.5 * settings.retry_scale),
-            settings.slack_channel, SlackThreads(state.table))
-    if settings.teams_webhook_url:
-        from shared.channels.teams import TeamsChannel
-
-        channels["teams"] = TeamsChannel(settings.teams_webhook_url,
-                                         backoff=0.5 * settings.retry_scale)
-    if settings.pagerduty_routing_key:
-        from shared.channels.pagerduty import OpenIncidents, PagerDutyChannel, events_client
-
-        channels["pagerduty"] = PagerDutyChannel(
-            events_client(settings.pagerduty_routing_key, settings.pagerduty_events_url,
-                          settings.pagerduty_ca_bundle, sleep_timer=1.5 * settings.retry_scale),
-            OpenIncidents(state.table))
-    return Dispatcher(channels, state, policy_for or policy_lookup(),
-                      mlflow_ui_url=settings.mlflow_ui_url, rollback_link=rollback_link,
-                      redact=make_redactor(settings.secrets()))
-
-
-def policy_lookup() -> PolicyLookup:
-    from shared.policy import current_policy
-
-    def lookup(model: str | None) -> NotificationPolicy:
-        policy = current_policy()
-        return (policy.for_model(model) if model else policy.defaults).notifications
-    return lookup

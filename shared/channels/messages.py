@@ -1,8 +1,9 @@
 """What is worth telling people about, and how to say it (pure: no I/O).
 
 Facts carry what the channels need besides words: `endpoint`, `alert_kind`, `alert_status`,
-`alert_fingerprint`, `report_run_id`, `registry` (see shared/channels/dispatch.py). Links to the
-MLflow UI are added at delivery, where the UI's address is known.
+`alert_fingerprint`, `report_run_id`, `registry` (read in shared/channels/base.py, dispatch.py
+and the channel modules). Links to the MLflow UI are added at delivery, where the UI's address
+is known.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
-from shared.channels.dispatch import Delivery, PageIntent, page_intent
+from shared.channels.base import Delivery, PageIntent, page_intent
 
 log = logging.getLogger("gatehouse.outbox")
 

@@ -17,7 +17,8 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
-from shared.channels.dispatch import ChannelError, Delivery, event_kind, page_intent
+from shared.channels.base import ChannelError, Delivery, event_kind, page_intent
+from shared.platform.state import ConcurrencyConflict, Row, Table, safe_row_key
 
 # PagerDuty's severities have the same names as Gatehouse's; the map makes the contract explicit.
 PAGERDUTY_SEVERITY = {"info": "info", "warning": "warning", "error": "error",
@@ -25,6 +26,7 @@ PAGERDUTY_SEVERITY = {"info": "info", "warning": "warning", "error": "error",
 ROLLBACK_KINDS = ("rollout.rollback_requested", "rollout.rollback_completed")
 MAX_DEDUP_KEY = 255
 MAX_HELD = 20  # per storm scope; beyond that an alert only reaches the chat channels
+STATE_ATTEMPTS = 8
 
 
 def events_client(routing_key: str, events_url: str | None = None, ca_bundle: str | None = None,
@@ -167,21 +169,15 @@ def trigger_request(note, delivery: Delivery, key: str) -> dict:
 class OpenIncidents:
     PARTITION = "pagerduty"
 
-    def __init__(self, table):
+    def __init__(self, table: Table):
         self.table = table
-
-    def _row(self, scope: str) -> str:
-        from shared.platform.state import safe_row_key
-
-        return safe_row_key(scope)
 
     def read(self, scope: str) -> tuple[dict[str, OpenIncident], dict[str, dict]]:
         """(open incidents, held alerts) of a storm scope."""
-        row = self.table.get(self.PARTITION, self._row(scope))
-        return self._parse(row)
+        return self._parse(self.table.get(self.PARTITION, safe_row_key(scope)))
 
     @staticmethod
-    def _parse(row) -> tuple[dict[str, OpenIncident], dict[str, dict]]:
+    def _parse(row: Row | None) -> tuple[dict[str, OpenIncident], dict[str, dict]]:
         if row is None:
             return {}, {}
         incidents = {key: OpenIncident(key, value["opened_at"], value.get("endpoint"))
@@ -190,25 +186,19 @@ class OpenIncidents:
 
     def _change(self, scope: str, change) -> tuple[dict[str, OpenIncident], dict[str, dict]]:
         """Apply `change(incidents, held)` to the raw dicts with an ETag; return the result."""
-        from shared.platform.state import ConcurrencyConflict
-
-        for _ in range(8):
-            row = self.table.get(self.PARTITION, self._row(scope))
-            incidents = json.loads(row.properties.get("incidents") or "{}") if row else {}
-            held = json.loads(row.properties.get("held") or "{}") if row else {}
+        def update(properties: dict | None) -> dict:
+            incidents = json.loads(properties.get("incidents") or "{}") if properties else {}
+            held = json.loads(properties.get("held") or "{}") if properties else {}
             change(incidents, held)
-            properties = {"scope": scope, "incidents": json.dumps(incidents),
-                          "held": json.dumps(held)}
-            try:
-                if row is None:
-                    self.table.insert(self.PARTITION, self._row(scope), properties)
-                else:
-                    self.table.replace(self.PARTITION, self._row(scope), properties, row.etag)
-            except ConcurrencyConflict:
-                continue
-            return ({key: OpenIncident(key, value["opened_at"], value.get("endpoint"))
-                     for key, value in incidents.items()}, held)
-        raise ChannelError(f"open PagerDuty incidents of {scope} kept changing", transient=True)
+            return {"scope": scope, "incidents": json.dumps(incidents), "held": json.dumps(held)}
+
+        try:
+            saved = self.table.modify(self.PARTITION, safe_row_key(scope), update,
+                                      STATE_ATTEMPTS)
+        except ConcurrencyConflict:
+            raise ChannelError(f"open PagerDuty incidents of {scope} kept changing",
+                               transient=True) from None
+        return self._parse(saved)
 
     def opened(self, scope: str, incident: OpenIncident, released: tuple[str, ...] = ()) -> None:
         """Record a page; `released`: held alerts it covers."""

@@ -17,9 +17,9 @@ from datetime import datetime
 from typing import get_args
 from urllib.parse import parse_qs
 
-from shared.channels.dispatch import (ChannelError, Delivery, RollbackTarget, event_kind,
-                                      thread_key)
-from shared.events import Registry
+from shared.channels.base import ChannelError, Delivery, RollbackTarget, event_kind
+from shared.events import NotificationRequested, Registry
+from shared.platform.state import ConcurrencyConflict, Table, safe_row_key
 
 ROLLBACK_ACTION_ID = "gatehouse_rollback"
 OPEN_MLFLOW_ACTION_ID = "gatehouse_open_mlflow"
@@ -167,85 +167,83 @@ def _occurred(value: str | None) -> datetime | None:
         return None
 
 
+def thread_key(note: NotificationRequested) -> str:
+    """Everything about one model version (its rollout included) shares a Slack thread; an alert
+    about no particular version gets one per alert, so its resolution lands under it."""
+    if note.model_name and note.version:
+        return f"{note.model_name}/{note.version}"
+    if note.facts.get("alert_fingerprint"):
+        return f"alert/{note.facts['alert_fingerprint']}"
+    return note.dedup_key
+
+
+def _thread(key: str, properties: dict) -> Thread:
+    return Thread(key, properties["channel"], properties["ts"],
+                  properties.get("latest_event_id", ""), properties.get("latest_occurred", ""))
+
+
 class SlackThreads:
     """Which Slack message heads each thread. A worker opening a thread holds a short lease, so
     two notifications about one version racing each other cannot open two threads."""
 
     PARTITION = "slack-thread"
+    CLAIM_ATTEMPTS = 3
+    ADVANCE_ATTEMPTS = 5
 
-    def __init__(self, table, lease_seconds: float = 60.0):
+    def __init__(self, table: Table, lease_seconds: float = 60.0):
         self.table = table
         self.lease_seconds = lease_seconds
 
-    def _row(self, key: str) -> str:
-        from shared.platform.state import safe_row_key
-
-        return safe_row_key(key)
-
     def get(self, key: str) -> Thread | None:
-        row = self.table.get(self.PARTITION, self._row(key))
+        row = self.table.get(self.PARTITION, safe_row_key(key))
         if row is None or row.properties.get("state") != "open":
             return None
-        p = row.properties
-        return Thread(key, p["channel"], p["ts"], p.get("latest_event_id", ""),
-                      p.get("latest_occurred", ""))
+        return _thread(key, row.properties)
 
     def open_or_claim(self, key: str, now: float) -> Thread | str:
         """The open thread, or the ETag of a claim to open it (raises if another worker is)."""
-        from shared.platform.state import ConcurrencyConflict
-
-        claim = {"key": key, "state": "creating", "lease_expires_at": now + self.lease_seconds}
-        for _ in range(3):
-            try:
-                return self.table.insert(self.PARTITION, self._row(key), claim)
-            except ConcurrencyConflict:
-                pass
-            row = self.table.get(self.PARTITION, self._row(key))
-            if row is None:
-                continue
-            if row.properties.get("state") == "open":
-                thread = self.get(key)
-                if thread is not None:
-                    return thread
-                continue
-            if float(row.properties.get("lease_expires_at", 0)) > now:
+        def claim(current: dict | None) -> dict | None:
+            if current is not None and current.get("state") == "open":
+                return None
+            if current is not None and float(current.get("lease_expires_at", 0)) > now:
                 raise ChannelError(f"another worker is opening the Slack thread for {key}",
                                    transient=True)
-            try:
-                return self.table.replace(self.PARTITION, self._row(key), claim, row.etag)
-            except ConcurrencyConflict:
-                continue
-        raise ChannelError(f"the Slack thread for {key} kept changing", transient=True)
+            return {"key": key, "state": "creating", "lease_expires_at": now + self.lease_seconds}
+
+        try:
+            row = self.table.modify(self.PARTITION, safe_row_key(key), claim,
+                                    self.CLAIM_ATTEMPTS)
+        except ConcurrencyConflict:
+            raise ChannelError(f"the Slack thread for {key} kept changing",
+                               transient=True) from None
+        if row.properties.get("state") == "open":
+            return _thread(key, row.properties)
+        return row.etag
 
     def opened(self, key: str, etag: str, channel: str, ts: str, event_id: str,
                occurred: str) -> None:
-        self.table.replace(self.PARTITION, self._row(key), {
+        self.table.replace(self.PARTITION, safe_row_key(key), {
             "key": key, "state": "open", "channel": channel, "ts": ts,
             "latest_event_id": event_id, "latest_occurred": occurred}, etag)
 
     def release(self, key: str, etag: str) -> None:
-        from shared.platform.state import ConcurrencyConflict
-
         try:
-            self.table.delete(self.PARTITION, self._row(key), etag)
+            self.table.delete(self.PARTITION, safe_row_key(key), etag)
         except ConcurrencyConflict:
             pass
 
     def advance(self, key: str, event_id: str, occurred: str) -> None:
-        """Record that the head message now shows this notification."""
-        from shared.platform.state import ConcurrencyConflict
+        """Record that the head message now shows this notification (best effort: if the row
+        keeps changing, a later notification records its own)."""
+        def latest(current: dict | None) -> dict | None:
+            if current is None:
+                return None
+            return {**current, "latest_event_id": event_id, "latest_occurred": occurred}
 
-        for _ in range(5):
-            row = self.table.get(self.PARTITION, self._row(key))
-            if row is None:
-                return
-            try:
-                self.table.replace(self.PARTITION, self._row(key), {
-                    **row.properties, "latest_event_id": event_id,
-                    "latest_occurred": occurred}, row.etag)
-                return
-            except ConcurrencyConflict:
-                continue
+        try:
+            self.table.modify(self.PARTITION, safe_row_key(key), latest, self.ADVANCE_ATTEMPTS)
+        except ConcurrencyConflict:
+            pass
 
 
 def _is_newer(occurred: str, than: str) -> bool:

@@ -7,7 +7,7 @@ errors name only the status. Workflows answer 202 Accepted.
 
 from __future__ import annotations
 
-from shared.channels.dispatch import ChannelError, Delivery, event_kind
+from shared.channels.base import ChannelError, Delivery, event_kind
 
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from shared import events
 from shared.events import Envelope
-from shared.platform.state import ConcurrencyConflict, StateTable, safe_row_key
+from shared.platform.state import ConcurrencyConflict, StateTable, Table, safe_row_key
 
 log = logging.getLogger("gatehouse.poller")
 TABLE = "gatehouseregistrysnapshots"
@@ -118,7 +118,7 @@ def list_registry(client, models: list[str] | None, snapshots: dict[str, ModelSn
 
 
 class SnapshotStore:
-    def __init__(self, table: StateTable, registry_key: str):
+    def __init__(self, table: Table, registry_key: str):
         self.table = table
         self.partition = safe_row_key(registry_key)
 

@@ -14,7 +14,8 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from shared.monitoring.policy import MonitoringPolicy, monitoring_policy_for
+from shared.monitoring.policy import MonitoringPolicy
+from shared.policy import monitoring_policy_for
 
 log = logging.getLogger("gatehouse.monitor")
 

@@ -153,12 +153,3 @@ METRICS: dict[str, AlertKind] = {
     "error_rate": AlertKind.ERROR_RATE,
 }
 
-
-def monitoring_policy_for(model_name: str | None) -> MonitoringPolicy:
-    """The model's monitoring policy; the defaults until ModelPolicy carries a `monitoring`
-    section."""
-    from shared.policy import current_policy
-
-    policy = current_policy()
-    chosen = policy.for_model(model_name) if model_name else policy.defaults
-    return getattr(chosen, "monitoring", None) or MonitoringPolicy()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from shared.events import (Decision, Envelope, MonitoringAlert, RetrainingTrigge
 from shared.monitoring import retraining
 from shared.monitoring.policy import MonitoringPolicy, RollbackOnAlertPolicy
 from shared.monitoring.runners import DatabricksJobRunner, LocalRunner
-from shared.platform.state import ConcurrencyConflict, StateTable, safe_row_key
+from shared.platform.state import StateTable, Table, safe_row_key
 
 log = logging.getLogger("gatehouse.retraining")
 SOURCE = "/gatehouse/retraining"
@@ -32,6 +31,7 @@ ACTOR = "gatehouse:monitor"
 LEDGER_TABLE = "gatehouseretraining"
 LEDGER_PARTITION = "ledgers"
 SAVE_ATTEMPTS = 30
+SAVE_JITTER_SECONDS = 0.05  # spreads out the workers of an alert storm
 
 
 def registry_of(model_name: str) -> str:
@@ -64,25 +64,38 @@ def rollback_for(alert: MonitoringAlert, record, policy: RollbackOnAlertPolicy
 
 
 class LedgerStore:
-    def __init__(self, table: StateTable):
+    def __init__(self, table: Table):
         self.table = table
 
     @classmethod
     def connect(cls, connection_string: str) -> "LedgerStore":
         return cls(StateTable(connection_string, LEDGER_TABLE))
 
+    @staticmethod
+    def _ledger(model_name: str, properties: dict | None) -> retraining.Ledger:
+        if properties is None:
+            return retraining.Ledger(model_name=model_name)
+        return retraining.Ledger.model_validate_json(properties["ledger"])
+
     def load(self, model_name: str) -> tuple[retraining.Ledger, str | None]:
         row = self.table.get(LEDGER_PARTITION, safe_row_key(model_name))
         if row is None:
-            return retraining.Ledger(model_name=model_name), None
-        return retraining.Ledger.model_validate_json(row.properties["ledger"]), row.etag
+            return self._ledger(model_name, None), None
+        return self._ledger(model_name, row.properties), row.etag
 
-    def save(self, ledger: retraining.Ledger, etag: str | None) -> str:
-        properties = {"model_name": ledger.model_name, "ledger": ledger.model_dump_json()}
-        row = safe_row_key(ledger.model_name)
-        if etag is None:
-            return self.table.insert(LEDGER_PARTITION, row, properties)
-        return self.table.replace(LEDGER_PARTITION, row, properties, etag)
+    def update(self, model_name: str,
+               change: Callable[[retraining.Ledger], retraining.Ledger]) -> None:
+        """Save `change(ledger)` with the ledger's ETag, re-reading after a lost race; nothing is
+        written when the change leaves the ledger as it was."""
+        def update(properties: dict | None) -> dict | None:
+            ledger = self._ledger(model_name, properties)
+            changed = change(ledger)
+            if changed == ledger:
+                return None
+            return {"model_name": changed.model_name, "ledger": changed.model_dump_json()}
+
+        self.table.modify(LEDGER_PARTITION, safe_row_key(model_name), update,
+                          SAVE_ATTEMPTS, SAVE_JITTER_SECONDS)
 
 
 @dataclass
@@ -166,44 +179,39 @@ class Reactions:
                 "token": start.token}
 
     def _decide(self, envelope, alert, policy, launcher) -> retraining.RetrainingDecision:
-        for _ in range(SAVE_ATTEMPTS):
-            ledger, etag = self.ledgers.load(alert.model_name)
-            current = ledger
-            if launcher is not None:
-                open_runs = [r.run_id for r in ledger.runs if not r.finished]
-                if open_runs:
-                    finished = set(open_runs) - launcher.runner.active(open_runs)
-                    current = retraining.mark_finished(ledger, finished)
-            decision = retraining.decide(alert, envelope.id, current, policy.retraining,
-                                         policy.retraining_window(), self.clock())
-            if decision.action == "start" and launcher is None:
-                decision = retraining.RetrainingDecision(
-                    action="skip", ledger=ledger, reason="no retraining job (job_id with "
-                    "DATABRICKS_HOST) or local entrypoint is configured for this model")
-            if decision.ledger == ledger:
-                return decision
-            try:
-                self.ledgers.save(decision.ledger, etag)
-                return decision
-            except ConcurrencyConflict:
-                time.sleep(random.uniform(0.0, 0.05))
-        raise ConcurrencyConflict(f"retraining ledger of {alert.model_name} kept changing")
+        decided: list[retraining.RetrainingDecision] = []
+
+        def change(ledger: retraining.Ledger) -> retraining.Ledger:
+            decided[:] = [self._judge(envelope, alert, policy, launcher, ledger)]
+            return decided[0].ledger
+
+        self.ledgers.update(alert.model_name, change)
+        return decided[0]
+
+    def _judge(self, envelope, alert, policy, launcher,
+               ledger: retraining.Ledger) -> retraining.RetrainingDecision:
+        current = ledger
+        if launcher is not None:
+            open_runs = [r.run_id for r in ledger.runs if not r.finished]
+            if open_runs:
+                finished = set(open_runs) - launcher.runner.active(open_runs)
+                current = retraining.mark_finished(ledger, finished)
+        decision = retraining.decide(alert, envelope.id, current, policy.retraining,
+                                     policy.retraining_window(), self.clock())
+        if decision.action == "start" and launcher is None:
+            return retraining.RetrainingDecision(
+                action="skip", ledger=ledger, reason="no retraining job (job_id with "
+                "DATABRICKS_HOST) or local entrypoint is configured for this model")
+        return decision
 
     def _confirm(self, model_name: str, start: retraining.PendingStart, run_id: str) -> None:
-        for _ in range(SAVE_ATTEMPTS):
-            ledger, etag = self.ledgers.load(model_name)
-            confirmed = retraining.confirm(ledger, start, run_id, self.clock())
-            try:
-                self.ledgers.save(confirmed, etag)
-                return
-            except ConcurrencyConflict:
-                time.sleep(random.uniform(0.0, 0.05))
-        raise ConcurrencyConflict(f"retraining ledger of {model_name} kept changing")
+        self.ledgers.update(model_name, lambda ledger: retraining.confirm(ledger, start, run_id,
+                                                                          self.clock()))
 
 
 def reactions_from_env() -> Reactions:
     from shared.platform import runtime
-    from shared.monitoring.policy import monitoring_policy_for
+    from shared.policy import monitoring_policy_for
     from shared.rollout.store import RolloutStore
     from shared.platform.storage import storage_connection_string
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.gates.calibration import expected_calibration_error, sorted_quantiles
 from shared.gates.drift import population_stability_index
-from shared.platform.state import ConcurrencyConflict, StateTable, safe_row_key
+from shared.platform.state import StateTable, Table, safe_row_key
 
 TABLE = "gatehousereferences"
 ARTIFACT_PATH = "gatehouse/reference.json"
@@ -170,7 +170,7 @@ class ReferenceStore:
     """References on the state table: partition = model, row = version; the JSON is compressed
     and split over properties to stay within Azure Tables' property size."""
 
-    def __init__(self, table: StateTable):
+    def __init__(self, table: Table):
         self.table = table
 
     @classmethod
@@ -187,19 +187,8 @@ class ReferenceStore:
                  for i, start in enumerate(range(0, len(packed), _CHUNK))}
         properties = {"model_name": reference.model_name, "version": reference.version,
                       "created_at": reference.created_at, "parts": len(parts), **parts}
-        partition, row = self._keys(reference.model_name, reference.version)
-        for _ in range(5):
-            existing = self.table.get(partition, row)
-            try:
-                if existing is None:
-                    self.table.insert(partition, row, properties)
-                else:
-                    self.table.replace(partition, row, properties, existing.etag)
-                return
-            except ConcurrencyConflict:
-                continue
-        raise ConcurrencyConflict(f"reference {reference.model_name} v{reference.version}: "
-                                  f"kept changing while saved")
+        self.table.modify(*self._keys(reference.model_name, reference.version),
+                          lambda _: properties)
 
     def load(self, model_name: str, version: str) -> ReferenceDistribution | None:
         row = self.table.get(*self._keys(model_name, version))

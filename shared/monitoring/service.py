@@ -22,7 +22,7 @@ from shared.monitoring.monitor import (MetricState, alert_for, evaluate_window, 
                                        window_bounds, window_index)
 from shared.monitoring.payloads import read_records
 from shared.monitoring.policy import METRICS, MonitoringPolicy
-from shared.platform.state import ConcurrencyConflict, StateTable, safe_row_key
+from shared.platform.state import ConcurrencyConflict, StateTable, Table, safe_row_key
 
 log = logging.getLogger("gatehouse.monitor")
 TABLE = "gatehousemonitor"
@@ -40,7 +40,7 @@ class EndpointState:
 
 
 class MonitorStateStore:
-    def __init__(self, table: StateTable):
+    def __init__(self, table: Table):
         self.table = table
 
     @classmethod

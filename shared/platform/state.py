@@ -3,18 +3,25 @@
 Rows are plain dicts of properties under (partition, row). Writers pass the ETag they read; a write
 against a row that changed since raises `ConcurrencyConflict` instead of silently overwriting it.
 `modify` is the one read-modify-write loop built on that: every store that updates a row in place
-goes through it.
+goes through it. (Idempotency claims and the rollout's saves are conditional writes of their own;
+the monitor's and the poller's saves are first-writer-wins, with no retry.)
+
+The contract both tables keep is tests/platform/test_state_contract.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import random
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 Properties = dict[str, Any]
 Update = Callable[[Properties | None], Properties | None]
@@ -22,7 +29,8 @@ Update = Callable[[Properties | None], Properties | None]
 
 
 class ConcurrencyConflict(Exception):
-    """The row exists already (insert) or changed since it was read (replace/delete)."""
+    """The row exists already (insert), or changed or vanished since it was read (replace), or
+    changed since it was read (delete)."""
 
 
 @dataclass(frozen=True)
@@ -49,14 +57,18 @@ class Table(ABC):
     def replace(self, partition: str, row: str, properties: Properties, etag: str) -> str: ...
 
     @abstractmethod
-    def delete(self, partition: str, row: str, etag: str) -> None: ...
+    def delete(self, partition: str, row: str, etag: str) -> None:
+        """Delete the row if it still has this ETag; a row that is gone already is no conflict
+        (Azure Tables' delete_entity ignores a missing entity)."""
 
     @abstractmethod
     def rows(self, partition: str) -> list[Row]: ...
 
-    def modify(self, partition: str, row: str, update: Update, attempts: int = 5) -> Row | None:
+    def modify(self, partition: str, row: str, update: Update, attempts: int = 5,
+               jitter: float = 0.0) -> Row | None:
         """Apply `update` to the row and save the result with its ETag, re-reading and trying
-        again (up to `attempts` times) when another writer got there first.
+        again (up to `attempts` times, after a random pause of up to `jitter` seconds) when
+        another writer got there first; ConcurrencyConflict when every attempt lost.
 
         Returns the row as saved, or as it stands when `update` returned None (None: no row).
         `update` may run more than once, so it must be a pure function of what it is given.
@@ -68,10 +80,14 @@ class Table(ABC):
                 return current
             try:
                 if current is None:
-                    return Row(wanted, self.insert(partition, row, wanted))
-                return Row(wanted, self.replace(partition, row, wanted, current.etag))
+                    etag = self.insert(partition, row, wanted)
+                else:
+                    etag = self.replace(partition, row, wanted, current.etag)
             except ConcurrencyConflict:
+                if jitter:
+                    time.sleep(random.uniform(0.0, jitter))
                 continue
+            return Row(as_stored(wanted), etag)
         raise ConcurrencyConflict(f"{partition}/{row} kept changing under {attempts} attempts")
 
 
@@ -134,6 +150,25 @@ class StateTable(Table):
                 for entity in self._table.query_entities(f"PartitionKey eq '{safe}'")]
 
 
+INT32 = range(-2**31, 2**31)
+STORABLE_TYPES = (str, int, float, bool, bytes, datetime, UUID)
+
+
+def as_stored(properties: Properties) -> Properties:
+    """The properties as Azure Tables keeps them: a None value is left out, and a value it
+    cannot store (a dict, a list, an int beyond Int32) raises TypeError as its SDK does."""
+    stored = {}
+    for name, value in properties.items():
+        if value is None:
+            continue
+        if not isinstance(value, STORABLE_TYPES):
+            raise TypeError(f"property {name}: a {type(value).__name__} cannot be stored")
+        if isinstance(value, int) and not isinstance(value, bool) and value not in INT32:
+            raise TypeError(f"property {name}: {value} is too large for an Int32 property")
+        stored[name] = value
+    return stored
+
+
 class MemoryTable(Table):
     """The same table semantics (ETags, conflicts) in this process's memory: for unit tests and
     anything that needs a state table without storage."""
@@ -155,17 +190,19 @@ class MemoryTable(Table):
         with self._lock:
             if (partition, row) in self._rows:
                 raise ConcurrencyConflict(f"{partition}/{row} exists already")
-            saved = self._rows[(partition, row)] = Row(dict(properties), self._etag())
+            saved = self._rows[(partition, row)] = Row(as_stored(properties), self._etag())
             return saved.etag
 
     def replace(self, partition: str, row: str, properties: Properties, etag: str) -> str:
         with self._lock:
             self._check(partition, row, etag)
-            saved = self._rows[(partition, row)] = Row(dict(properties), self._etag())
+            saved = self._rows[(partition, row)] = Row(as_stored(properties), self._etag())
             return saved.etag
 
     def delete(self, partition: str, row: str, etag: str) -> None:
         with self._lock:
+            if (partition, row) not in self._rows:
+                return
             self._check(partition, row, etag)
             del self._rows[(partition, row)]
 

@@ -90,11 +90,11 @@ def delivery_for(envelope: Envelope, *, ui: str | None = None, rollback_url: str
                  repeat=None, policy=None):
     """What the Dispatcher hands a channel for this notification envelope."""
     from shared.channels import dispatch
+    from shared.channels.base import Delivery
     from shared.channels.policy import NotificationPolicy
 
     note = envelope.data
-    return dispatch.Delivery(event_id=envelope.id, note=note,
-                             policy=policy or NotificationPolicy(),
-                             links=dispatch.mlflow_links(note, ui),
-                             rollback=dispatch.rollback_target(note), rollback_url=rollback_url,
-                             repeat=repeat, now=time.time())
+    return Delivery(event_id=envelope.id, note=note, policy=policy or NotificationPolicy(),
+                    links=dispatch.mlflow_links(note, ui),
+                    rollback=dispatch.rollback_target(note), rollback_url=rollback_url,
+                    repeat=repeat, now=time.time())

@@ -9,8 +9,10 @@ import pytest
 
 from shared import events
 from shared.channels import dispatch, pagerduty, slack, teams
-from shared.channels.dispatch import (Delivery, Repeat, RepeatVerdict, judge_repeat, page_intent,
-                                      route_channels)
+from shared.channels.base import Delivery, Repeat, RollbackTarget, page_intent
+from shared.channels.dispatch import RepeatVerdict, judge_repeat, route_channels
+from shared.channels.factory import ChannelSettings
+from shared.channels.redaction import make_redactor
 from shared.channels.policy import NotificationPolicy, Route
 from shared.events import Decision, Envelope
 from shared.channels.messages import notification_for
@@ -182,18 +184,18 @@ def test_identical_events_share_a_dedup_key_and_different_ones_do_not():
 
 
 def test_a_version_keeps_one_thread_and_an_alert_resolves_under_its_own():
-    keys = {dispatch.thread_key(note_of(p)) for p in (
+    keys = {slack.thread_key(note_of(p)) for p in (
         builders.canary_started(MODEL, ENDPOINT), builders.rollback_requested(MODEL, ENDPOINT),
         builders.rollback_completed(MODEL, ENDPOINT),
         builders.alert(MODEL, endpoint=ENDPOINT, version="2"))}
     assert keys == {"fraud/2"}
-    assert dispatch.thread_key(note_of(builders.alert(MODEL, fingerprint="z"))) == \
-        dispatch.thread_key(note_of(builders.alert(MODEL, fingerprint="z", status="resolved")))
+    assert slack.thread_key(note_of(builders.alert(MODEL, fingerprint="z"))) == \
+        slack.thread_key(note_of(builders.alert(MODEL, fingerprint="z", status="resolved")))
 
 
 def test_rollback_is_offered_only_while_a_version_serves():
     assert dispatch.rollback_target(note_of(builders.canary_started(MODEL, ENDPOINT))) == \
-        dispatch.RollbackTarget(MODEL, "2", ENDPOINT)
+        RollbackTarget(MODEL, "2", ENDPOINT)
     assert dispatch.rollback_target(note_of(builders.rollback_completed(MODEL, ENDPOINT))) is None
     assert dispatch.rollback_target(note_of(builders.alert(MODEL, endpoint=ENDPOINT))) is None
     assert dispatch.rollback_target(note_of(builders.alert(
@@ -268,7 +270,7 @@ def test_slack_blocks_are_valid_block_kit_with_the_buttons():
     assert block_problems(blocks) == []
     buttons = {b["action_id"]: b for b in blocks[-1]["elements"]}
     assert slack.parse_rollback_value(buttons[slack.ROLLBACK_ACTION_ID]["value"]) == \
-        dispatch.RollbackTarget(MODEL, "2", ENDPOINT)
+        RollbackTarget(MODEL, "2", ENDPOINT)
     assert buttons[slack.OPEN_MLFLOW_ACTION_ID]["url"].startswith("http://mlflow.local/#/models/")
     assert block_problems(slack.reply_blocks(delivery)) == []
     done = slack.root_blocks(delivery_of(builders.rollback_completed(MODEL, ENDPOINT), ui=None))
@@ -319,15 +321,15 @@ def test_teams_card_is_a_valid_adaptive_card_with_the_signed_link():
 # ---- secrets ----
 
 def test_settings_never_show_secrets_and_know_what_is_configured():
-    settings = dispatch.ChannelSettings.from_env({
+    settings = ChannelSettings.from_env({
         "SLACK_BOT_TOKEN": "xoxb-secret-token", "SLACK_CHANNEL": "#c",
         "TEAMS_WEBHOOK_URL": "https://h/workflows/1/invoke?sv=1.0&sig=verysecretsig",
         "PAGERDUTY_ROUTING_KEY": "r" * 32})
     assert settings.configured() == ALL
     assert "secret" not in repr(settings)
-    redact = dispatch.make_redactor(settings.secrets())
+    redact = make_redactor(settings.secrets())
     leaked = "POST /workflows/1/invoke?sv=1.0&sig=verysecretsig with xoxb-secret-token " + "r" * 32
     assert "secret" not in redact(leaked) and "r" * 32 not in redact(leaked)
-    assert dispatch.ChannelSettings.from_env({}).configured() == {"outbox"}
+    assert ChannelSettings.from_env({}).configured() == {"outbox"}
     with pytest.raises(ValueError, match="SLACK_CHANNEL"):
-        dispatch.ChannelSettings.from_env({"SLACK_BOT_TOKEN": "xoxb-1"})
+        ChannelSettings.from_env({"SLACK_BOT_TOKEN": "xoxb-1"})

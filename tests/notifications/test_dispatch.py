@@ -12,8 +12,8 @@ import pytest
 
 from functions.notify import deliver_notification, notify
 from functions.slack_actions import slack_actions
-from shared.channels.dispatch import (ChannelSettings, DeliveryIncomplete, Dispatcher,
-                                      STATE_TABLE, build_dispatcher)
+from shared.channels.dispatch import STATE_TABLE, DeliveryIncomplete, Dispatcher
+from shared.channels.factory import ChannelSettings, build_dispatcher
 from shared.channels.policy import NotificationPolicy
 from shared.events import Envelope
 from shared.platform.idempotency import COMPLETED, IdempotencyStore

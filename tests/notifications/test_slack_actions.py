@@ -12,7 +12,7 @@ import pytest
 from functions.slack_actions import slack_actions
 from shared.platform.bus import GATEHOUSE_EVENTS, Bus
 from shared.channels import slack
-from shared.channels.dispatch import RollbackTarget
+from shared.channels.base import RollbackTarget
 from shared.events import RollbackRequested
 from tests.notifications.builders import block_actions_payload, signed_slack_request
 

@@ -1,0 +1,151 @@
+"""Building the channels the settings configure, and the dispatcher that is handed them.
+
+Each channel has a builder in CHANNEL_BUILDERS: given the settings and the resources channels
+share, it returns the channel, or None when the settings do not configure it. Adding a channel is
+its module (a class with `name`, `updates_in_place` and `deliver`, see base.py) and one entry here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.channels.base import Channel
+from shared.channels.dispatch import Dispatcher, NotificationState, PolicyLookup, RollbackLink
+from shared.channels.outbox import OutboxChannel
+from shared.channels.pagerduty import OpenIncidents, PagerDutyChannel, events_client
+from shared.channels.redaction import make_redactor, protect_logs, url_secrets
+from shared.channels.slack import SlackChannel, SlackThreads, slack_client
+from shared.channels.teams import TeamsChannel
+from shared.platform.state import Table
+from shared.policy import notification_policy_for
+
+
+def _setting(environ: Mapping[str, str], name: str) -> str | None:
+    value = environ.get(name, "").strip()
+    return value or None
+
+
+def _scale(raw: str | None) -> float:
+    try:
+        value = float(raw) if raw else 1.0
+    except ValueError:
+        raise ValueError(f"setting GATEHOUSE_NOTIFY_RETRY_SCALE={raw!r} is not a number") from None
+    if value < 0:
+        raise ValueError(f"setting GATEHOUSE_NOTIFY_RETRY_SCALE={raw!r} must not be negative")
+    return value
+
+
+@dataclass(frozen=True)
+class ChannelSettings:
+    slack_bot_token: str | None = field(default=None, repr=False)
+    slack_channel: str | None = None
+    slack_signing_secret: str | None = field(default=None, repr=False)
+    slack_api_url: str | None = None
+    teams_webhook_url: str | None = field(default=None, repr=False)
+    pagerduty_routing_key: str | None = field(default=None, repr=False)
+    pagerduty_events_url: str | None = None
+    pagerduty_ca_bundle: str | None = None
+    mlflow_ui_url: str | None = None
+    retry_scale: float = 1.0  # multiplies retry back-off (tests shrink it); Retry-After is honoured
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "ChannelSettings":
+        env = os.environ if environ is None else environ
+        settings = cls(
+            slack_bot_token=_setting(env, "SLACK_BOT_TOKEN"),
+            slack_channel=_setting(env, "SLACK_CHANNEL"),
+            slack_signing_secret=_setting(env, "SLACK_SIGNING_SECRET"),
+            slack_api_url=_setting(env, "SLACK_API_URL"),
+            teams_webhook_url=_setting(env, "TEAMS_WEBHOOK_URL"),
+            pagerduty_routing_key=_setting(env, "PAGERDUTY_ROUTING_KEY"),
+            pagerduty_events_url=_setting(env, "PAGERDUTY_EVENTS_URL"),
+            pagerduty_ca_bundle=_setting(env, "PAGERDUTY_CA_BUNDLE"),
+            mlflow_ui_url=_setting(env, "MLFLOW_UI_URL"),
+            retry_scale=_scale(_setting(env, "GATEHOUSE_NOTIFY_RETRY_SCALE")),
+        )
+        if settings.slack_bot_token and not settings.slack_channel:
+            raise ValueError("setting SLACK_CHANNEL is required when SLACK_BOT_TOKEN is set")
+        return settings
+
+    def configured(self) -> set[str]:
+        names = {"outbox"}
+        if self.slack_bot_token:
+            names.add("slack")
+        if self.teams_webhook_url:
+            names.add("teams")
+        if self.pagerduty_routing_key:
+            names.add("pagerduty")
+        return names
+
+    def secrets(self) -> list[str]:
+        values = [self.slack_bot_token, self.slack_signing_secret, self.pagerduty_routing_key]
+        fragments = [value for value in values if value]
+        if self.teams_webhook_url:
+            fragments.extend(url_secrets(self.teams_webhook_url))
+        return fragments
+
+
+@dataclass(frozen=True)
+class ChannelResources:
+    """What channels share besides their settings."""
+
+    table: Table       # the notification state table: Slack threads, open PagerDuty incidents
+    outbox_path: Path
+
+
+ChannelBuilder = Callable[[ChannelSettings, ChannelResources], Channel | None]
+
+
+def build_outbox(settings: ChannelSettings, resources: ChannelResources) -> Channel:
+    return OutboxChannel(resources.outbox_path)
+
+
+def build_slack(settings: ChannelSettings, resources: ChannelResources) -> Channel | None:
+    if not (settings.slack_bot_token and settings.slack_channel):
+        return None
+    client = slack_client(settings.slack_bot_token, settings.slack_api_url,
+                          backoff=0.5 * settings.retry_scale)
+    return SlackChannel(client, settings.slack_channel, SlackThreads(resources.table))
+
+
+def build_teams(settings: ChannelSettings, resources: ChannelResources) -> Channel | None:
+    if not settings.teams_webhook_url:
+        return None
+    return TeamsChannel(settings.teams_webhook_url, backoff=0.5 * settings.retry_scale)
+
+
+def build_pagerduty(settings: ChannelSettings, resources: ChannelResources) -> Channel | None:
+    if not settings.pagerduty_routing_key:
+        return None
+    client = events_client(settings.pagerduty_routing_key, settings.pagerduty_events_url,
+                           settings.pagerduty_ca_bundle, sleep_timer=1.5 * settings.retry_scale)
+    return PagerDutyChannel(client, OpenIncidents(resources.table))
+
+
+CHANNEL_BUILDERS: dict[str, ChannelBuilder] = {
+    "outbox": build_outbox,
+    "slack": build_slack,
+    "teams": build_teams,
+    "pagerduty": build_pagerduty,
+}
+
+
+def build_channels(settings: ChannelSettings, resources: ChannelResources) -> dict[str, Channel]:
+    """Every channel the settings configure, by name."""
+    built = {name: build(settings, resources) for name, build in CHANNEL_BUILDERS.items()}
+    return {name: channel for name, channel in built.items() if channel is not None}
+
+
+def build_dispatcher(settings: ChannelSettings, connection_string: str, outbox_path: Path,
+                     *, policy_for: PolicyLookup | None = None,
+                     rollback_link: RollbackLink | None = None) -> Dispatcher:
+    """The configured channels, sharing one state table, behind one dispatcher."""
+    protect_logs(settings.secrets())
+    state = NotificationState.connect(connection_string)
+    channels = build_channels(settings, ChannelResources(state.table, outbox_path))
+    return Dispatcher(channels, state, policy_for or notification_policy_for,
+                      mlflow_ui_url=settings.mlflow_ui_url, rollback_link=rollback_link,
+                      redact=make_redactor(settings.secrets()))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 from shared.channels.policy import PAGING_EVENTS, SEVERITY_RANK, NotificationPolicy
 from shared.events import TYPE_PREFIX, Envelope, NotificationRequested
+from shared.platform.settings import Settings
 
 log = logging.getLogger("gatehouse.notify")
 
@@ -178,21 +178,6 @@ class Channel(Protocol):
 
 # ---- settings and secrets ----
 
-def _setting(environ: Mapping[str, str], name: str) -> str | None:
-    value = environ.get(name, "").strip()
-    return value or None
-
-
-def _scale(raw: str | None) -> float:
-    try:
-        value = float(raw) if raw else 1.0
-    except ValueError:
-        raise ValueError(f"setting GATEHOUSE_NOTIFY_RETRY_SCALE={raw!r} is not a number") from None
-    if value < 0:
-        raise ValueError(f"setting GATEHOUSE_NOTIFY_RETRY_SCALE={raw!r} must not be negative")
-    return value
-
-
 @dataclass(frozen=True)
 class ChannelSettings:
     slack_bot_token: str | None = field(default=None, repr=False)
@@ -207,19 +192,18 @@ class ChannelSettings:
     retry_scale: float = 1.0  # multiplies retry back-off (tests shrink it); Retry-After is honoured
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "ChannelSettings":
-        env = os.environ if environ is None else environ
+    def from_settings(cls, app: Settings) -> "ChannelSettings":
         settings = cls(
-            slack_bot_token=_setting(env, "SLACK_BOT_TOKEN"),
-            slack_channel=_setting(env, "SLACK_CHANNEL"),
-            slack_signing_secret=_setting(env, "SLACK_SIGNING_SECRET"),
-            slack_api_url=_setting(env, "SLACK_API_URL"),
-            teams_webhook_url=_setting(env, "TEAMS_WEBHOOK_URL"),
-            pagerduty_routing_key=_setting(env, "PAGERDUTY_ROUTING_KEY"),
-            pagerduty_events_url=_setting(env, "PAGERDUTY_EVENTS_URL"),
-            pagerduty_ca_bundle=_setting(env, "PAGERDUTY_CA_BUNDLE"),
-            mlflow_ui_url=_setting(env, "MLFLOW_UI_URL"),
-            retry_scale=_scale(_setting(env, "GATEHOUSE_NOTIFY_RETRY_SCALE")),
+            slack_bot_token=app.slack_bot_token,
+            slack_channel=app.slack_channel,
+            slack_signing_secret=app.slack_signing_secret,
+            slack_api_url=app.slack_api_url,
+            teams_webhook_url=app.teams_webhook_url,
+            pagerduty_routing_key=app.pagerduty_routing_key,
+            pagerduty_events_url=app.pagerduty_events_url,
+            pagerduty_ca_bundle=app.pagerduty_ca_bundle,
+            mlflow_ui_url=app.mlflow_ui_url,
+            retry_scale=app.notify_retry_scale,
         )
         if settings.slack_bot_token and not settings.slack_channel:
             raise ValueError("setting SLACK_CHANNEL is required when SLACK_BOT_TOKEN is set")

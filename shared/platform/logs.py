@@ -95,20 +95,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(document, default=str)
 
 
-TEXT_FORMAT = "[%(asctime)s] %(levelname)s %(message)s"
+def configure_logging(log_format: str) -> None:
+    """With "json", every root handler formats records as JSON lines; "text" leaves the
+    handlers' own format.
 
-
-def configure_logging(log_format: str, level: int = logging.INFO) -> None:
-    """Format the root logger's records as `log_format` ("json" or "text").
-
-    Under the Functions host the worker has put its own handler on the root logger, which sends
-    each formatted record to the host: that handler gets the formatter, so the JSON is the message
-    the host stores. Without handlers (a script, the local host) one is added on stderr.
+    Under the Functions host the worker's handler on the root logger formats each record and sends
+    that text to the host (Application Insights `traces.message`), so JSON there makes the event
+    fields queryable. Without any handler (a script) one is added on stderr.
     """
+    if log_format != "json":
+        return
     root = logging.getLogger()
-    root.setLevel(level)
     if not root.handlers:
         root.addHandler(logging.StreamHandler())
-    formatter = JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
     for handler in root.handlers:
-        handler.setFormatter(formatter)
+        handler.setFormatter(JsonFormatter())

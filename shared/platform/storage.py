@@ -47,12 +47,12 @@ def storage_connection_string(value: str | None = None) -> str:
     returns `AccountName=<name>;Authentication=ManagedIdentity`, which the client factories below
     turn into clients authenticated by the managed identity.
     """
-    settings = runtime.settings()
-    value = value if value is not None else settings.storage_connection or ""
-    account = settings.storage_account_name or ""
-    if not value.strip() and account:
-        return f"AccountName={account};Authentication=ManagedIdentity"
+    if value is None:
+        value = runtime.settings().storage_connection or ""
     if not value.strip():
+        account = runtime.settings().storage_account_name
+        if account:
+            return f"AccountName={account};Authentication=ManagedIdentity"
         raise RuntimeError(f"{STORAGE_SETTING} is not set: no Azure Storage account to use")
     if value.strip().lower().startswith("usedevelopmentstorage=true"):
         return azurite_connection_string()

@@ -18,9 +18,9 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from shared.platform import runtime
 from shared import events
-from shared.registry.client import tags
+from shared.platform import runtime
+from shared.registry import tags
 
 Role = Literal["challenger", "champion", "archived"]
 Mode = Literal["aliases", "stages"]

@@ -6,16 +6,14 @@ Idempotent twice over: the whole event once (process_once, scope "notify"), and 
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 
 import azure.functions as func
 
+from shared.platform.logs import event_log_context
 from shared.platform.queues import NOTIFICATIONS
 
 bp = func.Blueprint()
-PUBLIC_URL_SETTING = "GATEHOUSE_PUBLIC_URL"
-LINK_SECRET_SETTING = "GATEHOUSE_ROLLBACK_LINK_SECRET"  # read by shared/rollout/links.py too
 
 
 def rollback_link_signer(connection_string: str, link_secret: str | None, public_url: str | None):
@@ -62,14 +60,15 @@ def deliver_notification(body: bytes | str) -> dict | None:
     # A message that does not parse raises: after maxDequeueCount tries it lands on the poison
     # queue, intact, instead of being dropped.
     envelope = Envelope.from_json_expecting(body, NotificationRequested)
-    dispatcher = _dispatcher(ChannelSettings.from_env(), storage_connection_string(),
-                             runtime.settings().outbox_path,
-                             os.environ.get(LINK_SECRET_SETTING, "").strip() or None,
-                             os.environ.get(PUBLIC_URL_SETTING, "").strip() or None)
+    settings = runtime.settings()
+    dispatcher = _dispatcher(ChannelSettings.from_settings(settings), storage_connection_string(),
+                             settings.outbox_path, settings.rollback_link_secret,
+                             settings.public_url)
     return process_once(runtime.idempotency(), "notify", envelope.id,
                         lambda: dispatcher.deliver(envelope))
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=NOTIFICATIONS, connection="AzureWebJobsStorage")
+@event_log_context
 def notify(msg: func.QueueMessage) -> None:
     deliver_notification(msg.get_body())

@@ -7,7 +7,6 @@ GATEHOUSE_POLL_MODELS limits it to a comma-separated list of models. Every minut
 from __future__ import annotations
 
 import logging
-import os
 
 import azure.functions as func
 
@@ -17,7 +16,10 @@ log = logging.getLogger("gatehouse.poller")
 
 @bp.timer_trigger(arg_name="timer", schedule="0 */1 * * * *", run_on_startup=False)
 def poll_registry(timer: func.TimerRequest) -> None:
-    registry_uri = os.environ.get("GATEHOUSE_POLL_REGISTRY_URI", "").strip()
+    from shared.platform import runtime
+
+    settings = runtime.settings()
+    registry_uri = settings.poll_registry_uri
     if not registry_uri:
         log.debug("registry poller is off (GATEHOUSE_POLL_REGISTRY_URI is not set)")
         return
@@ -29,8 +31,8 @@ def poll_registry(timer: func.TimerRequest) -> None:
     from shared.platform.state import StateTable
     from shared.platform.storage import storage_connection_string
 
-    models = [m.strip() for m in os.environ.get("GATEHOUSE_POLL_MODELS", "").split(",") if m.strip()]
-    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or registry_uri
+    models = settings.poll_model_names()
+    tracking_uri = settings.mlflow_tracking_uri or registry_uri
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
     store = poller.SnapshotStore(StateTable(storage_connection_string(), poller.TABLE), registry_uri)
     emitted = poller.poll_once(client, store, lambda e: bus().send(REGISTRY_EVENTS, e),

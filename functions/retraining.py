@@ -11,6 +11,7 @@ import logging
 
 import azure.functions as func
 
+from shared.platform.logs import event_log_context
 from shared.platform.queues import TRIGGER_RETRAINING
 
 bp = func.Blueprint()
@@ -34,5 +35,6 @@ def handle(body: bytes, reactions=None) -> dict | None:
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=TRIGGER_RETRAINING, connection="AzureWebJobsStorage")
+@event_log_context
 def trigger_retraining(msg: func.QueueMessage) -> None:
     handle(msg.get_body())

@@ -18,6 +18,7 @@ import logging
 
 import azure.functions as func
 
+from shared.platform.logs import event_log_context
 from shared.platform.queues import OPEN_ROLLBACK, START_CANARY
 
 bp = func.Blueprint()
@@ -37,6 +38,7 @@ def _service():
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=START_CANARY, connection="AzureWebJobsStorage")
+@event_log_context
 def start_canary(msg: func.QueueMessage) -> None:
     from shared.platform import runtime
     from shared.events import Envelope, GatesPassed
@@ -68,6 +70,7 @@ def ramp_endpoint(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=OPEN_ROLLBACK, connection="AzureWebJobsStorage")
+@event_log_context
 def open_rollback(msg: func.QueueMessage) -> None:
     from shared.platform import runtime
     from shared.events import Envelope, RollbackRequested

@@ -10,6 +10,7 @@ import logging
 
 import azure.functions as func
 
+from shared.platform.logs import event_log_context
 from shared.platform.queues import GATEHOUSE_EVENTS, REGISTRY_EVENTS
 
 bp = func.Blueprint()
@@ -46,10 +47,12 @@ def route(body: bytes) -> dict:
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=REGISTRY_EVENTS, connection="AzureWebJobsStorage")
+@event_log_context
 def route_registry_event(msg: func.QueueMessage) -> None:
     route(msg.get_body())
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=GATEHOUSE_EVENTS, connection="AzureWebJobsStorage")
+@event_log_context
 def route_gatehouse_event(msg: func.QueueMessage) -> None:
     route(msg.get_body())

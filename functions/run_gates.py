@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import azure.functions as func
 
+from shared.platform.logs import event_log_context
 from shared.platform.queues import RUN_GATES
 
 bp = func.Blueprint()
@@ -90,6 +91,7 @@ def handle(body: bytes) -> dict | None:
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=RUN_GATES, connection="AzureWebJobsStorage")
+@event_log_context
 def run_gates(msg: func.QueueMessage) -> None:
     handle(msg.get_body())
 

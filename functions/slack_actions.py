@@ -23,19 +23,18 @@ def _error(status: int, message: str, headers: dict | None = None) -> func.HttpR
 
 @bp.route(route="slack/actions", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def slack_actions(req: func.HttpRequest) -> func.HttpResponse:
-    import os
-
     from pydantic import ValidationError
 
     from shared.platform import runtime
     from shared.channels import slack
 
     body = req.get_body() or b""
-    limit = runtime.settings().max_body_bytes
+    settings = runtime.settings()
+    limit = settings.max_body_bytes
     if len(body) > limit:
         return _error(413, f"request body is {len(body)} bytes; the limit is {limit}")
     try:
-        slack.verify_request(req.headers, body, os.environ.get("SLACK_SIGNING_SECRET", "").strip())
+        slack.verify_request(req.headers, body, settings.slack_signing_secret or "")
         payload = slack.interaction_payload(body, req.headers.get("content-type"))
         click = slack.rollback_click(payload)
         envelope = slack.rollback_request(click) if click is not None else None

@@ -13,13 +13,13 @@ unknown key or bad value is a PolicyError naming the file, the key and what is a
 
 from __future__ import annotations
 
-import os
 import tomllib
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shared.platform import runtime
 from shared.channels.policy import NotificationPolicy
 from shared.gates.policy import GatePolicy
 from shared.monitoring.policy import MonitoringPolicy
@@ -117,9 +117,10 @@ def parse_policy_text(text: str, origin: str) -> Policy:
 
 def load_policy(path: str | Path | None = None) -> Policy:
     """The policy file at `path`, GATEHOUSE_POLICY_PATH, or ./policy.toml; defaults if none."""
-    chosen = Path(path or os.environ.get("GATEHOUSE_POLICY_PATH") or DEFAULT_POLICY_PATH)
+    configured = runtime.settings().policy_path
+    chosen = Path(path or configured or DEFAULT_POLICY_PATH)
     if not chosen.exists():
-        if path or os.environ.get("GATEHOUSE_POLICY_PATH"):
+        if path or configured:
             raise PolicyError(f"{chosen}: policy file not found")
         return Policy({})
     return parse_policy_text(chosen.read_text(), str(chosen))

@@ -16,6 +16,14 @@ from shared.platform.storage import Azurite
 from shared.dev import devstack
 
 
+@pytest.fixture(autouse=True)
+def fresh_settings():
+    """runtime.settings() is read once per worker; each test reads the environment it sets up."""
+    runtime.settings.cache_clear()
+    yield
+    runtime.settings.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def server_logs(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("server-logs")

@@ -13,6 +13,7 @@ import hcl2
 import pytest
 
 from shared.intake import inbound
+from shared.platform.settings import Settings, env_name
 from shared.platform.storage import PROJECT_ROOT
 
 TERRAFORM = PROJECT_ROOT / "infra" / "terraform"
@@ -99,7 +100,7 @@ def test_every_secret_the_app_reads_is_a_key_vault_reference():
     allowed = re.search(r'"\^\(([^)]*)\)\$"', (TERRAFORM / "variables.tf").read_text()).group(1)
     channel_names = {name for name in allowed.split("|") if "[" not in name}
     channel_prefixes = tuple(name.split("[")[0] for name in allowed.split("|") if "[" in name)
-    read_by_code = set()
+    read_by_code = {env_name(field) for field in Settings.model_fields.values()}
     for path in list((PROJECT_ROOT / "shared").rglob("*.py")) + list(
             (PROJECT_ROOT / "functions").rglob("*.py")):
         read_by_code |= set(re.findall(r'environ(?:\.get)?\(\s*"([A-Z0-9_]+)"', path.read_text()))

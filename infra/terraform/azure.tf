@@ -127,6 +127,7 @@ locals {
     MLFLOW_TRACKING_URI                       = "databricks"
     MLFLOW_REGISTRY_URI                       = "databricks"
     GATEHOUSE_LIFECYCLE                       = "stages"
+    GATEHOUSE_LOG_FORMAT                      = "json"
     GATEHOUSE_SERVING_ENDPOINT                = var.serving_endpoint_name
     SLACK_CHANNEL                             = var.slack_channel
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING = "ClientId=${azurerm_user_assigned_identity.app.client_id};Authorization=AAD"

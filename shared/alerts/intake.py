@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -24,6 +23,8 @@ from shared import alerts
 from shared.alerts.common import InboundAlert
 from shared.alerts.store import CLOSED, OPEN, OpenAlerts
 from shared.events import Envelope
+from shared.platform import runtime
+from shared.platform.settings import Settings
 from shared.platform.idempotency import AlreadyCompleted, AlreadyInProgress
 from shared.intake.inbound import InboundError
 from shared.intake.receiver import Reply, content_type_problem, error_reply
@@ -53,10 +54,9 @@ def presented_token(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-def authenticate(source: str, headers: Mapping[str, str],
-                 environ: Mapping[str, str]) -> str | None:
+def authenticate(source: str, headers: Mapping[str, str], settings: Settings) -> str | None:
     """None when the request may pass; otherwise what is wrong (for a 401)."""
-    expected = (environ.get(token_setting(source)) or "").strip()
+    expected = settings.alert_token(source)
     if not expected:
         return None
     presented = presented_token(headers)
@@ -70,15 +70,15 @@ def authenticate(source: str, headers: Mapping[str, str],
 
 def receive(source: str, headers: Mapping[str, str], body: bytes, *, max_body_bytes: int,
             bus: Publisher, dedupe, open_alerts: OpenAlerts,
-            environ: Mapping[str, str] | None = None) -> Reply:
-    environ = os.environ if environ is None else environ
+            settings: Settings | None = None) -> Reply:
+    settings = runtime.settings() if settings is None else settings
     if source not in alerts.SOURCES:
         return error_reply(404, f"unknown alert source {source!r}; known sources: "
                            + ", ".join(alerts.SOURCES))
     if len(body) > max_body_bytes:
         return error_reply(413, f"request body is {len(body)} bytes; the limit is {max_body_bytes} "
                            f"(GATEHOUSE_MAX_BODY_BYTES)")
-    refused = authenticate(source, headers, environ)
+    refused = authenticate(source, headers, settings)
     if refused:
         log.warning("refused a %s alert: %s", source, refused)
         return error_reply(401, refused)

@@ -7,8 +7,7 @@ its module (a class with `name`, `updates_in_place` and `deliver`, see base.py) 
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,23 +18,9 @@ from shared.channels.pagerduty import OpenIncidents, PagerDutyChannel, events_cl
 from shared.channels.redaction import make_redactor, protect_logs, url_secrets
 from shared.channels.slack import SlackChannel, SlackThreads, slack_client
 from shared.channels.teams import TeamsChannel
+from shared.platform.settings import Settings
 from shared.platform.state import Table
 from shared.policy import notification_policy_for
-
-
-def _setting(environ: Mapping[str, str], name: str) -> str | None:
-    value = environ.get(name, "").strip()
-    return value or None
-
-
-def _scale(raw: str | None) -> float:
-    try:
-        value = float(raw) if raw else 1.0
-    except ValueError:
-        raise ValueError(f"setting GATEHOUSE_NOTIFY_RETRY_SCALE={raw!r} is not a number") from None
-    if value < 0:
-        raise ValueError(f"setting GATEHOUSE_NOTIFY_RETRY_SCALE={raw!r} must not be negative")
-    return value
 
 
 @dataclass(frozen=True)
@@ -52,19 +37,18 @@ class ChannelSettings:
     retry_scale: float = 1.0  # multiplies retry back-off (tests shrink it); Retry-After is honoured
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "ChannelSettings":
-        env = os.environ if environ is None else environ
+    def from_settings(cls, app: Settings) -> "ChannelSettings":
         settings = cls(
-            slack_bot_token=_setting(env, "SLACK_BOT_TOKEN"),
-            slack_channel=_setting(env, "SLACK_CHANNEL"),
-            slack_signing_secret=_setting(env, "SLACK_SIGNING_SECRET"),
-            slack_api_url=_setting(env, "SLACK_API_URL"),
-            teams_webhook_url=_setting(env, "TEAMS_WEBHOOK_URL"),
-            pagerduty_routing_key=_setting(env, "PAGERDUTY_ROUTING_KEY"),
-            pagerduty_events_url=_setting(env, "PAGERDUTY_EVENTS_URL"),
-            pagerduty_ca_bundle=_setting(env, "PAGERDUTY_CA_BUNDLE"),
-            mlflow_ui_url=_setting(env, "MLFLOW_UI_URL"),
-            retry_scale=_scale(_setting(env, "GATEHOUSE_NOTIFY_RETRY_SCALE")),
+            slack_bot_token=app.slack_bot_token,
+            slack_channel=app.slack_channel,
+            slack_signing_secret=app.slack_signing_secret,
+            slack_api_url=app.slack_api_url,
+            teams_webhook_url=app.teams_webhook_url,
+            pagerduty_routing_key=app.pagerduty_routing_key,
+            pagerduty_events_url=app.pagerduty_events_url,
+            pagerduty_ca_bundle=app.pagerduty_ca_bundle,
+            mlflow_ui_url=app.mlflow_ui_url,
+            retry_scale=app.notify_retry_scale,
         )
         if settings.slack_bot_token and not settings.slack_channel:
             raise ValueError("setting SLACK_CHANNEL is required when SLACK_BOT_TOKEN is set")

@@ -38,6 +38,8 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
 from shared.dev.ncrontab import Schedule
+from shared.platform.logs import configure_logging
+from shared.platform.settings import Settings
 from shared.platform.storage import (STORAGE_SETTING, Azurite, QueueOptions, decode_queue_message,
                             encode_queue_message, load_host_json, storage_connection_string)
 
@@ -658,6 +660,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     app_root = Path(args.app_root).resolve()
     settings = load_local_settings(app_root)
+    configure_logging(Settings.from_env().log_format)
     port = args.port if args.port is not None else int(
         (settings.get("Host") or {}).get("LocalHttpPort", 7071))
     host = LocalHost.from_app_root(app_root, args.app, port, args.host)

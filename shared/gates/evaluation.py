@@ -13,12 +13,12 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from shared.platform import runtime
 from shared.gates.suite import ModelOutputs
 
 
@@ -45,7 +45,7 @@ def _s3_bytes(path: str) -> bytes:
     bucket, _, key = path[len("s3://"):].partition("/")
     if not bucket or not key:
         raise EvaluationDataError(f"{path}: an S3 path needs s3://bucket/key")
-    endpoint = os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None
+    endpoint = runtime.settings().mlflow_s3_endpoint_url
     try:
         body = boto3.client("s3", endpoint_url=endpoint).get_object(Bucket=bucket, Key=key)
         return body["Body"].read()

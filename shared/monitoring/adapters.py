@@ -10,11 +10,11 @@ MLFLOW_TRACKING_URI is set.
 from __future__ import annotations
 
 import logging
-import os
 from functools import lru_cache
-from pathlib import Path
 
 from shared.monitoring.policy import MonitoringPolicy
+from shared.platform import runtime
+from shared.platform.settings import Settings
 from shared.policy import monitoring_policy_for
 
 log = logging.getLogger("gatehouse.monitor")
@@ -24,22 +24,20 @@ class NotConfigured(Exception):
     """Nothing to monitor: no payload log and no inference table configured."""
 
 
-def databricks_client(environ=None):
+def databricks_client(settings: Settings):
     from databricks.sdk import WorkspaceClient
     from databricks.sdk.config import Config
 
-    environ = os.environ if environ is None else environ
-    host, token = environ["DATABRICKS_HOST"], environ.get("DATABRICKS_TOKEN")
+    host, token = settings.databricks_host, settings.databricks_token
     return WorkspaceClient(config=Config(host=host, token=token, auth_type="pat") if token
                            else Config(host=host))
 
 
-def inference_sources(environ=None) -> list:
+def inference_sources(settings: Settings) -> list:
     from shared.monitoring.sources import DatabricksInferenceSource
     from shared.policy import current_policy
 
-    environ = os.environ if environ is None else environ
-    if not (environ.get("DATABRICKS_HOST") or "").strip():
+    if not settings.databricks_host:
         return []
     policy = current_policy()
     sources, client = [], None
@@ -47,7 +45,7 @@ def inference_sources(environ=None) -> list:
         monitoring = monitoring_policy_for(model)
         if not (monitoring.enabled and monitoring.inference_table and monitoring.warehouse_id):
             continue
-        client = client or databricks_client(environ)
+        client = client or databricks_client(settings)
         endpoint = policy.for_model(model).rollout.endpoint_for(model)
         sources.append(DatabricksInferenceSource(client, monitoring.warehouse_id,
                                                  monitoring.inference_table, endpoint,
@@ -55,17 +53,16 @@ def inference_sources(environ=None) -> list:
     return sources
 
 
-def traffic(environ=None):
+def traffic(settings: Settings):
     """(records(since, until), endpoints always judged) or NotConfigured."""
     from shared.monitoring.sources import PayloadLogSource
     from shared.serving.payload_log import PayloadLog
 
-    environ = os.environ if environ is None else environ
     readers = []
-    path = (environ.get("GATEHOUSE_PAYLOAD_LOG") or "").strip()
-    if path and Path(path).exists():
+    path = settings.payload_log
+    if path and path.exists():
         readers.append(PayloadLogSource(PayloadLog(path)))
-    remote = inference_sources(environ)
+    remote = inference_sources(settings)
     readers.extend(remote)
     if not readers:
         raise NotConfigured("no traffic to monitor: set GATEHOUSE_PAYLOAD_LOG (the embedded "
@@ -110,16 +107,15 @@ class References:
         return load_reference_artifact(run_id) if run_id else None
 
 
-def build_monitor(environ=None):
-    from shared.platform import runtime
+def build_monitor(settings: Settings | None = None):
     from shared.monitoring.reference import ReferenceStore
     from shared.monitoring.service import MlflowMonitorLog, Monitor, MonitorStateStore
     from shared.platform.storage import storage_connection_string
 
-    environ = os.environ if environ is None else environ
-    records, endpoints = traffic(environ)
+    settings = runtime.settings() if settings is None else settings
+    records, endpoints = traffic(settings)
     connection = storage_connection_string()
-    use_mlflow = bool((environ.get("MLFLOW_TRACKING_URI") or "").strip())
+    use_mlflow = bool(settings.mlflow_tracking_uri)
     defaults: MonitoringPolicy = monitoring_policy_for(None)
     return Monitor(
         records=records, states=MonitorStateStore.connect(connection),

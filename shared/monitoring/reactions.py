@@ -12,7 +12,6 @@ Notifications for the alert itself come from the router, for every alert, firing
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,8 @@ from shared.events import (Decision, Envelope, MonitoringAlert, RetrainingTrigge
 from shared.monitoring import retraining
 from shared.monitoring.policy import MonitoringPolicy, RollbackOnAlertPolicy
 from shared.monitoring.runners import DatabricksJobRunner, LocalRunner
+from shared.platform import runtime
+from shared.platform.settings import Settings
 from shared.platform.state import StateTable, Table, safe_row_key
 
 log = logging.getLogger("gatehouse.retraining")
@@ -106,17 +107,17 @@ class Launcher:
     start: Callable[[retraining.PendingStart], str]
 
 
-def launcher_for(model_name: str, policy: MonitoringPolicy, environ=None,
+def launcher_for(model_name: str, policy: MonitoringPolicy, app_settings: Settings | None = None,
                  local_runner: LocalRunner | None = None) -> Launcher | None:
-    environ = os.environ if environ is None else environ
+    app_settings = runtime.settings() if app_settings is None else app_settings
     settings = policy.retraining
-    if (environ.get("DATABRICKS_HOST") or "").strip() and settings.job_id:
-        runner = DatabricksJobRunner.from_env(environ)
+    if app_settings.databricks_host and settings.job_id:
+        runner = DatabricksJobRunner.from_settings(app_settings)
         return Launcher(runner, lambda start: runner.start(settings.job_id, start.parameters,
                                                            start.token))
     command = settings.command(model_name)
     if command:
-        local = local_runner or LocalRunner()
+        local = local_runner or LocalRunner(app_settings.retraining_runs_dir)
         return Launcher(local, lambda start: local.start(command, start.parameters, start.token))
     return None
 

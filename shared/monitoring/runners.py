@@ -21,9 +21,10 @@ import sys
 import time
 from pathlib import Path
 
+from shared.platform import runtime
+from shared.platform.settings import Settings
 from shared.platform.storage import PROJECT_ROOT
 
-DEFAULT_RUNS_DIR = PROJECT_ROOT / ".gatehouse" / "retraining"
 ACTIVE_STATES = {"QUEUED", "PENDING", "RUNNING", "TERMINATING", "BLOCKED", "WAITING",
                  "WAITING_FOR_RETRY"}
 
@@ -39,12 +40,11 @@ class DatabricksJobRunner:
         self.client = client
 
     @classmethod
-    def from_env(cls, environ=None) -> "DatabricksJobRunner":
+    def from_settings(cls, settings: Settings) -> "DatabricksJobRunner":
         from databricks.sdk import WorkspaceClient
         from databricks.sdk.config import Config
 
-        environ = os.environ if environ is None else environ
-        host, token = environ.get("DATABRICKS_HOST", ""), environ.get("DATABRICKS_TOKEN")
+        host, token = settings.databricks_host or "", settings.databricks_token
         config = Config(host=host, token=token, auth_type="pat") if token else Config(host=host)
         return cls(WorkspaceClient(config=config))
 
@@ -79,8 +79,7 @@ class LocalRunner:
     name = "local"
 
     def __init__(self, runs_dir: str | Path | None = None):
-        self.runs_dir = Path(runs_dir or os.environ.get("GATEHOUSE_RETRAINING_RUNS_DIR")
-                             or DEFAULT_RUNS_DIR)
+        self.runs_dir = Path(runs_dir or runtime.settings().retraining_runs_dir)
 
     def marker(self, token: str) -> Path:
         return self.runs_dir / f"{token}.json"

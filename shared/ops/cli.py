@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from shared.platform import runtime
+
 EPILOG = """examples:
   python -m shared.ops.cli replay event.json --dry-run       what would happen, no side effects
   python -m shared.ops.cli replay webhook.json --format mlflow
@@ -122,7 +124,7 @@ def cmd_poison(args) -> int:
 def _client(args):
     from mlflow import MlflowClient
 
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = args.tracking_uri or runtime.settings().mlflow_tracking_uri
     if not uri:
         raise SystemExit("no MLflow server: pass --tracking-uri or set MLFLOW_TRACKING_URI")
     return MlflowClient(tracking_uri=uri)

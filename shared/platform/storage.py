@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import random
 import shutil
 import socket
@@ -18,7 +17,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from shared.platform import runtime
+from shared.platform.paths import PROJECT_ROOT
+
 STORAGE_SETTING = "AzureWebJobsStorage"
 
 # Azurite's well-known development account (published in Azure's docs; not a secret).
@@ -46,11 +47,12 @@ def storage_connection_string(value: str | None = None) -> str:
     returns `AccountName=<name>;Authentication=ManagedIdentity`, which the client factories below
     turn into clients authenticated by the managed identity.
     """
-    value = value if value is not None else os.environ.get(STORAGE_SETTING, "")
-    account = os.environ.get(f"{STORAGE_SETTING}__accountName", "").strip()
-    if not value.strip() and account:
-        return f"AccountName={account};Authentication=ManagedIdentity"
+    if value is None:
+        value = runtime.settings().storage_connection or ""
     if not value.strip():
+        account = runtime.settings().storage_account_name
+        if account:
+            return f"AccountName={account};Authentication=ManagedIdentity"
         raise RuntimeError(f"{STORAGE_SETTING} is not set: no Azure Storage account to use")
     if value.strip().lower().startswith("usedevelopmentstorage=true"):
         return azurite_connection_string()
@@ -68,7 +70,7 @@ def _managed_identity():
     from azure.identity import DefaultAzureCredential
 
     return DefaultAzureCredential(
-        managed_identity_client_id=os.environ.get(f"{STORAGE_SETTING}__clientId") or None)
+        managed_identity_client_id=runtime.settings().storage_client_id)
 
 
 def queue_service(connection: str):

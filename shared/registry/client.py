@@ -6,8 +6,9 @@ mlflow is imported lazily: this module is safe to import on the webhook path.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
+
+from shared.platform import runtime
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,9 @@ class Registry:
     def __init__(self, tracking_uri: str | None = None, registry_uri: str | None = None):
         from mlflow import MlflowClient
 
-        self.tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-        self.registry_uri = registry_uri or os.environ.get("MLFLOW_REGISTRY_URI")
+        settings = runtime.settings()
+        self.tracking_uri = tracking_uri or settings.mlflow_tracking_uri
+        self.registry_uri = registry_uri or settings.mlflow_registry_uri
         self.client = MlflowClient(tracking_uri=self.tracking_uri,
                                    registry_uri=self.registry_uri)
 

@@ -15,11 +15,11 @@ Databricks workspace registry (registry URI `databricks`, not `databricks-uc`).
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Literal
 
 from shared import events
+from shared.platform import runtime
 from shared.registry import tags
 
 Role = Literal["challenger", "champion", "archived"]
@@ -60,7 +60,7 @@ class Lifecycle:
     @classmethod
     def for_registry(cls, registry) -> "Lifecycle":
         return cls(registry, mode_for(registry.registry_uri or registry.tracking_uri,
-                                      os.environ.get("GATEHOUSE_LIFECYCLE")))
+                                      runtime.settings().lifecycle))
 
     def holder(self, model: str, role: Role):
         """The version holding a role, or None."""

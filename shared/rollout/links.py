@@ -15,10 +15,12 @@ import hashlib
 import hmac
 import html
 import json
-import os
 import secrets
 from dataclasses import dataclass
 from urllib.parse import quote
+
+from shared.platform import runtime
+from shared.platform.settings import Settings
 
 SECRET_SETTING = "GATEHOUSE_ROLLBACK_LINK_SECRET"
 DEFAULT_TTL_SECONDS = 24 * 3600.0
@@ -52,9 +54,8 @@ def _signature(secret: str, body: bytes) -> bytes:
                     hashlib.sha256).digest()
 
 
-def link_secret(environ=None) -> str | None:
-    secret = ((environ if environ is not None else os.environ).get(SECRET_SETTING) or "").strip()
-    return secret or None
+def link_secret(settings: Settings | None = None) -> str | None:
+    return (runtime.settings() if settings is None else settings).rollback_link_secret
 
 
 def make_token(secret: str, endpoint: str, rollout_id: str, *, now: float,
@@ -94,9 +95,10 @@ def rollback_url(base_url: str, token: str) -> str:
 
 
 def signed_rollback_url(base_url: str, endpoint: str, rollout_id: str, *, now: float,
-                        ttl_seconds: float = DEFAULT_TTL_SECONDS, environ=None) -> str | None:
+                        ttl_seconds: float = DEFAULT_TTL_SECONDS,
+                        settings: Settings | None = None) -> str | None:
     """The one-click link a notification can carry; None when links are not enabled."""
-    secret = link_secret(environ)
+    secret = link_secret(settings)
     if secret is None:
         return None
     return rollback_url(base_url, make_token(secret, endpoint, rollout_id, now=now,

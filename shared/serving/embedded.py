@@ -20,7 +20,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import re
 import sqlite3
 import threading
@@ -31,6 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from shared.platform import runtime
 from shared.serving.base import InvalidRoutes, Routes, check_routes
 from shared.serving.payload_log import PayloadLog, PayloadRecord
 from shared.platform.storage import PROJECT_ROOT
@@ -360,7 +360,7 @@ def make_handler(host: ServingHost):
 def serve(port: int, host: str = "127.0.0.1", payload_log: str | Path | None = None,
           loader=None) -> tuple[ThreadingHTTPServer, ServingHost]:
     """Start the server on a background thread; returns (server, host). Stop with shutdown()."""
-    path = payload_log or os.environ.get("GATEHOUSE_PAYLOAD_LOG") or DEFAULT_PAYLOG
+    path = payload_log or runtime.settings().payload_log or DEFAULT_PAYLOG
     state = ServingHost(path, loader=loader)
     server = ThreadingHTTPServer((host, port), make_handler(state))
     server.daemon_threads = True

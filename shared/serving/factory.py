@@ -4,20 +4,19 @@ server at GATEHOUSE_SERVING_URL."""
 
 from __future__ import annotations
 
-import os
-
+from shared.platform import runtime
+from shared.platform.settings import Settings
 from shared.serving.base import ServingBackend, ServingError
 
 
-def serving_backend(environ=None) -> ServingBackend:
-    environ = os.environ if environ is None else environ
-    host = (environ.get("DATABRICKS_HOST") or "").strip()
+def serving_backend(settings: Settings | None = None) -> ServingBackend:
+    settings = runtime.settings() if settings is None else settings
+    host = settings.databricks_host
     if host:
         from shared.serving.databricks import DatabricksServing
 
-        return DatabricksServing.from_env(host, (environ.get("DATABRICKS_TOKEN") or "").strip()
-                                          or None)
-    url = (environ.get("GATEHOUSE_SERVING_URL") or "").strip()
+        return DatabricksServing.from_env(host, settings.databricks_token)
+    url = settings.serving_url
     if not url:
         raise ServingError("no serving backend configured: set DATABRICKS_HOST (Databricks Model "
                            "Serving) or GATEHOUSE_SERVING_URL (the embedded server, "

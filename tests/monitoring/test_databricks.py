@@ -13,6 +13,7 @@ from shared.monitoring.policy import MonitoringPolicy, RetrainingPolicy
 from shared.monitoring.reactions import launcher_for
 from shared.monitoring.runners import DatabricksJobRunner, RunnerError
 from shared.monitoring.sources import DatabricksInferenceSource, SourceError, quoted_table
+from shared.platform.settings import Settings
 from tests.monitoring.databricks_peer import TOKEN, DatabricksPeer
 
 JOB_ID = 123456789
@@ -84,7 +85,7 @@ def test_the_launcher_uses_the_job_when_a_workspace_is_configured(peer):
     policy = MonitoringPolicy(retraining=RetrainingPolicy(
         job_id=JOB_ID, entrypoint="python -m shared.monitoring.local_training"))
     environ = {"DATABRICKS_HOST": peer.url, "DATABRICKS_TOKEN": TOKEN}
-    launcher = launcher_for("fraud", policy, environ=environ)
+    launcher = launcher_for("fraud", policy, Settings.from_env(environ))
     assert isinstance(launcher.runner, DatabricksJobRunner)
     from shared.monitoring.retraining import PendingStart
 
@@ -92,7 +93,7 @@ def test_the_launcher_uses_the_job_when_a_workspace_is_configured(peer):
                          reason="r", alert_fingerprint="gatehouse:abc", decided_at=T0)
     assert launcher.start(start) == launcher.start(start)
     # Without a workspace the same policy runs the local entrypoint.
-    assert launcher_for("fraud", policy, environ={}).runner.name == "local"
+    assert launcher_for("fraud", policy, Settings.from_env({})).runner.name == "local"
 
 
 # ---- statement execution ---------------------------------------------------------------
@@ -174,8 +175,8 @@ def test_the_monitor_reads_each_policy_models_inference_table(peer, storage_env,
     monkeypatch.setattr(adapters, "monitoring_policy_for", lambda name: MonitoringPolicy(
         inference_table="main.serving.{endpoint}_payload", warehouse_id=WAREHOUSE,
         min_requests=1))
-    records, endpoints = adapters.traffic({"DATABRICKS_HOST": peer.url,
-                                           "DATABRICKS_TOKEN": TOKEN})
+    records, endpoints = adapters.traffic(Settings.from_env({"DATABRICKS_HOST": peer.url,
+                                                            "DATABRICKS_TOKEN": TOKEN}))
     assert endpoints == [model]  # the rollout policy's default endpoint: the model's name
     published = []
     monitor = Monitor(records=records, states=MonitorStateStore.connect(storage_env),

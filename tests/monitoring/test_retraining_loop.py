@@ -26,6 +26,7 @@ from shared.monitoring.runners import LocalRunner
 from shared.platform.queues import RUN_GATES
 from shared.platform.routing import handler_queues
 from shared.platform.storage import free_port
+from shared.platform.settings import Settings
 
 pytestmark = pytest.mark.e2e
 WINDOW = 300.0
@@ -105,7 +106,7 @@ def test_drift_alert_retrains_and_registers_the_next_version(stack):
                           publish=bus.publish, policy_for=lambda name: policy,
                           rollout_record=lambda name: None,
                           launcher=lambda name, chosen: launcher_for(
-                              name, chosen, environ={}, local_runner=runner))
+                              name, chosen, Settings.from_env({}), local_runner=runner))
     result = handle(drift[0].to_json().encode(), reactions)
     assert result["retraining"]["action"] == "start"
     status = runner.wait(result["retraining"]["run_id"], timeout=240)

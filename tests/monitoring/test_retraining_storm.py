@@ -19,6 +19,7 @@ from shared.monitoring.reactions import Launcher, LedgerStore, Reactions, launch
 from shared.monitoring.runners import LocalRunner, RunnerError
 from shared.rollout.machine import EndpointRecord, Phase, new_rollout
 from shared.rollout.store import Loaded, RolloutStore
+from shared.platform.settings import Settings
 
 QUICK_TRAINING = [sys.executable, "-c", "import time; time.sleep(0.2)"]
 
@@ -45,7 +46,7 @@ def reactions(storage, queue, runner, chosen: MonitoringPolicy, rollout_record=l
                      publish=lambda envelope: bus.send(queue, envelope),
                      policy_for=lambda model: chosen, rollout_record=rollout_record,
                      launcher=launcher or (lambda model, p: launcher_for(
-                         model, p, environ={}, local_runner=runner)))
+                         model, p, Settings.from_env({}), local_runner=runner)))
 
 
 def alert_envelope(model: str, n: int, kind=AlertKind.FEATURE_DRIFT, version="3",
@@ -90,7 +91,8 @@ def test_a_start_that_failed_is_resumed_with_the_same_token(storage_env, queue, 
     attempts = []
 
     def flaky(model_name, chosen):
-        real = launcher_for(model_name, chosen, environ={}, local_runner=runner)
+        real = launcher_for(model_name, chosen, Settings.from_env({}),
+                            local_runner=runner)
 
         def start(pending):
             attempts.append(pending.token)

@@ -17,6 +17,7 @@ from shared.channels.policy import NotificationPolicy, Route
 from shared.events import Decision, Envelope
 from shared.channels.messages import notification_for
 from shared.policy import Policy, PolicyError
+from shared.platform.settings import Settings
 from tests.notifications import builders
 from tests.notifications.peers import block_problems, card_problems
 
@@ -321,15 +322,15 @@ def test_teams_card_is_a_valid_adaptive_card_with_the_signed_link():
 # ---- secrets ----
 
 def test_settings_never_show_secrets_and_know_what_is_configured():
-    settings = ChannelSettings.from_env({
+    settings = ChannelSettings.from_settings(Settings.from_env({
         "SLACK_BOT_TOKEN": "xoxb-secret-token", "SLACK_CHANNEL": "#c",
         "TEAMS_WEBHOOK_URL": "https://h/workflows/1/invoke?sv=1.0&sig=verysecretsig",
-        "PAGERDUTY_ROUTING_KEY": "r" * 32})
+        "PAGERDUTY_ROUTING_KEY": "r" * 32}))
     assert settings.configured() == ALL
     assert "secret" not in repr(settings)
     redact = make_redactor(settings.secrets())
     leaked = "POST /workflows/1/invoke?sv=1.0&sig=verysecretsig with xoxb-secret-token " + "r" * 32
     assert "secret" not in redact(leaked) and "r" * 32 not in redact(leaked)
-    assert ChannelSettings.from_env({}).configured() == {"outbox"}
+    assert ChannelSettings.from_settings(Settings.from_env({})).configured() == {"outbox"}
     with pytest.raises(ValueError, match="SLACK_CHANNEL"):
-        ChannelSettings.from_env({"SLACK_BOT_TOKEN": "xoxb-1"})
+        ChannelSettings.from_settings(Settings.from_env({"SLACK_BOT_TOKEN": "xoxb-1"}))

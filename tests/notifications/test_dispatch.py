@@ -16,6 +16,7 @@ from shared.channels.dispatch import STATE_TABLE, DeliveryIncomplete, Dispatcher
 from shared.channels.factory import ChannelSettings, build_dispatcher
 from shared.channels.policy import NotificationPolicy
 from shared.events import Envelope
+from shared.platform import runtime
 from shared.platform.idempotency import COMPLETED, IdempotencyStore
 from shared.platform.state import StateTable
 from tests.notifications import builders
@@ -35,7 +36,7 @@ def clock():
 
 
 def dispatcher(channel_env, storage, clock, policy: NotificationPolicy) -> Dispatcher:
-    built = build_dispatcher(ChannelSettings.from_env(), storage,
+    built = build_dispatcher(ChannelSettings.from_settings(runtime.settings()), storage,
                              channel_env["GATEHOUSE_OUTBOX_PATH"], policy_for=lambda _: policy)
     built.clock = clock
     return built
@@ -160,7 +161,7 @@ def test_a_failing_channel_does_not_block_the_others_and_is_recorded(channel_env
         notify(func.QueueMessage(body=envelope.to_json().encode()))
     assert len(slack_messages_about(slack_peer, model_name)) == 1
     assert pagerduty_peer.incidents_for(f"gatehouse/{model_name}/")[0]["status"] == "triggered"
-    state = build_dispatcher(ChannelSettings.from_env(), storage_env,
+    state = build_dispatcher(ChannelSettings.from_settings(runtime.settings()), storage_env,
                              channel_env["GATEHOUSE_OUTBOX_PATH"]).state
     [failure] = [f for f in state.failures() if f["event_id"] == envelope.id]
     assert failure["channel"] == "teams" and failure["error"] == "Teams webhook answered 500"
@@ -191,7 +192,7 @@ def test_a_permanent_failure_is_recorded_and_not_retried(channel_env, storage_en
                                                      "channel_not_found", "transient": False}
     assert len(teams_peer.cards_about(model_name)) == 1
     assert pagerduty_peer.incidents_for(f"gatehouse/{model_name}/")
-    state = build_dispatcher(ChannelSettings.from_env(), storage_env,
+    state = build_dispatcher(ChannelSettings.from_settings(runtime.settings()), storage_env,
                              channel_env["GATEHOUSE_OUTBOX_PATH"]).state
     assert [f["channel"] for f in state.failures() if f["event_id"] == envelope.id] == ["slack"]
 
@@ -253,7 +254,7 @@ def test_secrets_never_reach_logs_the_outbox_or_the_state_table(
     finally:
         current_policy.cache_clear()
 
-    settings = ChannelSettings.from_env()
+    settings = ChannelSettings.from_settings(runtime.settings())
     secrets = settings.secrets()
     assert settings.teams_webhook_url in secrets and len(secrets) >= 5
     debug_lines = [r for r in caplog.records if r.levelno == logging.DEBUG]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.rollout.links import (LinkError, link_secret, make_token, read_token, rollback_url)
+from shared.platform.settings import Settings
 
 SECRET = "s" * 32
 
@@ -53,4 +54,4 @@ def test_short_secrets_are_refused_and_urls_are_quoted():
         make_token("short", "fraud", "abc", now=0)
     url = rollback_url("https://gatehouse.example/", "a+b=.c")
     assert url == "https://gatehouse.example/api/rollouts/rollback?token=a%2Bb%3D.c"
-    assert link_secret({"GATEHOUSE_ROLLBACK_LINK_SECRET": "  "}) is None
+    assert link_secret(Settings.from_env({"GATEHOUSE_ROLLBACK_LINK_SECRET": "  "})) is None

@@ -20,6 +20,7 @@ from shared.serving.factory import serving_backend
 from shared.serving.embedded_client import EmbeddedServing
 from shared.serving.base import ServingError
 from shared.platform.storage import decode_queue_message, queue_options, queue_service
+from shared.platform.settings import Settings
 from tests.rollout.databricks_peer import TOKEN, DatabricksPeer
 
 EVENTS_QUEUE = f"gatehouse-events-dbx-{uuid.uuid4().hex[:8]}"
@@ -120,9 +121,10 @@ def test_a_canary_on_databricks_accumulates_minutes_once_and_promotes(peer, regi
 
 
 def test_the_backend_comes_from_the_settings(peer):
-    assert isinstance(serving_backend({"DATABRICKS_HOST": peer.url, "DATABRICKS_TOKEN": TOKEN}),
+    assert isinstance(serving_backend(Settings.from_env({"DATABRICKS_HOST": peer.url,
+                                                         "DATABRICKS_TOKEN": TOKEN})),
                       DatabricksServing)
-    assert isinstance(serving_backend({"GATEHOUSE_SERVING_URL": "http://127.0.0.1:1"}),
+    assert isinstance(serving_backend(Settings.from_env({"GATEHOUSE_SERVING_URL": "http://127.0.0.1:1"})),
                       EmbeddedServing)
     with pytest.raises(ServingError, match="DATABRICKS_HOST"):
-        serving_backend({})
+        serving_backend(Settings.from_env({}))

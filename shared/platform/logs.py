@@ -1,0 +1,112 @@
+"""Structured logs: one JSON object per record, carrying the event the invocation works on.
+
+A queue handler sets the event once (`@event_log_context` on the trigger, or `with
+log_context(envelope):`); every record logged inside, by any module, then carries its
+`event_id`, `event_type`, `model`, `version` and `endpoint`, so one model version's story can be
+filtered out of the Functions host's logs. The context is a contextvar, reset when the
+invocation ends.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import datetime, timezone
+from typing import Any
+
+EVENT_FIELDS = ("event_id", "event_type", "model", "version", "endpoint")
+
+_event: ContextVar[Mapping[str, str]] = ContextVar("gatehouse_log_event", default={})
+
+
+def event_fields(envelope) -> dict[str, str]:
+    """The log fields of an Envelope (or of its JSON document), whatever its payload type;
+    those the event does not have are left out."""
+    if isinstance(envelope, Mapping):
+        data = envelope.get("data") if isinstance(envelope.get("data"), Mapping) else {}
+        found = {"event_id": envelope.get("id"), "event_type": envelope.get("type"),
+                 "model": data.get("model_name"), "version": data.get("version"),
+                 "endpoint": data.get("endpoint")}
+    else:
+        data = envelope.data
+        found = {"event_id": envelope.id, "event_type": envelope.type,
+                 "model": getattr(data, "model_name", None),
+                 "version": getattr(data, "version", None),
+                 "endpoint": getattr(data, "endpoint", None)}
+    return {name: str(value) for name, value in found.items() if value not in (None, "")}
+
+
+def current_fields() -> Mapping[str, str]:
+    return _event.get()
+
+
+@contextmanager
+def log_context(envelope) -> Iterator[None]:
+    """Records logged inside carry the envelope's fields."""
+    token = _event.set(event_fields(envelope))
+    try:
+        yield
+    finally:
+        _event.reset(token)
+
+
+def _message_document(body: bytes | str) -> Mapping[str, Any]:
+    """The queue message's JSON object, or {} when it is not one (the handler reports that)."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return {}
+    return document if isinstance(document, Mapping) else {}
+
+
+def event_log_context(trigger: Callable) -> Callable:
+    """Wrap a queue trigger `(msg: func.QueueMessage) -> None` so its whole invocation logs
+    with the fields of the envelope the message carries."""
+    @functools.wraps(trigger)
+    def invoke(msg, *args, **kwargs):
+        with log_context(_message_document(msg.get_body())):
+            return trigger(msg, *args, **kwargs)
+    return invoke
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: timestamp, level, logger, message, exception and the event's
+    fields (from the context, or given as `extra=`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document: dict[str, Any] = {
+            "timestamp": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in EVENT_FIELDS:
+            value = getattr(record, name, None) or _event.get().get(name)
+            if value:
+                document[name] = value
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            document["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(document, default=str)
+
+
+def configure_logging(log_format: str) -> None:
+    """With "json", every root handler formats records as JSON lines; "text" leaves the
+    handlers' own format.
+
+    Under the Functions host the worker's handler on the root logger formats each record and sends
+    that text to the host (Application Insights `traces.message`), so JSON there makes the event
+    fields queryable. Without any handler (a script) one is added on stderr.
+    """
+    if log_format != "json":
+        return
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler())
+    for handler in root.handlers:
+        handler.setFormatter(JsonFormatter())

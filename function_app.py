@@ -2,12 +2,8 @@
 
 import azure.functions as func
 
-from shared.platform import runtime
-from shared.platform.logs import configure_logging
 from functions import (alerts, monitor, notify, registry_poller, registry_webhooks, retraining,
                        rollout, router, run_gates, slack_actions)
-
-configure_logging(runtime.settings().log_format)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from shared.platform.logs import configure_logging
 from shared.platform.settings import Settings
 
 
 @lru_cache(maxsize=1)
 def settings() -> Settings:
-    return Settings.from_env()
+    """The settings, read once per worker; reading them also sets the log format they name (here,
+    not at app import, so that a cold start does not pay for pydantic-settings)."""
+    loaded = Settings.from_env()
+    configure_logging(loaded.log_format)
+    return loaded
 
 
 @lru_cache(maxsize=1)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.gates.suite import ModelOutputs
+from shared.gates.inputs import ModelOutputs
 
 
 class EvaluationDataError(ValueError):

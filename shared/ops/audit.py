@@ -20,7 +20,7 @@ import json
 import statistics
 from dataclasses import asdict, dataclass, field
 
-from shared.registry.client import tags
+from shared.registry import tags
 
 DAY_MS = 86_400_000
 SERVING_ALIASES = ("champion", "challenger")

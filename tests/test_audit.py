@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from shared.ops import audit
-from shared.registry.client import tags
+from shared.registry import tags
 from shared.ops.audit import DAY_MS, ModelFacts, VersionFacts
 
 LINEAGE = {"dataset_version": "2026-11", "feature_store_table": "fs.fraud", "team": "risk"}

@@ -20,7 +20,7 @@ import time
 from typing import Literal
 
 from shared import events
-from shared.registry.client import tags
+from shared.registry import tags
 
 Role = Literal["challenger", "champion", "archived"]
 Mode = Literal["aliases", "stages"]

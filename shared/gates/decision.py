@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from shared.gates.suite import SuiteReport
 
 TAG_PREFIX = "gatehouse.gates."
-RERUN_TAG = "gatehouse.rerun"
 ACTOR = "gatehouse"
 _REASON_LIMIT = 2000  # characters of reason in the event (report.md has every detail)
 _TAG_LIMIT = 4000  # MLflow keeps tag values up to 5000 characters (8000 in newer servers)

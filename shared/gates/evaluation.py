@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from shared.gates.inputs import ModelOutputs
 from shared.platform import runtime
-from shared.gates.suite import ModelOutputs
 
 
 class EvaluationDataError(ValueError):

@@ -22,8 +22,6 @@ DEFAULT_METRICS = {
     "multiclass_classification": ("accuracy", "log_loss", "brier"),
     "regression": ("rmse", "mae", "r2"),
 }
-GATE_NAMES = ("lineage", "schema", "ece", "reliability", "conformal", "comparison", "drift",
-              "fairness", "latency")
 
 
 class _Strict(BaseModel):

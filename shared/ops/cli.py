@@ -200,33 +200,27 @@ def cmd_rollouts(args) -> int:
 
 def cmd_gates(args) -> int:
     """The suite on one version, printed; nothing is tagged, logged or published."""
-    from functions.run_gates import GateRequest, gather_inputs
     from shared.gates import report as rendering
-    from shared.gates.suite import run_suite
+    from shared.gates.service import GateService
     from shared.policy import load_policy
     from shared.registry.client import Registry
 
-    policy = load_policy(args.policy).for_model(args.model).gates
-    registry = Registry(tracking_uri=args.tracking_uri)
-    candidate = registry.version(args.model, args.version)
-    champion = registry.version_by_alias(args.model, "champion")
-    if champion is not None and champion.version == candidate.version:
-        champion = None
-    request = GateRequest(args.model, args.version, "mlflow", requested_by="cli")
-    report = run_suite(gather_inputs(registry, request, policy, candidate, champion), policy)
-    context = {"requested_by": "cli", "evaluation_data": policy.evaluation.path}
-    print(rendering.report_json(report, policy, context) if args.format == "json"
+    policy = load_policy(args.policy)
+    service = GateService(Registry(tracking_uri=args.tracking_uri), bus=None,  # publishes nothing
+                          policy_for=lambda model: policy.for_model(model).gates)
+    evaluation = service.evaluate(args.model, args.version)
+    if evaluation is None:
+        print(f"no version {args.version} of model {args.model!r} in the registry",
+              file=sys.stderr)
+        return 1
+    report = evaluation.report
+    context = {"requested_by": "cli", "evaluation_data": evaluation.policy.evaluation.path}
+    print(rendering.report_json(report, evaluation.policy, context) if args.format == "json"
           else rendering.report_markdown(report, context))
     return 0 if report.verdict == "passed" else 1
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
-        prog="gatehouse", description="Operate Gatehouse: replay events, look at what failed, "
-        "wire MLflow to it, audit a registry.", epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = top.add_subparsers(dest="command", required=True)
-
+def _replay_command(commands) -> None:
     replay = commands.add_parser("replay", help="send a stored or hand-written event through "
                                  "the handlers again")
     replay.add_argument("file", help="a JSON file, or - for standard input")
@@ -239,11 +233,15 @@ def parser() -> argparse.ArgumentParser:
                         help="give the event a new id so handlers that saw it act again")
     replay.set_defaults(run=cmd_replay)
 
+
+def _poison_command(commands) -> None:
     poison = commands.add_parser("poison", help="messages that failed every retry")
     poison.add_argument("action", choices=("list", "redrive"))
     poison.add_argument("queue", nargs="?", help="one queue (e.g. run-gates); default all")
     poison.set_defaults(run=cmd_poison)
 
+
+def _webhooks_command(commands) -> None:
     webhooks = commands.add_parser("webhooks", help="register Gatehouse on an MLflow server")
     webhooks.add_argument("action", choices=("register", "list"))
     webhooks.add_argument("--tracking-uri")
@@ -257,6 +255,8 @@ def parser() -> argparse.ArgumentParser:
         "model_version_alias.deleted"])
     webhooks.set_defaults(run=cmd_webhooks)
 
+
+def _audit_command(commands) -> None:
     audit = commands.add_parser("audit", help="MLOps maturity audit of a registry")
     audit.add_argument("--tracking-uri")
     audit.add_argument("--models", nargs="*")
@@ -264,16 +264,22 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--chart", help="also write a PNG chart here")
     audit.set_defaults(run=cmd_audit)
 
+
+def _poll_command(commands) -> None:
     poll = commands.add_parser("poll", help="poll a registry once (Unity Catalog, or any)")
     poll.add_argument("--registry-uri", required=True)
     poll.add_argument("--tracking-uri")
     poll.add_argument("--models", nargs="*")
     poll.set_defaults(run=cmd_poll)
 
+
+def _rollouts_command(commands) -> None:
     rollouts = commands.add_parser("rollouts", help="rollouts per endpoint, or one with history")
     rollouts.add_argument("endpoint", nargs="?")
     rollouts.set_defaults(run=cmd_rollouts)
 
+
+def _gates_command(commands) -> None:
     gates = commands.add_parser("gates", help="run the gate suite on a version and print the "
                                 "report (exit 1 unless it passes); changes nothing")
     gates.add_argument("model")
@@ -283,6 +289,20 @@ def parser() -> argparse.ArgumentParser:
                        "./policy.toml)")
     gates.add_argument("--format", choices=("md", "json"), default="md")
     gates.set_defaults(run=cmd_gates)
+
+
+COMMANDS = (_replay_command, _poison_command, _webhooks_command, _audit_command, _poll_command,
+            _rollouts_command, _gates_command)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="gatehouse", description="Operate Gatehouse: replay events, look at what failed, "
+        "wire MLflow to it, audit a registry.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = top.add_subparsers(dest="command", required=True)
+    for add_command in COMMANDS:
+        add_command(commands)
     return top
 
 

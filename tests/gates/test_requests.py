@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
-from functions.run_gates import RERUN_REASON_TAG, RERUN_TAG, gate_request, parse_rerun_body
-from shared.events import ModelVersionAliasCreated, ModelVersionCreated, ModelVersionTagSet
+import pytest
+
+from shared.events import (
+    ModelVersionAliasCreated,
+    ModelVersionCreated,
+    ModelVersionTagSet,
+)
+from shared.gates.request import (
+    RERUN_REASON_TAG,
+    RERUN_TAG,
+    RerunBody,
+    gate_request,
+    rerun_event,
+)
+from shared.platform.http import BodyError, parse_body
 
 
 def test_created_versions_run_once_per_version():
@@ -31,9 +44,27 @@ def test_other_events_are_not_gate_runs():
 
 
 def test_rerun_body():
-    body, problem = parse_rerun_body(b"")
-    assert problem is None and body.rerun_id is None
-    body, problem = parse_rerun_body(b'{"rerun_id": "r-1.a_b", "requested_by": "ana"}')
-    assert problem is None and body.rerun_id == "r-1.a_b"
-    assert "rerun_id" in parse_rerun_body(b'{"rerun_id": "' + b"x" * 65 + b'"}')[1]
-    assert parse_rerun_body(b"{")[1].startswith("body is not JSON")
+    assert parse_body(RerunBody, b"", optional=True).rerun_id is None
+    body = parse_body(RerunBody, b'{"rerun_id": "r-1.a_b", "requested_by": "ana"}',
+                      optional=True)
+    assert body.rerun_id == "r-1.a_b" and body.requested_by == "ana"
+    with pytest.raises(BodyError) as too_long:
+        parse_body(RerunBody, b'{"rerun_id": "' + b"x" * 65 + b'"}', optional=True)
+    assert [p.split(":")[0] for p in too_long.value.problems] == ["rerun_id"]
+    with pytest.raises(BodyError, match="not valid JSON"):
+        parse_body(RerunBody, b"{", optional=True)
+
+
+def test_a_rerun_event_is_the_request_the_handler_acts_on():
+    event = rerun_event("fraud", "3", "fix-1", RerunBody(requested_by="ana", reason="new data"))
+    request = gate_request(event.data)
+    assert request.key == "fraud/3/rerun/fix-1"
+    assert (request.requested_by, request.reason) == ("ana", "new data")
+    again = rerun_event("fraud", "3", "fix-1", RerunBody(requested_by="ana", reason="new data"))
+    assert again.id == event.id  # a retried POST with the same rerun_id is the same event
+    assert rerun_event("fraud", "3", "fix-2", RerunBody()).id != event.id
+
+
+def test_a_rerun_without_reason_or_requester():
+    event = rerun_event("fraud", "3", "abc", RerunBody())
+    assert event.data.tags == {RERUN_TAG: "abc"} and event.data.actor == "api"

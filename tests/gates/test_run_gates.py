@@ -20,6 +20,7 @@ import pytest
 
 from functions import run_gates
 from shared.dev import devstack
+from shared.gates.request import RERUN_TAG
 from shared.platform import runtime
 from shared.platform.bus import Bus
 from shared.events import Envelope, GatesFailed, GatesPassed, ModelVersionCreated, \
@@ -274,7 +275,7 @@ def test_rerun_over_http_runs_the_suite_again_once(world):
     bus = Bus(world["storage"])
     queued = [e for e in bus.peek(RUN_GATES) if e.id == answer["event_id"]]
     assert queued and isinstance(queued[0].data, ModelVersionTagSet)
-    assert queued[0].data.tags[run_gates.RERUN_TAG] == "after-holdout-fix"
+    assert queued[0].data.tags[RERUN_TAG] == "after-holdout-fix"
     deliver(queued[0])
     deliver(queued[0])  # redelivered: once
     runs = report_runs(world, version)
@@ -291,7 +292,7 @@ def test_rerun_over_http_runs_the_suite_again_once(world):
 
 @pytest.mark.parametrize("model,version,body,status,message", [
     ("m", "one", b"", 400, "numeric version"),
-    ("m", "1", b"not json", 400, "body is not JSON"),
+    ("m", "1", b"not json", 400, "body is not valid JSON"),
     ("m", "1", b"[1]", 400, "JSON object"),
     ("m", "1", b'{"rerun_id": "a b"}', 400, "rerun_id"),
     ("m", "1", b'{"colour": "red"}', 400, "colour: Extra inputs are not permitted"),

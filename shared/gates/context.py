@@ -1,0 +1,95 @@
+"""What several gates (and the report) share, worked out once before any gate runs: whether there
+are predictions to judge, the candidate's calibration, the champion's, and the metric comparisons.
+
+Each expensive value is computed only when a gate that uses it is enabled, exactly as often as
+before the gates were a table: once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from shared.gates import calibration, comparison
+from shared.gates.calibration import CalibrationAssessment, ReliabilityTable
+from shared.gates.inputs import SuiteInputs
+from shared.gates.policy import GatePolicy
+
+
+@dataclass(frozen=True)
+class SuiteContext:
+    inputs: SuiteInputs
+    policy: GatePolicy
+    classifier: bool
+    have_data: bool  # the holdout and its labels were read
+    predicted: bool  # ... and the candidate predicted on it
+    no_predictions: str  # why not, for the gates that are skipped
+    has_champion: bool
+    champion_ok: bool  # there is a champion and it predicted on the holdout
+    assessment: CalibrationAssessment | None = None
+    candidate_table: ReliabilityTable | None = None  # the diagram's (top-label for classwise)
+    champion_table: ReliabilityTable | None = None
+    champion_ece: float | None = None
+    comparisons: list[comparison.MetricComparison] = field(default_factory=list)
+
+
+def suite_context(inputs: SuiteInputs, policy: GatePolicy) -> SuiteContext:
+    have_data = inputs.data_error is None and inputs.labels is not None
+    predicted = have_data and inputs.candidate.error is None and inputs.candidate.scores is not None
+    has_champion = inputs.champion_version is not None
+    base = SuiteContext(
+        inputs=inputs, policy=policy, classifier=policy.task != "regression",
+        have_data=have_data, predicted=predicted,
+        no_predictions=(f"the evaluation data is unavailable: {inputs.data_error}"
+                        if not have_data else
+                        f"the candidate could not predict: {inputs.candidate.error}"),
+        has_champion=has_champion,
+        champion_ok=(has_champion and inputs.champion is not None
+                     and inputs.champion.error is None and inputs.champion.scores is not None))
+    return _with_comparisons(_with_calibration(base))
+
+
+def _with_calibration(context: SuiteContext) -> SuiteContext:
+    policy, inputs = context.policy, context.inputs
+    ece_enabled = policy.ece.enabled
+    if not (context.classifier and context.predicted
+            and (ece_enabled or policy.reliability.enabled)):
+        return context
+    assessment = calibration.assess_calibration(
+        inputs.labels, inputs.candidate.scores, policy.ece.kind, policy.ece.n_bins,
+        policy.ece.binning, policy.confidence_level, policy.n_bootstrap, policy.seed)
+    if not ece_enabled:  # only the ECE gate draws the diagram
+        return replace(context, assessment=assessment)
+    candidate_table = (assessment.primary_table if assessment.kind != "classwise" else
+                       _tables(inputs.labels, inputs.candidate.scores, "top_label", policy)[0])
+    champion_table, champion_ece = None, None
+    if context.champion_ok:
+        champion_table, champion_ece = _champion_calibration(
+            inputs.labels, inputs.champion.scores, assessment.kind, policy)
+    return replace(context, assessment=assessment, candidate_table=candidate_table,
+                    champion_table=champion_table, champion_ece=champion_ece)
+
+
+def _with_comparisons(context: SuiteContext) -> SuiteContext:
+    if not (context.policy.comparison.enabled and context.predicted):
+        return context
+    policy, inputs = context.policy, context.inputs
+    return replace(context, comparisons=comparison.compare_metrics(
+        policy.task, inputs.labels, inputs.candidate.scores,
+        inputs.champion.scores if context.champion_ok else None, policy.metric_specs(),
+        policy.confidence_level, policy.n_bootstrap, policy.seed))
+
+
+def _champion_calibration(labels, scores, kind: str,
+                          policy: GatePolicy) -> tuple[ReliabilityTable, float]:
+    """The champion's table for the diagram (top-label when the gate is classwise) and its ECE
+    of the gate's kind."""
+    of_kind = _tables(labels, scores, kind, policy)
+    shown = of_kind[0] if kind != "classwise" else _tables(labels, scores, "top_label", policy)[0]
+    return shown, float(np.mean([table.ece for table in of_kind]))
+
+
+def _tables(labels, scores, kind: str, policy: GatePolicy) -> list[ReliabilityTable]:
+    return [calibration.reliability_table(c, o, policy.ece.n_bins, policy.ece.binning)
+            for _, c, o in calibration.calibration_tracks(labels, scores, kind)]

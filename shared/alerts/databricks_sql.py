@@ -19,7 +19,7 @@ import re
 from datetime import datetime, timezone
 
 from shared.alerts import common
-from shared.intake.inbound import InboundError, parse_json_object
+from shared.platform.http import BodyError, json_object
 
 SOURCE = "databricks-sql"
 FIRING, RESOLVED = "TRIGGERED", "OK"
@@ -29,7 +29,7 @@ _STATUS_IN_TITLE = re.compile(r"changed status to ([A-Za-z]+)")
 
 def _object(value: object, where: str) -> dict:
     if not isinstance(value, dict):
-        raise InboundError(f"not a valid Databricks SQL alert webhook: {where} must be an object",
+        raise BodyError(f"not a valid Databricks SQL alert webhook: {where} must be an object",
                            [f"{where}: Input should be a valid dictionary"])
     return value
 
@@ -56,10 +56,10 @@ def _threshold(evaluation: dict) -> float | None:
 
 
 def parse(body: bytes) -> common.AlertBatch:
-    document = parse_json_object(body)
+    document = json_object(body)
     event = document.get("event")
     if event != "alert_state_change":
-        raise InboundError(f"not a Databricks SQL alert webhook: event is {event!r}, expected "
+        raise BodyError(f"not a Databricks SQL alert webhook: event is {event!r}, expected "
                            f"'alert_state_change'", ["event: expected 'alert_state_change'"])
     outer = _object(document.get("alert"), "alert")
     inner = _object(outer["alert"], "alert.alert") if "alert" in outer else outer
@@ -70,7 +70,7 @@ def parse(body: bytes) -> common.AlertBatch:
                     (("alert.alert.id", alert_id in (None, "")),
                      ("alert.alert.name", not isinstance(name, str) or not name.strip()))
                     if missing]
-        raise InboundError("not a valid Databricks SQL alert webhook: " + "; ".join(problems),
+        raise BodyError("not a valid Databricks SQL alert webhook: " + "; ".join(problems),
                            problems)
     evaluations = [e for e in inner.get("evaluations") or [] if isinstance(e, dict)]
     if isinstance(inner.get("evaluation"), dict):
@@ -81,14 +81,14 @@ def parse(body: bytes) -> common.AlertBatch:
         in_title = _STATUS_IN_TITLE.search(str(outer.get("title") or ""))
         state = in_title.group(1) if in_title else None
     if not isinstance(state, str) or not state.strip():
-        raise InboundError("not a valid Databricks SQL alert webhook: no alert state (expected "
+        raise BodyError("not a valid Databricks SQL alert webhook: no alert state (expected "
                            "TRIGGERED or OK in the evaluation's state)",
                            ["alert.alert.evaluations[].state: Field required"])
     state = state.strip().upper()
     if state in SILENT_STATES:
         return common.AlertBatch([], [f"alert {name!r} is {state}: nothing to act on"])
     if state not in (FIRING, RESOLVED):
-        raise InboundError(f"unknown Databricks SQL alert state {state!r}; expected TRIGGERED, "
+        raise BodyError(f"unknown Databricks SQL alert state {state!r}; expected TRIGGERED, "
                            f"OK, UNKNOWN or ERROR", [f"state: {state!r} is not a known state"])
 
     source, options = latest.get("source"), inner.get("options")

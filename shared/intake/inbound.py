@@ -222,8 +222,8 @@ def parse_databricks(body: bytes) -> Accepted:
         elif hook.event == "MODEL_VERSION_TAG_SET":
             _require(hook, "tags")
             if not hook.tags:
-                raise BodyError("request body is not valid: tags: MODEL_VERSION_TAG_SET carries no tag",
-                                   ["tags: List should have at least 1 item"])
+                raise BodyError("request body is not valid: tags: MODEL_VERSION_TAG_SET "
+                                "carries no tag", ["tags: List should have at least 1 item"])
             payload = events.ModelVersionTagSet(**common, version=hook.version,
                                                 tags={tag.key: tag.value for tag in hook.tags})
         elif hook.event.startswith("MODEL_VERSION_TRANSITIONED"):

@@ -15,13 +15,12 @@ import time
 from collections.abc import Mapping
 from typing import Literal, Protocol
 
-from shared.intake import inbound
-from shared.intake import signatures
-from shared.platform.queues import REGISTRY_EVENTS
 from shared.events import Envelope
+from shared.intake import inbound, signatures
 from shared.platform.http import (BodyError, Reply, content_type_problem, error_reply, too_large,
                                   unavailable)
 from shared.platform.idempotency import AlreadyCompleted, AlreadyInProgress, Claim
+from shared.platform.queues import REGISTRY_EVENTS
 from shared.platform.settings import Settings
 
 log = logging.getLogger("gatehouse.receiver")

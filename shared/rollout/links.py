@@ -158,7 +158,7 @@ class LinkRequest:
 
     @classmethod
     def read(cls, method: str, query_token: str | None, body: bytes | None,
-             accept: str | None) -> "LinkRequest":
+             accept: str | None) -> LinkRequest:
         """The token comes in the query string, or in the confirmation form's body."""
         token = query_token or ""
         if not token:

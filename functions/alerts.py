@@ -4,15 +4,16 @@ source: azure-monitor (common alert schema), alertmanager (webhook v4), databric
 alert webhook destination), gatehouse (Gatehouse's own monitor format). Each alert becomes one
 `monitoring.alert` event on the bus, once (shared/alerts/intake.py says how and what answers).
 
-Cold start: only azure.functions at module level.
+Cold start: only azure.functions and shared.platform.http at module level.
 """
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 
 import azure.functions as func
+
+from shared.platform.http import respond, unavailable
 
 bp = func.Blueprint()
 
@@ -24,28 +25,21 @@ def _open_alerts(connection_string: str):
     return OpenAlerts.connect(connection_string)
 
 
-def _json(status: int, body: dict, headers: dict | None = None) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body), status_code=status, headers=headers or {},
-                             mimetype="application/json")
-
-
 @bp.route(route="alerts/{source}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def receive_alert(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.platform import runtime
     from shared.alerts import SOURCES, intake
+    from shared.platform import runtime
     from shared.platform.storage import storage_connection_string
 
     source = req.route_params.get("source", "")
     if source not in SOURCES:
-        return _json(404, {"error": f"unknown alert source {source!r}; known sources: "
-                                    + ", ".join(SOURCES)})
+        return respond(intake.unknown_source(source))
     try:
         open_alerts = _open_alerts(storage_connection_string())
         dedupe = runtime.idempotency()
     except Exception:
-        return _json(503, {"error": "Gatehouse storage unavailable; retry shortly"},
-                     {"Retry-After": "5"})
-    reply = intake.receive(source, dict(req.headers), req.get_body() or b"",
-                           max_body_bytes=runtime.settings().max_body_bytes, bus=runtime.bus(),
-                           dedupe=dedupe, open_alerts=open_alerts)
-    return _json(reply.status, reply.body, reply.headers)
+        return respond(unavailable(intake.STORAGE_UNAVAILABLE))
+    return respond(intake.receive(
+        source, dict(req.headers), req.get_body() or b"",
+        max_body_bytes=runtime.settings().max_body_bytes, bus=runtime.bus(), dedupe=dedupe,
+        open_alerts=open_alerts))

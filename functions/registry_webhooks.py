@@ -1,30 +1,24 @@
 """HTTP receivers for registry webhooks (MLflow OSS and Databricks) and the health probe.
 
-Cold start: this module imports only azure.functions; the schema, the receiver and the storage
-SDKs load inside the handlers, on the first request that needs them.
+Cold start: this module imports only azure.functions and shared.platform.http; the schema, the
+receiver and the storage SDKs load inside the handlers, on the first request that needs them.
 """
 
 from __future__ import annotations
 
-import json
-
 import azure.functions as func
 
+from shared.platform.http import Reply, respond
+
 bp = func.Blueprint()
-
-
-def _json_response(status: int, body: dict, headers: dict | None = None) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body), status_code=status, headers=headers or {},
-                             mimetype="application/json")
 
 
 def _receive(sender: str, req: func.HttpRequest) -> func.HttpResponse:
     from shared.intake import receiver
     from shared.platform import runtime
 
-    reply = receiver.receive(sender, req.headers, req.get_body() or b"", runtime.settings(),
-                             queue=runtime.bus(), dedupe=runtime.idempotency())
-    return _json_response(reply.status, reply.body, reply.headers)
+    return respond(receiver.receive(sender, req.headers, req.get_body() or b"", runtime.settings(),
+                                    queue=runtime.bus(), dedupe=runtime.idempotency()))
 
 
 @bp.route(route="registry/mlflow", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -52,9 +46,9 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
     from shared.events import SCHEMA_VERSION
 
     settings = runtime.settings()
-    return _json_response(200, {
+    return respond(Reply(200, {
         "status": "ok",
         "schema_version": SCHEMA_VERSION,
         "mlflow_signatures_required": bool(settings.mlflow_webhook_secret),
         "databricks_signatures_required": bool(settings.databricks_webhook_secret),
-    })
+    }))

@@ -12,6 +12,7 @@ from mlflow.webhooks import types as mlflow_types
 
 from shared import events
 from shared.intake import inbound
+from shared.platform.http import BodyError
 
 
 def mlflow_body(entity: str, action: str, data: dict) -> bytes:
@@ -256,7 +257,7 @@ MALFORMED_DATABRICKS = [
 @pytest.mark.parametrize("body,expected", MALFORMED_MLFLOW,
                          ids=[f"mlflow-{i}" for i in range(len(MALFORMED_MLFLOW))])
 def test_malformed_mlflow_bodies_say_what_is_wrong(body, expected):
-    with pytest.raises(inbound.InboundError) as raised:
+    with pytest.raises(BodyError) as raised:
         inbound.parse_mlflow(body)
     assert expected in raised.value.message
 
@@ -264,7 +265,7 @@ def test_malformed_mlflow_bodies_say_what_is_wrong(body, expected):
 @pytest.mark.parametrize("body,expected", MALFORMED_DATABRICKS,
                          ids=[f"databricks-{i}" for i in range(len(MALFORMED_DATABRICKS))])
 def test_malformed_databricks_bodies_say_what_is_wrong(body, expected):
-    with pytest.raises(inbound.InboundError) as raised:
+    with pytest.raises(BodyError) as raised:
         inbound.parse_databricks(body)
     assert expected in raised.value.message
 

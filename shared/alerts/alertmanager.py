@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field
 
 from shared.alerts import common
-from shared.intake.inbound import InboundError, parse_json_object
+from shared.platform.http import BodyError, json_object, validate
 
 SOURCE = "alertmanager"
 SUPPORTED_VERSION = "4"
@@ -58,12 +58,12 @@ def _figures(alert: AlertmanagerAlert) -> dict[str, float]:
 
 
 def parse(body: bytes) -> common.AlertBatch:
-    document = parse_json_object(body)
+    document = json_object(body)
     version = document.get("version")
     if version is not None and str(version) != SUPPORTED_VERSION:
-        raise InboundError(f"Alertmanager webhook version {version!r} is not supported; "
+        raise BodyError(f"Alertmanager webhook version {version!r} is not supported; "
                            f"Gatehouse reads version {SUPPORTED_VERSION}")
-    hook = common.validate(AlertmanagerWebhook, document, "Alertmanager webhook (version 4)")
+    hook = validate(AlertmanagerWebhook, document, what="Alertmanager webhook (version 4)")
     parsed = []
     for alert in hook.alerts:
         labels = common.clean_labels(hook.commonLabels, alert.labels)

@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field
 
 from shared.alerts import common
-from shared.intake.inbound import parse_json_object
+from shared.platform.http import json_object, validate
 
 SOURCE = "azure-monitor"
 SCHEMA_ID = "azureMonitorCommonAlertSchema"
@@ -96,9 +96,8 @@ def _context_facts(context: dict) -> tuple[dict[str, float], dict[str, str], lis
 
 
 def parse(body: bytes) -> common.AlertBatch:
-    document = parse_json_object(body)
-    payload = common.validate(CommonAlert, document,
-                              "Azure Monitor common alert schema payload")
+    document = json_object(body)
+    payload = validate(CommonAlert, document, what="Azure Monitor common alert schema payload")
     essentials = payload.data.essentials
     context = payload.data.alertContext or {}
     figures, context_labels, metric_names = _context_facts(context)

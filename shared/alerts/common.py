@@ -13,10 +13,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from shared.events import AlertKind, MonitoringAlert
-from shared.intake.inbound import InboundError, describe_validation_error
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "error": 2, "critical": 3}
 SEVERITY_ALIASES = {
@@ -100,14 +99,6 @@ class AlertBatch:
 class Lenient(BaseModel):
     # Senders add fields over time; the ones read here are still checked.
     model_config = ConfigDict(extra="ignore", defer_build=True)
-
-
-def validate(model: type[BaseModel], document: object, what: str) -> BaseModel:
-    try:
-        return model.model_validate(document)
-    except ValidationError as exc:
-        problems = describe_validation_error(exc)
-        raise InboundError(f"not a valid {what}: " + "; ".join(problems), problems) from None
 
 
 def words(*texts: str | None) -> set[str]:

@@ -19,7 +19,7 @@ import re
 from datetime import datetime, timezone
 
 from shared.alerts import common
-from shared.intake.inbound import InboundError, parse_json_object
+from shared.platform.http import BodyError, json_object
 
 SOURCE = "databricks-sql"
 FIRING, RESOLVED = "TRIGGERED", "OK"
@@ -29,7 +29,7 @@ _STATUS_IN_TITLE = re.compile(r"changed status to ([A-Za-z]+)")
 
 def _object(value: object, where: str) -> dict:
     if not isinstance(value, dict):
-        raise InboundError(f"not a valid Databricks SQL alert webhook: {where} must be an object",
+        raise BodyError(f"not a valid Databricks SQL alert webhook: {where} must be an object",
                            [f"{where}: Input should be a valid dictionary"])
     return value
 
@@ -56,50 +56,98 @@ def _threshold(evaluation: dict) -> float | None:
 
 
 def parse(body: bytes) -> common.AlertBatch:
-    document = parse_json_object(body)
+    document = json_object(body)
+    outer, inner = _alert(document)
+    alert_id, name = _identity(inner)
+    latest = _latest_evaluation(inner)
+    state = _state(latest, inner, outer)
+    if state in SILENT_STATES:
+        return common.AlertBatch([], [f"alert {name!r} is {state}: nothing to act on"])
+    column = _column(latest, inner)
+    labels = _labels(name, alert_id, column, latest, inner, outer)
+    evaluated = (_when(latest.get("last_evaluated_at")) or _when(inner.get("last_triggered_at"))
+                 or _when(inner.get("updated_at")))
+    # Without an evaluation time, the document itself identifies the episode.
+    started = (evaluated.isoformat() if evaluated
+               else hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest())
+    return common.AlertBatch([common.build(
+        source=SOURCE, kind=common.classify(labels, name, column), labels=labels,
+        title=str(outer.get("title") or name),
+        status="firing" if state == FIRING else "resolved",
+        severity_name=common.severity(labels.get("severity")),
+        figures=_figures(latest, inner),
+        fingerprint_value=common.fingerprint(SOURCE, alert_id, column or ""),
+        started=started, occurred_at=evaluated or datetime.now(timezone.utc))])
+
+
+def _alert(document: dict) -> tuple[dict, dict]:
+    """(outer, inner): the current format nests the alert under alert.alert, legacy is flat."""
     event = document.get("event")
     if event != "alert_state_change":
-        raise InboundError(f"not a Databricks SQL alert webhook: event is {event!r}, expected "
-                           f"'alert_state_change'", ["event: expected 'alert_state_change'"])
+        raise BodyError(f"not a Databricks SQL alert webhook: event is {event!r}, expected "
+                        f"'alert_state_change'", ["event: expected 'alert_state_change'"])
     outer = _object(document.get("alert"), "alert")
     inner = _object(outer["alert"], "alert.alert") if "alert" in outer else outer
+    return outer, inner
+
+
+def _identity(inner: dict) -> tuple[object, str]:
     alert_id = inner.get("id")
     name = inner.get("name") or inner.get("display_name")
-    if alert_id in (None, "") or not isinstance(name, str) or not name.strip():
-        problems = [f"{where}: Field required" for where, missing in
-                    (("alert.alert.id", alert_id in (None, "")),
-                     ("alert.alert.name", not isinstance(name, str) or not name.strip()))
-                    if missing]
-        raise InboundError("not a valid Databricks SQL alert webhook: " + "; ".join(problems),
-                           problems)
+    missing = [where for where, absent in
+               (("alert.alert.id", alert_id in (None, "")),
+                ("alert.alert.name", not isinstance(name, str) or not name.strip()))
+               if absent]
+    if missing:
+        problems = [f"{where}: Field required" for where in missing]
+        raise BodyError("not a valid Databricks SQL alert webhook: " + "; ".join(problems),
+                        problems)
+    return alert_id, name
+
+
+def _latest_evaluation(inner: dict) -> dict:
     evaluations = [e for e in inner.get("evaluations") or [] if isinstance(e, dict)]
     if isinstance(inner.get("evaluation"), dict):
         evaluations.append(inner["evaluation"])
-    latest = evaluations[-1] if evaluations else {}
+    return evaluations[-1] if evaluations else {}
+
+
+def _state(latest: dict, inner: dict, outer: dict) -> str:
+    """TRIGGERED, OK or a silent state, from the evaluation, the alert, or the title."""
     state = latest.get("state") or inner.get("state") or outer.get("state")
     if not state:
         in_title = _STATUS_IN_TITLE.search(str(outer.get("title") or ""))
         state = in_title.group(1) if in_title else None
     if not isinstance(state, str) or not state.strip():
-        raise InboundError("not a valid Databricks SQL alert webhook: no alert state (expected "
-                           "TRIGGERED or OK in the evaluation's state)",
-                           ["alert.alert.evaluations[].state: Field required"])
+        raise BodyError("not a valid Databricks SQL alert webhook: no alert state (expected "
+                        "TRIGGERED or OK in the evaluation's state)",
+                        ["alert.alert.evaluations[].state: Field required"])
     state = state.strip().upper()
-    if state in SILENT_STATES:
-        return common.AlertBatch([], [f"alert {name!r} is {state}: nothing to act on"])
-    if state not in (FIRING, RESOLVED):
-        raise InboundError(f"unknown Databricks SQL alert state {state!r}; expected TRIGGERED, "
-                           f"OK, UNKNOWN or ERROR", [f"state: {state!r} is not a known state"])
+    if state not in (FIRING, RESOLVED) and state not in SILENT_STATES:
+        raise BodyError(f"unknown Databricks SQL alert state {state!r}; expected TRIGGERED, "
+                        f"OK, UNKNOWN or ERROR", [f"state: {state!r} is not a known state"])
+    return state
 
+
+def _column(latest: dict, inner: dict) -> str | None:
     source, options = latest.get("source"), inner.get("options")
-    column = (source.get("name") if isinstance(source, dict)
-              else options.get("column") if isinstance(options, dict) else None)
+    if isinstance(source, dict):
+        return source.get("name")
+    return options.get("column") if isinstance(options, dict) else None
+
+
+def _labels(name: str, alert_id: object, column: str | None, latest: dict, inner: dict,
+            outer: dict) -> dict[str, str]:
+    """`key=value` pairs written in the alert's texts, and what identifies the alert."""
     texts = [name, inner.get("custom_description"), outer.get("description"),
              inner.get("custom_summary")]
-    labels = common.clean_labels(*(common.labels_from_text(t) for t in texts if
-                                   isinstance(t, str)),
-                                 {"alert_id": alert_id, "column": column,
-                                  "comparison": latest.get("comparison_operator")})
+    return common.clean_labels(*(common.labels_from_text(t) for t in texts
+                                 if isinstance(t, str)),
+                               {"alert_id": alert_id, "column": column,
+                                "comparison": latest.get("comparison_operator")})
+
+
+def _figures(latest: dict, inner: dict) -> dict[str, float]:
     figures = {}
     threshold = _threshold(latest) if latest else _threshold(inner)
     if threshold is not None:
@@ -108,15 +156,4 @@ def parse(body: bytes) -> common.AlertBatch:
         value = common.number(latest.get(key) if key in latest else inner.get(key))
         if value is not None:
             figures["value"] = value
-    evaluated = (_when(latest.get("last_evaluated_at")) or _when(inner.get("last_triggered_at"))
-                 or _when(inner.get("updated_at")))
-    started = (evaluated.isoformat() if evaluated
-               else hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest())
-    kind = common.classify(labels, name, column)
-    title = str(outer.get("title") or name)
-    return common.AlertBatch([common.build(
-        source=SOURCE, kind=kind, labels=labels, title=title,
-        status="firing" if state == FIRING else "resolved",
-        severity_name=common.severity(labels.get("severity")), figures=figures,
-        fingerprint_value=common.fingerprint(SOURCE, alert_id, column or ""),
-        started=started, occurred_at=evaluated or datetime.now(timezone.utc))])
+    return figures

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.alerts import common
 from shared.events import AlertKind, Severity
-from shared.intake.inbound import parse_json_object
+from shared.platform.http import json_object, validate
 
 SOURCE = "gatehouse"
 SCHEMA = "gatehouse.monitor.alerts/v1"
@@ -59,7 +59,7 @@ def wire_fingerprint(model_name: str | None, version: str | None, endpoint: str 
 
 
 def parse(body: bytes) -> common.AlertBatch:
-    batch = common.validate(WireBatch, parse_json_object(body), "Gatehouse monitor payload")
+    batch = validate(WireBatch, json_object(body), what="Gatehouse monitor payload")
     parsed = []
     for item in batch.alerts:
         fingerprint = item.fingerprint or wire_fingerprint(

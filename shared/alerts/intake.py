@@ -1,6 +1,6 @@
 """Alert intake: source, size, token, shape, then each alert enqueued once.
 
-Answers (shared.intake.receiver.Reply):
+Answers (shared.platform.http.Reply):
  - 202 when at least one alert was published; 200 when every alert was a repeat, a resolution
    of nothing open, or a state that says nothing (all listed per alert in the body);
  - 404 unknown source; 401 missing or wrong token; 400 / 413 / 415 bad input, with the problem;
@@ -26,13 +26,14 @@ from shared.events import Envelope
 from shared.platform import runtime
 from shared.platform.settings import Settings
 from shared.platform.idempotency import AlreadyCompleted, AlreadyInProgress
-from shared.intake.inbound import InboundError
-from shared.intake.receiver import Reply, content_type_problem, error_reply
 from shared.intake.signatures import header
+from shared.platform.http import (BodyError, Reply, content_type_problem, error_reply, too_large,
+                                  unavailable)
 
 log = logging.getLogger("gatehouse.alerts")
 TOKEN_HEADER = "x-gatehouse-alert-token"
 DEDUPE_SCOPE = "alert-intake"
+STORAGE_UNAVAILABLE = "Gatehouse storage unavailable; retry shortly"
 
 
 class Publisher(Protocol):
@@ -68,40 +69,41 @@ def authenticate(source: str, headers: Mapping[str, str], settings: Settings) ->
     return None
 
 
+def unknown_source(source: str) -> Reply:
+    return error_reply(404, f"unknown alert source {source!r}; known sources: "
+                       + ", ".join(alerts.SOURCES))
+
+
 def receive(source: str, headers: Mapping[str, str], body: bytes, *, max_body_bytes: int,
             bus: Publisher, dedupe, open_alerts: OpenAlerts,
             settings: Settings | None = None) -> Reply:
     settings = runtime.settings() if settings is None else settings
     if source not in alerts.SOURCES:
-        return error_reply(404, f"unknown alert source {source!r}; known sources: "
-                           + ", ".join(alerts.SOURCES))
+        return unknown_source(source)
     if len(body) > max_body_bytes:
-        return error_reply(413, f"request body is {len(body)} bytes; the limit is {max_body_bytes} "
-                           f"(GATEHOUSE_MAX_BODY_BYTES)")
+        return too_large(len(body), max_body_bytes)
     refused = authenticate(source, headers, settings)
     if refused:
         log.warning("refused a %s alert: %s", source, refused)
         return error_reply(401, refused)
-    problem = content_type_problem(headers)
+    problem = content_type_problem(header(headers, "content-type"))
     if problem:
         return error_reply(415, problem)
     try:
         batch = alerts.parse_alerts(source, body)
-    except InboundError as exc:
+    except BodyError as exc:
         log.info("rejected a %s alert: %s", source, exc.message)
-        return error_reply(400, exc.message, exc.problems)
+        return exc.reply()
     outcomes = []
     for inbound in batch.alerts:
         try:
             outcomes.append(_take(source, inbound, bus, dedupe, open_alerts))
         except AlreadyInProgress as busy:
-            return error_reply(503, "this alert is being processed; retry shortly",
-                          headers={"Retry-After": str(int(busy.retry_after + 0.999))})
+            return unavailable("this alert is being processed; retry shortly", busy.retry_after)
         except Exception:
             log.exception("could not take a %s alert %s; the sender will retry", source,
                           inbound.alert.fingerprint)
-            return error_reply(503, "Gatehouse storage unavailable; retry shortly",
-                          headers={"Retry-After": "5"})
+            return unavailable(STORAGE_UNAVAILABLE)
     published = any(o["outcome"] == "accepted" for o in outcomes)
     reply = {"status": "accepted" if published else "nothing new", "alerts": outcomes}
     if batch.ignored:

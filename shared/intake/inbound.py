@@ -5,27 +5,19 @@
 - Databricks workspace-registry webhooks: flat JSON with `event`, `webhook_id`,
   `event_timestamp` (ms) and the documented per-event fields.
 
-Pure: bytes in, a typed payload (or an "ignored" verdict, or an InboundError) out.
+Pure: bytes in, a typed payload (or an "ignored" verdict, or a BodyError) out.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared import events
-
-
-class InboundError(ValueError):
-    """The request body is not an acceptable event; `problems` name each thing wrong."""
-
-    def __init__(self, message: str, problems: list[str] | None = None):
-        super().__init__(message)
-        self.message = message
-        self.problems = problems or []
+from shared.platform import http
+from shared.platform.http import BodyError
 
 
 @dataclass(frozen=True)
@@ -37,39 +29,6 @@ class Accepted:
 @dataclass(frozen=True)
 class Ignored:
     reason: str
-
-
-def describe_validation_error(error: ValidationError, prefix: str = "") -> list[str]:
-    problems = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in (prefix, *item["loc"]) if part != "")
-        problems.append(f"{where or 'body'}: {item['msg']}")
-    return problems
-
-
-def parse_json_object(body: bytes) -> dict:
-    if not body or not body.strip():
-        raise InboundError("request body is empty; expected a JSON object")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InboundError(f"request body is not valid UTF-8 (byte {exc.start})") from None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InboundError(f"request body is not valid JSON: {exc.msg} at line {exc.lineno} "
-                           f"column {exc.colno}") from None
-    if not isinstance(document, dict):
-        raise InboundError(f"request body must be a JSON object, not {type(document).__name__}")
-    return document
-
-
-def _validate(model: type[BaseModel], document: object, prefix: str) -> BaseModel:
-    try:
-        return model.model_validate(document)
-    except ValidationError as exc:
-        problems = describe_validation_error(exc, prefix)
-        raise InboundError(f"invalid {prefix or 'body'}: " + "; ".join(problems), problems) from None
 
 
 # ---- MLflow OSS ----
@@ -167,8 +126,8 @@ def _mlflow_to_event(key: tuple[str, str], data: _Lenient) -> events.Payload:
 
 
 def parse_mlflow(body: bytes) -> Accepted | Ignored:
-    document = parse_json_object(body)
-    envelope = _validate(MlflowWebhookBody, document, "")
+    document = http.json_object(body)
+    envelope = http.validate(MlflowWebhookBody, document)
     key = (envelope.entity, envelope.action)
     if envelope.entity in MLFLOW_IGNORED_ENTITIES:
         return Ignored(f"{envelope.entity}.{envelope.action}: "
@@ -176,9 +135,9 @@ def parse_mlflow(body: bytes) -> Accepted | Ignored:
     model = MLFLOW_PAYLOADS.get(key)
     if model is None:
         known = ", ".join(sorted(f"{e}.{a}" for e, a in MLFLOW_PAYLOADS))
-        raise InboundError(f"unknown MLflow webhook event {envelope.entity}.{envelope.action}; "
+        raise BodyError(f"unknown MLflow webhook event {envelope.entity}.{envelope.action}; "
                            f"known registry events: {known}")
-    data = _validate(model, envelope.data, "data")
+    data = http.validate(model, envelope.data, "data", what="data")
     occurred = envelope.timestamp
     if occurred.tzinfo is None:
         occurred = occurred.replace(tzinfo=timezone.utc)
@@ -189,10 +148,10 @@ def parse_mlflow(body: bytes) -> Accepted | Ignored:
 
 def parse_forwarded(body: bytes) -> Accepted:
     """A Gatehouse envelope carrying one registry event, as shared/forwarder.py sends it."""
-    document = parse_json_object(body)
-    envelope = _validate(events.Envelope, document, "")
+    document = http.json_object(body)
+    envelope = http.validate(events.Envelope, document)
     if not isinstance(envelope.data, events.REGISTRY_EVENTS):
-        raise InboundError(f"only registry events may be forwarded, not {envelope.type}")
+        raise BodyError(f"only registry events may be forwarded, not {envelope.type}")
     return Accepted(envelope.data, envelope.time)
 
 
@@ -230,7 +189,7 @@ def _require(body: DatabricksWebhookBody, *fields: str) -> None:
     missing = [name for name in fields if getattr(body, name) is None]
     if missing:
         problems = [f"{name}: Field required for {body.event}" for name in missing]
-        raise InboundError(f"invalid body: " + "; ".join(problems), problems)
+        raise BodyError("request body is not valid: " + "; ".join(problems), problems)
 
 
 def _target_stage(body: DatabricksWebhookBody) -> str:
@@ -242,10 +201,10 @@ def _target_stage(body: DatabricksWebhookBody) -> str:
 
 
 def parse_databricks(body: bytes) -> Accepted:
-    document = parse_json_object(body)
-    hook = _validate(DatabricksWebhookBody, document, "")
+    document = http.json_object(body)
+    hook = http.validate(DatabricksWebhookBody, document)
     if hook.event not in DATABRICKS_EVENTS:
-        raise InboundError(f"unknown Databricks registry event {hook.event!r}; known events: "
+        raise BodyError(f"unknown Databricks registry event {hook.event!r}; known events: "
                            + ", ".join(DATABRICKS_EVENTS))
     _require(hook, "model_name")
     common = {"model_name": hook.model_name, "registry": "databricks"}
@@ -263,8 +222,8 @@ def parse_databricks(body: bytes) -> Accepted:
         elif hook.event == "MODEL_VERSION_TAG_SET":
             _require(hook, "tags")
             if not hook.tags:
-                raise InboundError("invalid body: tags: MODEL_VERSION_TAG_SET carries no tag",
-                                   ["tags: List should have at least 1 item"])
+                raise BodyError("request body is not valid: tags: MODEL_VERSION_TAG_SET "
+                                "carries no tag", ["tags: List should have at least 1 item"])
             payload = events.ModelVersionTagSet(**common, version=hook.version,
                                                 tags={tag.key: tag.value for tag in hook.tags})
         elif hook.event.startswith("MODEL_VERSION_TRANSITIONED"):

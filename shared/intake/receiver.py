@@ -1,6 +1,6 @@
 """Registry webhook intake: size, signature, shape, dedupe, enqueue — in that order.
 
-Answers are plain (status, JSON body, headers) so the HTTP function stays a thin shell:
+Answers are `shared.platform.http.Reply`s, so the HTTP function stays a thin shell:
  - 202 accepted and enqueued; 200 for a duplicate delivery or an ignored event type;
  - 401 bad or missing signature, stale or future timestamp; 400 / 413 / 415 bad input;
  - 503 with Retry-After only when our own storage fails or the same delivery is mid-flight,
@@ -13,14 +13,14 @@ import hashlib
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from shared.intake import inbound
-from shared.intake import signatures
-from shared.platform.queues import REGISTRY_EVENTS
 from shared.events import Envelope
+from shared.intake import inbound, signatures
+from shared.platform.http import (BodyError, Reply, content_type_problem, error_reply, too_large,
+                                  unavailable)
 from shared.platform.idempotency import AlreadyCompleted, AlreadyInProgress, Claim
+from shared.platform.queues import REGISTRY_EVENTS
 from shared.platform.settings import Settings
 
 log = logging.getLogger("gatehouse.receiver")
@@ -30,13 +30,6 @@ EVENT_SOURCES = {"mlflow": "/gatehouse/registry/mlflow",
                  "forwarded": "/gatehouse/registry/forwarded"}
 PARSERS = {"mlflow": inbound.parse_mlflow, "databricks": inbound.parse_databricks,
            "forwarded": inbound.parse_forwarded}
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    body: dict
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 class Queue(Protocol):
@@ -50,31 +43,11 @@ class Dedupe(Protocol):
     def release(self, claim: Claim) -> None: ...
 
 
-def error_reply(status: int, message: str, problems: list[str] | None = None,
-                headers: dict | None = None) -> Reply:
-    body: dict = {"error": message}
-    if problems:
-        body["problems"] = problems
-    return Reply(status, body, headers or {})
-
-
-def content_type_problem(headers: Mapping[str, str]) -> str | None:
-    """What is wrong with the request's Content-Type for a JSON body (None: fine or absent)."""
-    value = signatures.header(headers, "content-type")
-    if not value:
-        return None
-    media_type = value.split(";")[0].strip().lower()
-    if media_type == "application/json" or media_type.endswith("+json"):
-        return None
-    return f"Content-Type {media_type!r} is not supported; send application/json"
-
-
 def receive(sender: Sender, headers: Mapping[str, str], body: bytes, settings: Settings,
             queue: Queue, dedupe: Dedupe, now: float | None = None) -> Reply:
     now = time.time() if now is None else now
     if len(body) > settings.max_body_bytes:
-        return error_reply(413, f"request body is {len(body)} bytes; the limit is "
-                           f"{settings.max_body_bytes} (GATEHOUSE_MAX_BODY_BYTES)")
+        return too_large(len(body), settings.max_body_bytes)
     try:
         if sender == "mlflow":
             delivery_id, _ = signatures.mlflow_delivery(
@@ -90,14 +63,14 @@ def receive(sender: Sender, headers: Mapping[str, str], body: bytes, settings: S
     except signatures.SignatureError as exc:
         log.warning("refused a %s webhook: %s", sender, exc)
         return error_reply(401, f"webhook not authenticated: {exc}")
-    problem = content_type_problem(headers)
+    problem = content_type_problem(signatures.header(headers, "content-type"))
     if problem:
         return error_reply(415, problem)
     try:
         parsed = PARSERS[sender](body)
-    except inbound.InboundError as exc:
+    except BodyError as exc:
         log.info("rejected a %s webhook: %s", sender, exc.message)
-        return error_reply(400, exc.message, exc.problems)
+        return exc.reply()
     if isinstance(parsed, inbound.Ignored):
         return Reply(200, {"status": "ignored", "reason": parsed.reason})
 
@@ -116,17 +89,16 @@ def _enqueue_once(sender: Sender, dedupe_key: str, envelope: Envelope, queue: Qu
         event_id = (done.result or {}).get("event_id", envelope.id)
         return Reply(200, {"status": "duplicate", "event_id": event_id})
     except AlreadyInProgress as busy:
-        return Reply(503, {"error": "this delivery is being processed; retry shortly"},
-                     {"Retry-After": str(int(busy.retry_after + 0.999))})
+        return unavailable("this delivery is being processed; retry shortly", busy.retry_after)
     except Exception:
         log.exception("state store unavailable while receiving a %s webhook", sender)
-        return Reply(503, {"error": "state store unavailable; retry shortly"}, {"Retry-After": "5"})
+        return unavailable("state store unavailable; retry shortly")
     try:
         queue.send(REGISTRY_EVENTS, envelope)
     except Exception:
         dedupe.release(claim)
         log.exception("could not enqueue %s; the sender will retry", envelope.id)
-        return Reply(503, {"error": "event queue unavailable; retry shortly"}, {"Retry-After": "5"})
+        return unavailable("event queue unavailable; retry shortly")
     try:
         dedupe.complete(claim, {"event_id": envelope.id}, ttl_seconds=settings.delivery_ttl_seconds)
     except Exception:

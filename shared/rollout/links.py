@@ -1,6 +1,7 @@
 """Signed one-click rollback links: `GET /api/rollouts/rollback?token=...` shows what would be
 rolled back, and its button POSTs the token to do it. A GET never acts: chat apps, link
-previews and mail scanners open links on their own.
+previews and mail scanners open links on their own. `answer_link` is the route's decision: a
+browser gets an HTML page, anything else JSON.
 
 The token is `base64url(claims).base64url(HMAC-SHA256(secret, claims))` where claims name the
 endpoint, the rollout, an expiry and a nonce. It rolls back only that rollout, only before it
@@ -17,7 +18,10 @@ import html
 import json
 import secrets
 from dataclasses import dataclass
-from urllib.parse import quote
+from typing import Protocol
+from urllib.parse import parse_qs, quote
+
+from shared.platform.http import HTML, Reply, error_reply
 
 from shared.platform import runtime
 from shared.platform.settings import Settings
@@ -25,6 +29,7 @@ from shared.platform.settings import Settings
 SECRET_SETTING = "GATEHOUSE_ROLLBACK_LINK_SECRET"
 DEFAULT_TTL_SECONDS = 24 * 3600.0
 MIN_SECRET_LENGTH = 16
+LINK_ACTOR = "rollback-link"
 
 
 class LinkError(Exception):
@@ -132,3 +137,79 @@ def confirmation_page(preview: dict, token: str) -> str:
         f'<button type="submit">Roll back v{version} on {endpoint}</button></form>'
         f"<p>The link works once.</p>")
     return PAGE.format(title=f"Roll back v{version} on {endpoint}?", content=content)
+
+
+# ---- the route: GET shows, POST rolls back once ----
+
+class SpentLinks(Protocol):
+    def used(self, key: str) -> bool: ...
+    def use_once(self, key: str, record: dict) -> bool: ...
+
+
+class Rollbacks(Protocol):
+    def rollback_preview(self, endpoint: str, rollout_id: str) -> Reply: ...
+    def request_rollback(self, endpoint: str, *, actor: str, reason: str,
+                         version: str | None = None, rollout_id: str | None = None) -> Reply: ...
+
+
+@dataclass(frozen=True)
+class LinkRequest:
+    method: str
+    token: str
+    wants_html: bool
+
+    @classmethod
+    def read(cls, method: str, query_token: str | None, body: bytes | None,
+             accept: str | None) -> LinkRequest:
+        """The token comes in the query string, or in the confirmation form's body."""
+        token = query_token or ""
+        if not token:
+            form = parse_qs((body or b"").decode("utf-8", errors="replace"))
+            token = (form.get("token") or [""])[-1]
+        return cls(method.upper(), token, "text/html" in (accept or ""))
+
+
+def answer_link(request: LinkRequest, secret: str | None, spent: SpentLinks,
+                rollbacks: Rollbacks, now: float) -> Reply:
+    """Opening the link changes nothing; POSTing its token rolls back that rollout, once."""
+    if secret is None:
+        return _shown(request, error_reply(404, "one-click rollback links are not enabled here"))
+    try:
+        claims = read_token(secret, request.token, now=now)
+    except LinkError as exc:
+        return _shown(request, error_reply(exc.status, str(exc)))
+    spent_key = f"rollback-link|{claims.nonce}"
+    if spent.used(spent_key):
+        return _shown(request, _used())
+    preview = rollbacks.rollback_preview(claims.endpoint, claims.rollout_id)
+    if not preview.ok:
+        return _shown(request, preview)
+    if request.method == "GET":
+        return _confirmation(request, preview)
+    if not spent.use_once(spent_key, {"endpoint": claims.endpoint,
+                                      "rollout_id": claims.rollout_id, "used_at": now}):
+        return _shown(request, _used())
+    return _shown(request, rollbacks.request_rollback(
+        claims.endpoint, actor=LINK_ACTOR, reason="one-click rollback link",
+        rollout_id=claims.rollout_id))
+
+
+def _used() -> Reply:
+    return error_reply(410, "this rollback link was used already")
+
+
+def _confirmation(request: LinkRequest, preview: Reply) -> Reply:
+    if request.wants_html:
+        return Reply(200, confirmation_page(preview.body, request.token), content_type=HTML)
+    return Reply(200, {**preview.body, "confirm": "POST to this URL to roll back"})
+
+
+def _shown(request: LinkRequest, reply: Reply) -> Reply:
+    """The reply as it is (JSON), or as a page for a browser."""
+    if not request.wants_html:
+        return reply
+    body = reply.body
+    title = "Rollback requested" if reply.status == 202 else "Nothing was rolled back"
+    text = body.get("error") or (f"Gatehouse is rolling back v{body.get('version')} on "
+                                 f"{body.get('endpoint')}; the notifications follow it.")
+    return Reply(reply.status, message_page(title, text), reply.headers, content_type=HTML)

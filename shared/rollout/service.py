@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.rollout import machine
 from shared.rollout.judge import Window, judge
@@ -21,20 +23,28 @@ from shared.rollout.machine import (ApplyTraffic, Emit, EndpointRecord, Phase, P
 from shared.rollout.policy import RolloutPolicy
 from shared.rollout.store import Loaded, RolloutStore
 from shared.serving.base import ServingBackend, ServingError
+from shared.platform.http import Reply, error_reply
 from shared.platform.state import ConcurrencyConflict
 
 log = logging.getLogger("gatehouse.rollout")
 SOURCE = "/gatehouse/rollout"
 ROLLBACK_GRACE_SECONDS = 60.0   # open_rollback gets this long before a ramp tick finishes it
 SAVE_ATTEMPTS = 5
+MAX_ACTOR, MAX_REASON = 200, 2000
 
 
-@dataclass
-class Outcome:
-    """What a request to the service came to, in HTTP terms for the routes."""
+class RollbackAsk(BaseModel):
+    """The body of POST /api/rollouts/{endpoint}/rollback: who asks for the rollback, and why."""
 
-    status: int
-    body: dict
+    EXPECTED: ClassVar[str] = '{"actor": "who", "reason": "why"}'
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
+
+    actor: str = Field(min_length=1, max_length=MAX_ACTOR)
+    reason: str = Field(min_length=1, max_length=MAX_REASON)
+
+
+def no_rollout(endpoint: str) -> Reply:
+    return error_reply(404, f"no rollout has ever run on endpoint {endpoint!r}")
 
 
 def registry_kind(model_name: str) -> str:
@@ -250,6 +260,13 @@ class RolloutService:
                 self._note_error(name, f"{type(exc).__name__}: {exc}")
         return results
 
+    def ramp_now(self, endpoint: str) -> Reply:
+        """One endpoint's ramp tick on request: 200 with its state, 502 if serving failed."""
+        if self.store.load(endpoint).record is None:
+            return no_rollout(endpoint)
+        result = self.ramp(endpoint)[0]
+        return Reply(502 if "error" in result else 200, result)
+
     def _note_error(self, endpoint: str, error: str) -> None:
         loaded = self.store.load(endpoint)
         if loaded.record is not None and loaded.record.active is not None:
@@ -333,28 +350,27 @@ class RolloutService:
 
     # -- rolling back --------------------------------------------------------------------------
 
-    def rollback_preview(self, endpoint: str, rollout_id: str) -> Outcome:
+    def rollback_preview(self, endpoint: str, rollout_id: str) -> Reply:
         """What a rollback of `rollout_id` would undo now (200), or 404/409 saying why there is
         nothing to undo. Changes nothing."""
         record = self.store.load(endpoint).record
         if record is None:
-            return Outcome(404, {"error": f"no rollout has ever run on endpoint {endpoint!r}"})
+            return no_rollout(endpoint)
         target = machine.rollback_target(record, self.policy_for(record.model_name), self.clock())
         if target is None:
-            return Outcome(409, {"error": f"{endpoint}: nothing to roll back (no active rollout "
-                                          f"and no promotion within the rollback window)"})
+            return error_reply(409, f"{endpoint}: nothing to roll back (no active rollout and no "
+                                    f"promotion within the rollback window)")
         if target.id != rollout_id:
-            return Outcome(409, {"error": f"rollout {rollout_id} is no longer the one to roll "
-                                          f"back (now: {target.id} of v{target.challenger})"})
+            return error_reply(409, f"rollout {rollout_id} is no longer the one to roll back "
+                                    f"(now: {target.id} of v{target.challenger})")
         if target.phase is Phase.ROLLING_BACK:
-            return Outcome(409, {"error": f"{endpoint}: rollout {target.id} is rolling back "
-                                          f"already"})
-        return Outcome(200, {"endpoint": endpoint, "model_name": record.model_name,
-                             "rollout_id": target.id, "version": target.challenger,
-                             "restores": target.champion, "phase": target.phase.value})
+            return error_reply(409, f"{endpoint}: rollout {target.id} is rolling back already")
+        return Reply(200, {"endpoint": endpoint, "model_name": record.model_name,
+                           "rollout_id": target.id, "version": target.challenger,
+                           "restores": target.champion, "phase": target.phase.value})
 
     def request_rollback(self, endpoint: str, *, actor: str, reason: str,
-                         version: str | None = None, rollout_id: str | None = None) -> Outcome:
+                         version: str | None = None, rollout_id: str | None = None) -> Reply:
         """Ask for a rollback (a person, a link, monitoring): 202, or 404/409 saying why not."""
 
         def decide(loaded: Loaded):
@@ -372,19 +388,19 @@ class RolloutService:
                                             now=self.clock(), policy=policy)
 
         if self.store.load(endpoint).record is None:
-            return Outcome(404, {"error": f"no rollout has ever run on endpoint {endpoint!r}"})
+            return no_rollout(endpoint)
         try:
             loaded = self._transact(endpoint, decide)
         except Refused as refused:
-            return Outcome(409, {"error": str(refused)})
+            return error_reply(409, str(refused))
         try:
             loaded = self._drain(loaded)
         except Exception as exc:  # saved with its outbox: the next ramp tick announces it
             log.warning("%s: rollback requested; announcing it failed for now: %s", endpoint, exc)
         active = loaded.record.active
-        return Outcome(202, {"status": "rollback requested", "endpoint": endpoint,
-                             "rollout_id": active.id if active else None,
-                             "version": active.challenger if active else None})
+        return Reply(202, {"status": "rollback requested", "endpoint": endpoint,
+                           "rollout_id": active.id if active else None,
+                           "version": active.challenger if active else None})
 
     def complete_rollback(self, endpoint: str, *, actor: str) -> dict:
         def decide(loaded: Loaded):
@@ -401,11 +417,12 @@ class RolloutService:
         loaded = self._drain(self.store.load(endpoint))
         active = loaded.record.active if loaded.record else None
         if active is None or active.phase is not Phase.ROLLING_BACK:
-            outcome = self.request_rollback(endpoint, actor=actor, reason=reason, version=version)
-            if outcome.status != 202:
-                log.info("rollback of %s v%s: %s", endpoint, version, outcome.body["error"])
+            requested = self.request_rollback(endpoint, actor=actor, reason=reason,
+                                              version=version)
+            if not requested.ok:
+                log.info("rollback of %s v%s: %s", endpoint, version, requested.body["error"])
                 return {"endpoint": endpoint, "status": "nothing to roll back",
-                        "detail": outcome.body["error"]}
+                        "detail": requested.body["error"]}
         elif active.challenger != str(version):
             return {"endpoint": endpoint, "status": "nothing to roll back",
                     "detail": f"rolling back v{active.challenger}, not v{version}"}

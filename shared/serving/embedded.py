@@ -254,107 +254,112 @@ ROUTES = [
 ]
 
 
-def make_handler(host: ServingHost):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        # Headers and body go out as two writes; with Nagle on, the body waits for the
-        # client's delayed ACK (~40 ms) and that would be measured as model latency.
-        disable_nagle_algorithm = True
+class EmbeddedHandler(BaseHTTPRequestHandler):
+    """HTTP for a ServingHost: `_dispatch` finds the route, `_<action>` answers it."""
 
-        def log_message(self, fmt, *args):
-            log.debug("%s " + fmt, self.address_string(), *args)
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes; with Nagle on, the body waits for the
+    # client's delayed ACK (~40 ms) and that would be measured as model latency.
+    disable_nagle_algorithm = True
+    host: ServingHost
 
-        def _reply(self, status: int, body: str | dict, headers: dict | None = None) -> None:
-            data = (body if isinstance(body, str) else json.dumps(body)).encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(data)
+    def log_message(self, fmt, *args):
+        log.debug("%s " + fmt, self.address_string(), *args)
 
-        def _body(self) -> bytes:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY:
-                raise BadRequest(f"body of {length} bytes is over {MAX_BODY}", 413)
-            return self.rfile.read(length) if length else b""
+    def _reply(self, status: int, body: str | dict, headers: dict | None = None) -> None:
+        data = (body if isinstance(body, str) else json.dumps(body)).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
 
-        def _json(self) -> dict:
-            try:
-                body = json.loads(self._body() or b"null")
-            except ValueError as exc:
-                raise BadRequest(f"body is not JSON: {exc}") from None
-            if not isinstance(body, dict):
-                raise BadRequest("body must be a JSON object")
-            return body
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            raise BadRequest(f"body of {length} bytes is over {MAX_BODY}", 413)
+        return self.rfile.read(length) if length else b""
 
-        def _dispatch(self) -> None:
-            split = urlsplit(self.path)
-            query = {k: v[-1] for k, v in parse_qs(split.query).items()}
-            matched_path = False
-            for method, pattern, action in ROUTES:
-                m = pattern.match(split.path)
-                if not m:
-                    continue
-                matched_path = True
-                if method != self.command:
-                    continue
+    def _json(self) -> dict:
+        try:
+            body = json.loads(self._body() or b"null")
+        except ValueError as exc:
+            raise BadRequest(f"body is not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise BadRequest("body must be a JSON object")
+        return body
+
+    def _dispatch(self) -> None:
+        split = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(split.query).items()}
+        matches = [(method, action, m) for method, pattern, action in ROUTES
+                   if (m := pattern.match(split.path))]
+        for method, action, m in matches:
+            if method == self.command:
                 args = [unquote(g) for g in m.groups()]
                 try:
-                    self._act(action, args, query)
+                    getattr(self, f"_{action}")(*args, query=query)
                 except BadRequest as exc:
                     self._reply(exc.status, {"error_code": exc.code, "message": str(exc)})
                 return
-            self._body()
-            if matched_path:
-                self._reply(405, {"error_code": "BAD_REQUEST",
-                                  "message": f"{self.command} is not allowed on {split.path}"})
-            else:
-                self._reply(404, {"error_code": "ENDPOINT_NOT_FOUND",
-                                  "message": f"no such path: {split.path}"})
+        self._body()  # read what was sent, so the connection stays usable
+        if matches:
+            self._reply(405, {"error_code": "BAD_REQUEST",
+                              "message": f"{self.command} is not allowed on {split.path}"})
+        else:
+            self._reply(404, {"error_code": "ENDPOINT_NOT_FOUND",
+                              "message": f"no such path: {split.path}"})
 
-        def _act(self, action: str, args: list[str], query: dict) -> None:
-            if action == "invocations":
-                body = self._body()
-                request_id = (self.headers.get("X-Request-Id") or "").strip() or str(uuid.uuid4())
-                status, response, version = host.invoke(
-                    args[0], body, self.headers.get("Content-Type", "application/json"),
-                    request_id)
-                self._reply(status, response, {"X-Request-Id": request_id,
-                                               "X-Gatehouse-Served-Version": version})
-            elif action == "list":
-                self._reply(200, {"endpoints": host.endpoints()})
-            elif action == "get":
-                self._reply(200, host.endpoint(args[0]).describe())
-            elif action == "configure":
-                body = self._json()
-                if not isinstance(body.get("routes"), dict):
-                    raise BadRequest("routes must be an object {version: percent}")
-                self._reply(200, host.configure(args[0], body.get("model_name"), body["routes"]))
-            elif action == "health":
-                try:
-                    since = float(query.get("since", 0))
-                    until = float(query["until"]) if "until" in query else None
-                except ValueError:
-                    raise BadRequest("since and until are epoch seconds") from None
-                self._reply(200, host.health(args[0], since, until))
-            elif action == "payloads":
-                try:
-                    limit = int(query.get("limit", 50))
-                except ValueError:
-                    raise BadRequest("limit is an integer") from None
-                if not 0 <= limit <= 10_000:
-                    raise BadRequest("limit is 0..10000")
-                self._reply(200, {"payloads": host.recent_payloads(args[0], limit)})
-            elif action == "faults":
-                self._reply(200, host.set_faults(args[0], self._json()))
-            else:
-                self._reply(200, {"status": "ok", "endpoints": len(host.endpoints())})
+    do_GET = do_POST = do_PUT = do_DELETE = _dispatch
 
-        do_GET = do_POST = do_PUT = do_DELETE = _dispatch
+    def _invocations(self, name: str, query: dict) -> None:
+        body = self._body()
+        request_id = (self.headers.get("X-Request-Id") or "").strip() or str(uuid.uuid4())
+        status, response, version = self.host.invoke(
+            name, body, self.headers.get("Content-Type", "application/json"), request_id)
+        self._reply(status, response, {"X-Request-Id": request_id,
+                                       "X-Gatehouse-Served-Version": version})
 
-    return Handler
+    def _list(self, query: dict) -> None:
+        self._reply(200, {"endpoints": self.host.endpoints()})
+
+    def _get(self, name: str, query: dict) -> None:
+        self._reply(200, self.host.endpoint(name).describe())
+
+    def _configure(self, name: str, query: dict) -> None:
+        body = self._json()
+        if not isinstance(body.get("routes"), dict):
+            raise BadRequest("routes must be an object {version: percent}")
+        self._reply(200, self.host.configure(name, body.get("model_name"), body["routes"]))
+
+    def _health(self, name: str, query: dict) -> None:
+        try:
+            since = float(query.get("since", 0))
+            until = float(query["until"]) if "until" in query else None
+        except ValueError:
+            raise BadRequest("since and until are epoch seconds") from None
+        self._reply(200, self.host.health(name, since, until))
+
+    def _payloads(self, name: str, query: dict) -> None:
+        try:
+            limit = int(query.get("limit", 50))
+        except ValueError:
+            raise BadRequest("limit is an integer") from None
+        if not 0 <= limit <= 10_000:
+            raise BadRequest("limit is 0..10000")
+        self._reply(200, {"payloads": self.host.recent_payloads(name, limit)})
+
+    def _faults(self, name: str, query: dict) -> None:
+        self._reply(200, self.host.set_faults(name, self._json()))
+
+    def _alive(self, query: dict) -> None:
+        self._reply(200, {"status": "ok", "endpoints": len(self.host.endpoints())})
+
+
+def make_handler(host: ServingHost) -> type[EmbeddedHandler]:
+    return type("Handler", (EmbeddedHandler,), {"host": host})
 
 
 def serve(port: int, host: str = "127.0.0.1", payload_log: str | Path | None = None,

@@ -12,7 +12,7 @@ import pytest
 from shared.alerts import SOURCES, parse_alerts
 from shared.alerts.common import classify, labels_from_text, severity
 from shared.events import AlertKind, Envelope
-from shared.intake.inbound import InboundError
+from shared.platform.http import BodyError
 
 SAMPLES = Path(__file__).parent / "samples"
 
@@ -174,7 +174,7 @@ def test_gatehouse_format_derives_a_fingerprint_when_none_is_given():
 def test_gatehouse_format_refuses_unknown_fields():
     document = copy.deepcopy(GATEHOUSE)
     document["alerts"][0]["severty"] = "error"
-    with pytest.raises(InboundError) as caught:
+    with pytest.raises(BodyError) as caught:
         parse("gatehouse", document)
     assert "alerts.0.severty: Extra inputs are not permitted" in caught.value.problems
 
@@ -189,18 +189,18 @@ def test_gatehouse_format_refuses_unknown_fields():
     (b"\xff\xfe", "not valid UTF-8"),
 ])
 def test_bodies_that_are_not_json_objects(source, body, expected):
-    with pytest.raises(InboundError, match=expected):
+    with pytest.raises(BodyError, match=expected):
         parse_alerts(source, body)
 
 
 def test_azure_monitor_wrong_schema_and_missing_fields():
-    with pytest.raises(InboundError) as caught:
+    with pytest.raises(BodyError) as caught:
         parse("azure-monitor", {"schemaId": "Microsoft.Insights/activityLogs", "data": {}})
     assert any(p.startswith("schemaId:") for p in caught.value.problems)
     document = sample("azure_monitor_common_schema_sample")
     del document["data"]["essentials"]["alertRule"]
     document["data"]["essentials"]["monitorCondition"] = "Maybe"
-    with pytest.raises(InboundError) as caught:
+    with pytest.raises(BodyError) as caught:
         parse("azure-monitor", document)
     assert "data.essentials.alertRule: Field required" in caught.value.problems
     assert any(p.startswith("data.essentials.monitorCondition:") for p in caught.value.problems)
@@ -209,28 +209,28 @@ def test_azure_monitor_wrong_schema_and_missing_fields():
 def test_alertmanager_other_versions_and_empty_groups():
     document = sample("alertmanager_v4_sample")
     document["version"] = "3"
-    with pytest.raises(InboundError, match="version '3' is not supported"):
+    with pytest.raises(BodyError, match="version '3' is not supported"):
         parse("alertmanager", document)
     document = sample("alertmanager_v4_sample")
     document["alerts"] = []
-    with pytest.raises(InboundError) as caught:
+    with pytest.raises(BodyError) as caught:
         parse("alertmanager", document)
     assert any(p.startswith("alerts:") for p in caught.value.problems)
     document = sample("alertmanager_v4_sample")
     document["alerts"][0]["status"] = "pending"
-    with pytest.raises(InboundError, match="alerts.0.status"):
+    with pytest.raises(BodyError, match="alerts.0.status"):
         parse("alertmanager", document)
 
 
 def test_databricks_sql_wrong_event_and_missing_state():
-    with pytest.raises(InboundError, match="event is 'job_run'"):
+    with pytest.raises(BodyError, match="event is 'job_run'"):
         parse("databricks-sql", {"event": "job_run", "alert": {}})
     document = sample("databricks_sql_alert_triggered")
     del document["alert"]["alert"]["evaluations"][0]["state"]
     document["alert"]["title"] = "Daily revenue"
-    with pytest.raises(InboundError, match="no alert state"):
+    with pytest.raises(BodyError, match="no alert state"):
         parse("databricks-sql", document)
-    with pytest.raises(InboundError, match="alert must be an object"):
+    with pytest.raises(BodyError, match="alert must be an object"):
         parse("databricks-sql", {"event": "alert_state_change", "alert": "x"})
 
 

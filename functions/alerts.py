@@ -29,13 +29,12 @@ def _open_alerts(connection_string: str):
 def receive_alert(req: func.HttpRequest) -> func.HttpResponse:
     from shared.alerts import SOURCES, intake
     from shared.platform import runtime
-    from shared.platform.storage import storage_connection_string
 
     source = req.route_params.get("source", "")
     if source not in SOURCES:
         return respond(intake.unknown_source(source))
     try:
-        open_alerts = _open_alerts(storage_connection_string())
+        open_alerts = _open_alerts(runtime.storage_connection())
         dedupe = runtime.idempotency()
     except Exception:
         return respond(unavailable(intake.STORAGE_UNAVAILABLE))

@@ -58,11 +58,11 @@ def monitor_now(req: func.HttpRequest) -> func.HttpResponse:
 def receive_labels(req: func.HttpRequest) -> func.HttpResponse:
     from shared.monitoring.adapters import label_store
     from shared.monitoring.routes import LateLabels, store_labels
-    from shared.platform.storage import storage_connection_string
+    from shared.platform import runtime
 
     try:
         request = parse_body(LateLabels, req.get_body())
     except BodyError as exc:
         return respond(exc.reply())
     return respond(store_labels(req.route_params.get("endpoint", ""), request,
-                                lambda: label_store(storage_connection_string())))
+                                lambda: label_store(runtime.storage_connection())))

@@ -55,13 +55,12 @@ def deliver_notification(body: bytes | str) -> dict | None:
     from shared.channels.factory import ChannelSettings
     from shared.events import Envelope, NotificationRequested
     from shared.platform.handling import process_once
-    from shared.platform.storage import storage_connection_string
 
     # A message that does not parse raises: after maxDequeueCount tries it lands on the poison
     # queue, intact, instead of being dropped.
     envelope = Envelope.from_json_expecting(body, NotificationRequested)
     settings = runtime.settings()
-    dispatcher = _dispatcher(ChannelSettings.from_settings(settings), storage_connection_string(),
+    dispatcher = _dispatcher(ChannelSettings.from_settings(settings), runtime.storage_connection(),
                              settings.outbox_path, settings.rollback_link_secret,
                              settings.public_url)
     return process_once(runtime.idempotency(), "notify", envelope.id,

@@ -27,14 +27,12 @@ def poll_registry(timer: func.TimerRequest) -> None:
 
     from shared.intake import poller
     from shared.platform.queues import REGISTRY_EVENTS
-    from shared.platform.runtime import bus
     from shared.platform.state import StateTable
-    from shared.platform.storage import storage_connection_string
 
     models = settings.poll_model_names()
     tracking_uri = settings.mlflow_tracking_uri or registry_uri
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
-    store = poller.SnapshotStore(StateTable(storage_connection_string(), poller.TABLE), registry_uri)
-    emitted = poller.poll_once(client, store, lambda e: bus().send(REGISTRY_EVENTS, e),
+    store = poller.SnapshotStore(StateTable(runtime.storage_connection(), poller.TABLE), registry_uri)
+    emitted = poller.poll_once(client, store, lambda e: runtime.bus().send(REGISTRY_EVENTS, e),
                                poller.registry_kind(registry_uri), models or None)
     log.info("registry poll of %s: %d change(s)", registry_uri, len(emitted))

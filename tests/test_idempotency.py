@@ -129,13 +129,14 @@ def test_process_once_runs_work_once_and_retries_after_failure(store):
 
 
 def test_identity_based_storage_setting_builds_managed_identity_clients(monkeypatch):
-    from shared.platform import storage
+    from shared.platform import runtime, storage
 
     monkeypatch.delenv("AzureWebJobsStorage", raising=False)
     monkeypatch.setenv("AzureWebJobsStorage__accountName", "gatehousefn")
     monkeypatch.setenv("AzureWebJobsStorage__clientId", "00000000-0000-0000-0000-000000000001")
-    connection = storage.storage_connection_string()
-    assert connection == "AccountName=gatehousefn;Authentication=ManagedIdentity"
+    connection = runtime.storage_connection()
+    assert connection == ("AccountName=gatehousefn;Authentication=ManagedIdentity;"
+                          "ClientId=00000000-0000-0000-0000-000000000001")
     queues = storage.queue_service(connection)
     tables = storage.table_service(connection)
     assert queues.url.startswith("https://gatehousefn.queue.core.windows.net")

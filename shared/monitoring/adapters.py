@@ -110,11 +110,10 @@ class References:
 def build_monitor(settings: Settings | None = None):
     from shared.monitoring.reference import ReferenceStore
     from shared.monitoring.service import MlflowMonitorLog, Monitor, MonitorStateStore
-    from shared.platform.storage import storage_connection_string
 
     settings = runtime.settings() if settings is None else settings
     records, endpoints = traffic(settings)
-    connection = storage_connection_string()
+    connection = runtime.storage_connection()
     use_mlflow = bool(settings.mlflow_tracking_uri)
     defaults: MonitoringPolicy = monitoring_policy_for(None)
     return Monitor(

@@ -214,9 +214,8 @@ def reactions_from_env() -> Reactions:
     from shared.platform import runtime
     from shared.policy import monitoring_policy_for
     from shared.rollout.store import RolloutStore
-    from shared.platform.storage import storage_connection_string
 
-    connection = storage_connection_string()
+    connection = runtime.storage_connection()
     rollouts = RolloutStore.connect(connection)
     return Reactions(ledgers=LedgerStore.connect(connection), publish=runtime.bus().publish,
                      policy_for=monitoring_policy_for,

@@ -223,9 +223,9 @@ def save_reference(reference: ReferenceDistribution, *, store: ReferenceStore | 
     """Keep a version's reference where the monitor finds it: the state table (default: the one
     of AzureWebJobsStorage) and, with `run_id`, an artifact of that MLflow run."""
     if store is None:
-        from shared.platform.storage import storage_connection_string
+        from shared.platform import runtime
 
-        store = ReferenceStore.connect(storage_connection_string())
+        store = ReferenceStore.connect(runtime.storage_connection())
     store.save(reference)
     if run_id:
         log_reference(reference, run_id, client)

@@ -28,9 +28,7 @@ EPILOG = """examples:
 
 
 def _storage() -> str:
-    from shared.platform.storage import storage_connection_string
-
-    return storage_connection_string()
+    return runtime.storage_connection()
 
 
 def _read_input(path: str) -> bytes:

@@ -6,6 +6,7 @@ from functools import lru_cache
 
 from shared.platform.logs import configure_logging
 from shared.platform.settings import Settings
+from shared.platform.storage import storage_connection_string
 
 
 @lru_cache(maxsize=1)
@@ -17,20 +18,25 @@ def settings() -> Settings:
     return loaded
 
 
+def storage_connection() -> str:
+    """The storage account of AzureWebJobsStorage (or its identity-based form)."""
+    app = settings()
+    return storage_connection_string(app.storage_connection or "", app.storage_account_name,
+                                     app.storage_client_id)
+
+
 @lru_cache(maxsize=1)
 def bus():
     from shared.platform.bus import Bus
-    from shared.platform.storage import storage_connection_string
 
-    return Bus(storage_connection_string())
+    return Bus(storage_connection())
 
 
 @lru_cache(maxsize=1)
 def idempotency():
     from shared.platform.idempotency import IdempotencyStore
-    from shared.platform.storage import storage_connection_string
 
-    return IdempotencyStore.connect(storage_connection_string())
+    return IdempotencyStore.connect(storage_connection())
 
 
 def reset() -> None:

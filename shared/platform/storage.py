@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from shared.platform import runtime
 from shared.platform.paths import PROJECT_ROOT
 
 STORAGE_SETTING = "AzureWebJobsStorage"
@@ -39,38 +38,41 @@ def azurite_connection_string(host: str = "127.0.0.1", blob: int = 10000, queue:
     )
 
 
-def storage_connection_string(value: str | None = None) -> str:
-    """The connection string from `AzureWebJobsStorage`; `UseDevelopmentStorage=true` means Azurite.
+def storage_connection_string(value: str, account_name: str | None = None,
+                              client_id: str | None = None) -> str:
+    """The connection string `AzureWebJobsStorage` names; `UseDevelopmentStorage=true` means Azurite.
 
     With an identity-based connection (the Functions convention: `AzureWebJobsStorage__accountName`
     and optionally `__clientId` for a user-assigned identity, no `AzureWebJobsStorage`), this
-    returns `AccountName=<name>;Authentication=ManagedIdentity`, which the client factories below
-    turn into clients authenticated by the managed identity.
+    returns `AccountName=<name>;Authentication=ManagedIdentity` (and `ClientId=<id>`), which the
+    client factories below turn into clients authenticated by the managed identity.
     """
-    if value is None:
-        value = runtime.settings().storage_connection or ""
     if not value.strip():
-        account = runtime.settings().storage_account_name
-        if account:
-            return f"AccountName={account};Authentication=ManagedIdentity"
+        if account_name:
+            identity = f"AccountName={account_name};Authentication=ManagedIdentity"
+            return f"{identity};ClientId={client_id}" if client_id else identity
         raise RuntimeError(f"{STORAGE_SETTING} is not set: no Azure Storage account to use")
     if value.strip().lower().startswith("usedevelopmentstorage=true"):
         return azurite_connection_string()
     return value
 
 
+def _connection_parts(connection: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in connection.split(";") if "=" in part)
+
+
 def _identity_account(connection: str) -> str | None:
-    parts = dict(part.split("=", 1) for part in connection.split(";") if "=" in part)
+    parts = _connection_parts(connection)
     if parts.get("Authentication", "").lower() == "managedidentity":
         return parts.get("AccountName")
     return None
 
 
-def _managed_identity():
+def _managed_identity(connection: str):
     from azure.identity import DefaultAzureCredential
 
     return DefaultAzureCredential(
-        managed_identity_client_id=runtime.settings().storage_client_id)
+        managed_identity_client_id=_connection_parts(connection).get("ClientId"))
 
 
 def queue_service(connection: str):
@@ -79,7 +81,7 @@ def queue_service(connection: str):
     account = _identity_account(connection)
     if account:
         return QueueServiceClient(f"https://{account}.queue.core.windows.net",
-                                  credential=_managed_identity())
+                                  credential=_managed_identity(connection))
     return QueueServiceClient.from_connection_string(connection)
 
 
@@ -89,7 +91,7 @@ def table_service(connection: str):
     account = _identity_account(connection)
     if account:
         return TableServiceClient(f"https://{account}.table.core.windows.net",
-                                  credential=_managed_identity())
+                                  credential=_managed_identity(connection))
     return TableServiceClient.from_connection_string(connection)
 
 

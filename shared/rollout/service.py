@@ -463,7 +463,6 @@ def from_runtime() -> RolloutService:
     from shared.policy import current_policy
     from shared.registry.client import Registry
     from shared.serving.factory import serving_backend
-    from shared.platform.storage import storage_connection_string
 
-    return RolloutService(_store(storage_connection_string()), serving_backend(), Registry(),
+    return RolloutService(_store(runtime.storage_connection()), serving_backend(), Registry(),
                           runtime.bus(), lambda model: current_policy().for_model(model).rollout)

@@ -4,7 +4,7 @@ source: azure-monitor (common alert schema), alertmanager (webhook v4), databric
 alert webhook destination), gatehouse (Gatehouse's own monitor format). Each alert becomes one
 `monitoring.alert` event on the bus, once (shared/alerts/intake.py says how and what answers).
 
-Cold start: only azure.functions and shared.platform.http at module level.
+Cold start: only azure.functions and shared.foundation.http at module level.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import azure.functions as func
 
-from shared.platform.http import respond, unavailable
+from shared.foundation.http import respond, unavailable
 
 bp = func.Blueprint()
 
@@ -28,7 +28,7 @@ def _open_alerts(connection_string: str):
 @bp.route(route="alerts/{source}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def receive_alert(req: func.HttpRequest) -> func.HttpResponse:
     from shared.alerts import SOURCES, intake
-    from shared.platform import runtime
+    from shared.foundation import runtime
 
     source = req.route_params.get("source", "")
     if source not in SOURCES:

@@ -5,7 +5,7 @@ against each version's reference, log the figures to MLflow and publish `monitor
 - POST /api/monitor/run                 run it now; body (optional): {"now": <epoch seconds>}
 - POST /api/monitor/labels/{endpoint}   late labels: {"labels": {"<request id>": 1, ...}}
 
-Cold start: only azure.functions and shared.platform.http at module level.
+Cold start: only azure.functions and shared.foundation.http at module level.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 
 import azure.functions as func
 
-from shared.platform.http import BodyError, parse_body, respond
+from shared.foundation.http import BodyError, parse_body, respond
 
 bp = func.Blueprint()
 log = logging.getLogger("gatehouse.monitor")
@@ -58,7 +58,7 @@ def monitor_now(req: func.HttpRequest) -> func.HttpResponse:
 def receive_labels(req: func.HttpRequest) -> func.HttpResponse:
     from shared.monitoring.adapters import label_store
     from shared.monitoring.routes import LateLabels, store_labels
-    from shared.platform import runtime
+    from shared.foundation import runtime
 
     try:
         request = parse_body(LateLabels, req.get_body())

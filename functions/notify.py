@@ -10,8 +10,8 @@ from functools import lru_cache
 
 import azure.functions as func
 
-from shared.platform.logs import event_log_context
-from shared.platform.queues import NOTIFICATIONS
+from shared.foundation.logs import event_log_context
+from shared.foundation.queues import NOTIFICATIONS
 
 bp = func.Blueprint()
 
@@ -51,10 +51,10 @@ def _dispatcher(settings, connection_string: str, outbox_path, link_secret: str 
 
 
 def deliver_notification(body: bytes | str) -> dict | None:
-    from shared.platform import runtime
+    from shared.foundation import runtime
     from shared.channels.factory import ChannelSettings
     from shared.events import Envelope, NotificationRequested
-    from shared.platform.handling import process_once
+    from shared.foundation.handling import process_once
 
     # A message that does not parse raises: after maxDequeueCount tries it lands on the poison
     # queue, intact, instead of being dropped.

@@ -16,7 +16,7 @@ log = logging.getLogger("gatehouse.poller")
 
 @bp.timer_trigger(arg_name="timer", schedule="0 */1 * * * *", run_on_startup=False)
 def poll_registry(timer: func.TimerRequest) -> None:
-    from shared.platform import runtime
+    from shared.foundation import runtime
 
     settings = runtime.settings()
     registry_uri = settings.poll_registry_uri
@@ -26,8 +26,8 @@ def poll_registry(timer: func.TimerRequest) -> None:
     from mlflow import MlflowClient
 
     from shared.intake import poller
-    from shared.platform.queues import REGISTRY_EVENTS
-    from shared.platform.state import StateTable
+    from shared.foundation.queues import REGISTRY_EVENTS
+    from shared.foundation.state import StateTable
 
     models = settings.poll_model_names()
     tracking_uri = settings.mlflow_tracking_uri or registry_uri

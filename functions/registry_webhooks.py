@@ -1,6 +1,6 @@
 """HTTP receivers for registry webhooks (MLflow OSS and Databricks) and the health probe.
 
-Cold start: this module imports only azure.functions and shared.platform.http; the schema, the
+Cold start: this module imports only azure.functions and shared.foundation.http; the schema, the
 receiver and the storage SDKs load inside the handlers, on the first request that needs them.
 """
 
@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.platform.http import Reply, respond
+from shared.foundation.http import Reply, respond
 
 bp = func.Blueprint()
 
 
 def _receive(sender: str, req: func.HttpRequest) -> func.HttpResponse:
     from shared.intake import receiver
-    from shared.platform import runtime
+    from shared.foundation import runtime
 
     return respond(receiver.receive(sender, req.headers, req.get_body() or b"", runtime.settings(),
                                     queue=runtime.bus(), dedupe=runtime.idempotency()))
@@ -42,7 +42,7 @@ def forwarded_registry_event(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.platform import runtime
+    from shared.foundation import runtime
     from shared.events import SCHEMA_VERSION
 
     settings = runtime.settings()

@@ -11,17 +11,17 @@ import logging
 
 import azure.functions as func
 
-from shared.platform.logs import event_log_context
-from shared.platform.queues import TRIGGER_RETRAINING
+from shared.foundation.logs import event_log_context
+from shared.foundation.queues import TRIGGER_RETRAINING
 
 bp = func.Blueprint()
 log = logging.getLogger("gatehouse.retraining")
 
 
 def handle(body: bytes, reactions=None) -> dict | None:
-    from shared.platform import runtime
+    from shared.foundation import runtime
     from shared.events import Envelope, MonitoringAlert
-    from shared.platform.handling import process_once
+    from shared.foundation.handling import process_once
 
     envelope = Envelope.from_json_expecting(body, MonitoringAlert)
     if reactions is None:

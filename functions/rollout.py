@@ -8,7 +8,7 @@
 - POST /api/rollouts/rollback?token=...       ... whose button rolls back (once)
 - GET  /api/rollouts, GET /api/rollouts/{endpoint}   state and history as JSON
 
-Cold start: only azure.functions and shared.platform at module level; the rest loads inside
+Cold start: only azure.functions and shared.foundation at module level; the rest loads inside
 the handlers.
 """
 
@@ -19,9 +19,9 @@ import logging
 
 import azure.functions as func
 
-from shared.platform.http import BodyError, Reply, parse_body, respond
-from shared.platform.logs import event_log_context
-from shared.platform.queues import OPEN_ROLLBACK, START_CANARY
+from shared.foundation.http import BodyError, Reply, parse_body, respond
+from shared.foundation.logs import event_log_context
+from shared.foundation.queues import OPEN_ROLLBACK, START_CANARY
 
 bp = func.Blueprint()
 log = logging.getLogger("gatehouse.rollout")
@@ -36,9 +36,9 @@ def _service():
 @bp.queue_trigger(arg_name="msg", queue_name=START_CANARY, connection="AzureWebJobsStorage")
 @event_log_context
 def start_canary(msg: func.QueueMessage) -> None:
-    from shared.platform import runtime
+    from shared.foundation import runtime
     from shared.events import Envelope, GatesPassed
-    from shared.platform.handling import process_once
+    from shared.foundation.handling import process_once
 
     envelope = Envelope.from_json_expecting(msg.get_body(), GatesPassed)
     data = envelope.data
@@ -63,9 +63,9 @@ def ramp_endpoint(req: func.HttpRequest) -> func.HttpResponse:
 @bp.queue_trigger(arg_name="msg", queue_name=OPEN_ROLLBACK, connection="AzureWebJobsStorage")
 @event_log_context
 def open_rollback(msg: func.QueueMessage) -> None:
-    from shared.platform import runtime
+    from shared.foundation import runtime
     from shared.events import Envelope, RollbackRequested
-    from shared.platform.handling import process_once
+    from shared.foundation.handling import process_once
 
     envelope = Envelope.from_json_expecting(msg.get_body(), RollbackRequested)
     data = envelope.data

@@ -10,20 +10,20 @@ import logging
 
 import azure.functions as func
 
-from shared.platform.logs import event_log_context
-from shared.platform.queues import GATEHOUSE_EVENTS, REGISTRY_EVENTS
+from shared.foundation.logs import event_log_context
+from shared.foundation.queues import GATEHOUSE_EVENTS, REGISTRY_EVENTS
 
 bp = func.Blueprint()
 log = logging.getLogger("gatehouse.router")
 
 
 def route(body: bytes) -> dict:
-    from shared.platform import routing
+    from shared.foundation import routing
     from shared.channels import messages as notifications
-    from shared.platform import runtime
-    from shared.platform.bus import NOTIFICATIONS
+    from shared.foundation import runtime
+    from shared.foundation.bus import NOTIFICATIONS
     from shared.events import Envelope
-    from shared.platform.handling import process_once
+    from shared.foundation.handling import process_once
 
     # A message that does not parse raises: after maxDequeueCount tries it lands on the poison
     # queue, intact, instead of being dropped.

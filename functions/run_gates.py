@@ -20,8 +20,8 @@ import logging
 
 import azure.functions as func
 
-from shared.platform.logs import event_log_context
-from shared.platform.queues import RUN_GATES
+from shared.foundation.logs import event_log_context
+from shared.foundation.queues import RUN_GATES
 
 bp = func.Blueprint()
 log = logging.getLogger("gatehouse.run_gates")
@@ -34,8 +34,8 @@ def handle(body: bytes) -> dict | None:
     from shared.events import Envelope
     from shared.gates.request import gate_request
     from shared.gates.service import from_runtime
-    from shared.platform import runtime
-    from shared.platform.handling import process_once
+    from shared.foundation import runtime
+    from shared.foundation.handling import process_once
 
     envelope = Envelope.from_json(body)
     request = gate_request(envelope.data)
@@ -59,7 +59,7 @@ def request_rerun(req: func.HttpRequest) -> func.HttpResponse:
     """Ask for the gate suite to run again on one version (see the module docstring)."""
     from shared.gates.request import RerunBody
     from shared.gates.service import from_runtime
-    from shared.platform.http import BodyError, error_reply, parse_body, respond
+    from shared.foundation.http import BodyError, error_reply, parse_body, respond
 
     model = (req.route_params.get("model") or "").strip()
     version = (req.route_params.get("version") or "").strip()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import azure.functions as func
 
-from shared.platform.http import (Reply, error_reply, respond, too_large, unavailable,
+from shared.foundation.http import (Reply, error_reply, respond, too_large, unavailable,
                                   validation_problems)
 
 bp = func.Blueprint()
@@ -21,7 +21,7 @@ log = logging.getLogger("gatehouse.slack")
 
 @bp.route(route="slack/actions", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def slack_actions(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.platform import runtime
+    from shared.foundation import runtime
 
     body = req.get_body() or b""
     settings = runtime.settings()

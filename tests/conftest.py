@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.platform import runtime
-from shared.platform.storage import Azurite
+from shared.foundation import runtime
+from shared.foundation.storage import Azurite
 from shared.dev import devstack
 
 

@@ -14,9 +14,9 @@ import pytest
 
 from functions import router
 from shared.ops import cli
-from shared.platform.bus import Bus
-from shared.platform.queues import NOTIFICATIONS, REGISTRY_EVENTS
-from shared.platform.storage import PROJECT_ROOT, decode_queue_message
+from shared.foundation.bus import Bus
+from shared.foundation.queues import NOTIFICATIONS, REGISTRY_EVENTS
+from shared.foundation.storage import PROJECT_ROOT, decode_queue_message
 
 
 def run_cli(*args, env=None) -> subprocess.CompletedProcess:

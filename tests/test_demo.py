@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from shared.platform.storage import PROJECT_ROOT
+from shared.foundation.storage import PROJECT_ROOT
 
 
 @pytest.mark.timeout(900)

@@ -15,10 +15,10 @@ import pytest
 import requests
 
 from shared.intake import signatures
-from shared.platform.bus import REGISTRY_EVENTS, Bus
+from shared.foundation.bus import REGISTRY_EVENTS, Bus
 from shared.channels.outbox import OutboxChannel
 from shared.events import Envelope, ModelVersionCreated
-from shared.platform.idempotency import COMPLETED, IdempotencyStore
+from shared.foundation.idempotency import COMPLETED, IdempotencyStore
 from shared.dev import devstack
 from shared.dev.devstack import wait_for
 from tests.test_inbound import MALFORMED_DATABRICKS, MALFORMED_MLFLOW

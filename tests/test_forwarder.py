@@ -16,7 +16,7 @@ import yaml
 from shared import events, forwarder
 from shared.channels.outbox import OutboxChannel
 from shared.intake.signatures import signed_headers
-from shared.platform.storage import PROJECT_ROOT
+from shared.foundation.storage import PROJECT_ROOT
 
 
 def test_each_condition_maps_to_the_webhook_events():

@@ -1,4 +1,4 @@
-"""shared.platform.http: body parsing that answers 400 (never crashes) and replies as sent."""
+"""shared.foundation.http: body parsing that answers 400 (never crashes) and replies as sent."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import ClassVar
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.platform.http import (
+from shared.foundation.http import (
     HTML,
     BodyError,
     Reply,

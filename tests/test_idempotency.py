@@ -7,10 +7,10 @@ import uuid
 
 import pytest
 
-from shared.platform.handling import process_once
-from shared.platform.idempotency import (COMPLETED, IN_PROGRESS, AlreadyCompleted, AlreadyInProgress,
+from shared.foundation.handling import process_once
+from shared.foundation.idempotency import (COMPLETED, IN_PROGRESS, AlreadyCompleted, AlreadyInProgress,
                                 IdempotencyStore, Verdict, judge_record)
-from shared.platform.state import ConcurrencyConflict, StateTable
+from shared.foundation.state import ConcurrencyConflict, StateTable
 
 
 @pytest.mark.parametrize("record,verdict", [
@@ -129,7 +129,7 @@ def test_process_once_runs_work_once_and_retries_after_failure(store):
 
 
 def test_identity_based_storage_setting_builds_managed_identity_clients(monkeypatch):
-    from shared.platform import runtime, storage
+    from shared.foundation import runtime, storage
 
     monkeypatch.delenv("AzureWebJobsStorage", raising=False)
     monkeypatch.setenv("AzureWebJobsStorage__accountName", "gatehousefn")

@@ -12,7 +12,7 @@ from mlflow.webhooks import types as mlflow_types
 
 from shared import events
 from shared.intake import inbound
-from shared.platform.http import BodyError
+from shared.foundation.http import BodyError
 
 
 def mlflow_body(entity: str, action: str, data: dict) -> bytes:

@@ -13,8 +13,8 @@ import hcl2
 import pytest
 
 from shared.intake import inbound
-from shared.platform.settings import Settings, env_name
-from shared.platform.storage import PROJECT_ROOT
+from shared.foundation.settings import Settings, env_name
+from shared.foundation.storage import PROJECT_ROOT
 
 TERRAFORM = PROJECT_ROOT / "infra" / "terraform"
 SECRET_SETTING = re.compile(r"(SECRET|TOKEN|ROUTING_KEY|WEBHOOK_URL|PASSWORD)$")

@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from shared.dev.local_host import LocalHost
-from shared.platform.storage import PROJECT_ROOT
+from shared.foundation.storage import PROJECT_ROOT
 
 APP_ROOT = Path(__file__).parent / "local_host_app"
 QUEUES = ["lh-work", "lh-done", "lh-work-poison", "lh-fanout", "lh-fanout-out", "lh-fail",
@@ -182,7 +182,7 @@ def test_disabled_setting_switches_a_function_off(tmp_path, monkeypatch):
 
 def test_local_settings_do_not_override_the_environment(tmp_path, monkeypatch):
     from shared.dev.local_host import ensure_storage, load_local_settings
-    from shared.platform.storage import azurite_connection_string
+    from shared.foundation.storage import azurite_connection_string
 
     (tmp_path / "local.settings.json").write_text(json.dumps({"Values": {
         "LH_SET_ALREADY": "from file", "LH_NEW": "from file",

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from shared.events import Envelope
-from shared.platform.logs import (JsonFormatter, current_fields, event_fields, event_log_context,
+from shared.foundation.logs import (JsonFormatter, current_fields, event_fields, event_log_context,
                                   log_context)
 from tests.notifications import builders
 

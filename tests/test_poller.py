@@ -9,7 +9,7 @@ import pytest
 from shared import events
 from shared.intake import poller
 from shared.intake.poller import ListedModel, ListedVersion, ModelSnapshot, diff
-from shared.platform.state import StateTable
+from shared.foundation.state import StateTable
 
 
 def listed(aliases=None, versions=()):

@@ -12,9 +12,9 @@ from mlflow.webhooks.delivery import _generate_hmac_signature
 from mlflow.webhooks.types import ModelVersionCreatedPayload
 
 from shared.intake import receiver
-from shared.platform.bus import REGISTRY_EVENTS, Bus
-from shared.platform.idempotency import IdempotencyStore
-from shared.platform.settings import Settings
+from shared.foundation.bus import REGISTRY_EVENTS, Bus
+from shared.foundation.idempotency import IdempotencyStore
+from shared.foundation.settings import Settings
 from shared.intake.signatures import databricks_signature
 
 SECRET = "receiver-secret"

@@ -8,9 +8,9 @@ import azure.functions as func
 import pytest
 
 from functions import router
-from shared.platform import routing
-from shared.platform import queues
-from shared.platform.bus import Bus
+from shared.foundation import routing
+from shared.foundation import queues
+from shared.foundation.bus import Bus
 from shared.events import Decision, Envelope, GatesPassed, ModelVersionCreated, \
     ModelVersionTagSet
 
@@ -24,7 +24,7 @@ def drain(bus: Bus, queue: str) -> list[Envelope]:
     found = []
     client = bus._queue(queue)
     for message in client.receive_messages(max_messages=32):
-        from shared.platform.storage import decode_queue_message
+        from shared.foundation.storage import decode_queue_message
 
         found.append(Envelope.from_json(decode_queue_message(message.content, bus.encoding)))
         client.delete_message(message)

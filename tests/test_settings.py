@@ -10,9 +10,9 @@ import pytest
 
 from shared import alerts
 from shared.alerts.intake import token_setting
-from shared.platform import runtime
-from shared.platform.settings import Settings, env_name, markdown_table
-from shared.platform.storage import PROJECT_ROOT
+from shared.foundation import runtime
+from shared.foundation.settings import Settings, env_name, markdown_table
+from shared.foundation.storage import PROJECT_ROOT
 
 
 def test_each_type_parses_from_text():
@@ -100,7 +100,7 @@ def test_the_readme_carries_the_table_rendered_from_the_model():
     found = re.search(r"<!-- settings:begin -->\n(.*?)<!-- settings:end -->", readme, re.S)
     assert found, "README.md lacks the <!-- settings:begin --> ... <!-- settings:end --> block"
     assert found.group(1) == markdown_table(), (
-        "README.md's settings table is stale: paste `python -m shared.platform.settings "
+        "README.md's settings table is stale: paste `python -m shared.foundation.settings "
         "--markdown` between the markers")
 
 

@@ -4,7 +4,7 @@
 
 Sources: azure-monitor (common alert schema), alertmanager (webhook v4), databricks-sql (SQL
 alert webhook destination), gatehouse (shared/monitoring's own format). Pure; bad bodies raise
-shared.platform.http.BodyError naming what is wrong.
+shared.foundation.http.BodyError naming what is wrong.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field
 
 from shared.alerts import common
-from shared.platform.http import BodyError, json_object, validate
+from shared.foundation.http import BodyError, json_object, validate
 
 SOURCE = "alertmanager"
 SUPPORTED_VERSION = "4"

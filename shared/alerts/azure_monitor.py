@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field
 
 from shared.alerts import common
-from shared.platform.http import json_object, validate
+from shared.foundation.http import json_object, validate
 
 SOURCE = "azure-monitor"
 SCHEMA_ID = "azureMonitorCommonAlertSchema"

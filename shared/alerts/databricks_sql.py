@@ -19,7 +19,7 @@ import re
 from datetime import datetime, timezone
 
 from shared.alerts import common
-from shared.platform.http import BodyError, json_object
+from shared.foundation.http import BodyError, json_object
 
 SOURCE = "databricks-sql"
 FIRING, RESOLVED = "TRIGGERED", "OK"

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.alerts import common
 from shared.events import AlertKind, Severity
-from shared.platform.http import json_object, validate
+from shared.foundation.http import json_object, validate
 
 SOURCE = "gatehouse"
 SCHEMA = "gatehouse.monitor.alerts/v1"

@@ -1,6 +1,6 @@
 """Alert intake: source, size, token, shape, then each alert enqueued once.
 
-Answers (shared.platform.http.Reply):
+Answers (shared.foundation.http.Reply):
  - 202 when at least one alert was published; 200 when every alert was a repeat, a resolution
    of nothing open, or a state that says nothing (all listed per alert in the body);
  - 404 unknown source; 401 missing or wrong token; 400 / 413 / 415 bad input, with the problem;
@@ -23,11 +23,11 @@ from shared import alerts
 from shared.alerts.common import InboundAlert
 from shared.alerts.store import CLOSED, OPEN, OpenAlerts
 from shared.events import Envelope
-from shared.platform import runtime
-from shared.platform.settings import Settings
-from shared.platform.idempotency import AlreadyCompleted, AlreadyInProgress
+from shared.foundation import runtime
+from shared.foundation.settings import Settings
+from shared.foundation.idempotency import AlreadyCompleted, AlreadyInProgress
 from shared.intake.signatures import header
-from shared.platform.http import (BodyError, Reply, content_type_problem, error_reply, too_large,
+from shared.foundation.http import (BodyError, Reply, content_type_problem, error_reply, too_large,
                                   unavailable)
 
 log = logging.getLogger("gatehouse.alerts")

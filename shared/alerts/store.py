@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from shared.platform.state import StateTable, Table, safe_row_key
+from shared.foundation.state import StateTable, Table, safe_row_key
 
 TABLE = "gatehousealerts"
 PARTITION = "alerts"

@@ -21,7 +21,7 @@ from shared.channels.base import (Channel, ChannelError, Delivery, Repeat, Rollb
                                   event_kind, page_intent)
 from shared.channels.policy import NotificationPolicy
 from shared.events import Envelope, NotificationRequested
-from shared.platform.state import ConcurrencyConflict, StateTable, Table, safe_row_key
+from shared.foundation.state import ConcurrencyConflict, StateTable, Table, safe_row_key
 
 log = logging.getLogger("gatehouse.notify")
 

@@ -18,8 +18,8 @@ from shared.channels.pagerduty import OpenIncidents, PagerDutyChannel, events_cl
 from shared.channels.redaction import make_redactor, protect_logs, url_secrets
 from shared.channels.slack import SlackChannel, SlackThreads, slack_client
 from shared.channels.teams import TeamsChannel
-from shared.platform.settings import Settings
-from shared.platform.state import Table
+from shared.foundation.settings import Settings
+from shared.foundation.state import Table
 from shared.policy import notification_policy_for
 
 

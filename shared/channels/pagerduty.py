@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from shared.channels.base import ChannelError, Delivery, event_kind, page_intent
-from shared.platform.state import ConcurrencyConflict, Row, Table, safe_row_key
+from shared.foundation.state import ConcurrencyConflict, Row, Table, safe_row_key
 
 # PagerDuty's severities have the same names as Gatehouse's; the map makes the contract explicit.
 PAGERDUTY_SEVERITY = {"info": "info", "warning": "warning", "error": "error",

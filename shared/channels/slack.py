@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 
 from shared.channels.base import ChannelError, Delivery, RollbackTarget, event_kind
 from shared.events import NotificationRequested, Registry
-from shared.platform.state import ConcurrencyConflict, Table, safe_row_key
+from shared.foundation.state import ConcurrencyConflict, Table, safe_row_key
 
 ROLLBACK_ACTION_ID = "gatehouse_rollback"
 OPEN_MLFLOW_ACTION_ID = "gatehouse_open_mlflow"

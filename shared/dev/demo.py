@@ -33,7 +33,7 @@ from shared.dev import demo_models
 from shared.dev import devstack
 from shared.dev.devstack import wait_for
 from shared.channels.outbox import OutboxChannel
-from shared.platform.storage import Azurite, free_port
+from shared.foundation.storage import Azurite, free_port
 
 MODEL = "fraud"
 ENDPOINT = "fraud"

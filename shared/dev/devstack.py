@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from shared.platform.storage import PROJECT_ROOT, free_port, wait_for_port
+from shared.foundation.storage import PROJECT_ROOT, free_port, wait_for_port
 
 BIN = Path(sys.executable).parent
 FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",

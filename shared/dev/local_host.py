@@ -38,9 +38,9 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
 from shared.dev.ncrontab import Schedule
-from shared.platform.logs import configure_logging
-from shared.platform.settings import Settings
-from shared.platform.storage import (STORAGE_SETTING, Azurite, QueueOptions, decode_queue_message,
+from shared.foundation.logs import configure_logging
+from shared.foundation.settings import Settings
+from shared.foundation.storage import (STORAGE_SETTING, Azurite, QueueOptions, decode_queue_message,
                             encode_queue_message, load_host_json, storage_connection_string)
 
 log = logging.getLogger("gatehouse.host")

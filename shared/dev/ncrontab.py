@@ -13,7 +13,7 @@ import calendar
 import re
 from datetime import datetime, timedelta
 
-from shared.platform.storage import _timespan_seconds
+from shared.foundation.storage import _timespan_seconds
 
 MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
 DAYS = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from shared.events import SCHEMA_VERSION, json_schemas
-from shared.platform.storage import PROJECT_ROOT
+from shared.foundation.storage import PROJECT_ROOT
 
 SCHEMA_DIR = PROJECT_ROOT / "schemas"
 

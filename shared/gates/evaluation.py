@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from shared.gates.inputs import ModelOutputs
-from shared.platform import runtime
+from shared.foundation import runtime
 
 
 class EvaluationDataError(ValueError):

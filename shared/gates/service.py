@@ -27,8 +27,8 @@ from shared.gates.inputs import SuiteInputs
 from shared.gates.policy import GatePolicy
 from shared.gates.request import GateRequest, RerunBody, rerun_event
 from shared.gates.suite import SuiteReport, run_suite
-from shared.platform.http import Reply, error_reply, unavailable
-from shared.platform.queues import RUN_GATES
+from shared.foundation.http import Reply, error_reply, unavailable
+from shared.foundation.queues import RUN_GATES
 from shared.registry.client import VersionInfo
 
 log = logging.getLogger("gatehouse.run_gates")
@@ -193,7 +193,7 @@ class GateService:
 
 def from_runtime() -> GateService:
     """The service as the Function App's handlers use it, built from the settings."""
-    from shared.platform import runtime
+    from shared.foundation import runtime
     from shared.policy import current_policy
     from shared.registry.client import Registry
 

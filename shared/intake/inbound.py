@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared import events
-from shared.platform import http
-from shared.platform.http import BodyError
+from shared.foundation import http
+from shared.foundation.http import BodyError
 
 
 @dataclass(frozen=True)

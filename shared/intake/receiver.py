@@ -1,6 +1,6 @@
 """Registry webhook intake: size, signature, shape, dedupe, enqueue — in that order.
 
-Answers are `shared.platform.http.Reply`s, so the HTTP function stays a thin shell:
+Answers are `shared.foundation.http.Reply`s, so the HTTP function stays a thin shell:
  - 202 accepted and enqueued; 200 for a duplicate delivery or an ignored event type;
  - 401 bad or missing signature, stale or future timestamp; 400 / 413 / 415 bad input;
  - 503 with Retry-After only when our own storage fails or the same delivery is mid-flight,
@@ -17,11 +17,11 @@ from typing import Literal, Protocol
 
 from shared.events import Envelope
 from shared.intake import inbound, signatures
-from shared.platform.http import (BodyError, Reply, content_type_problem, error_reply, too_large,
+from shared.foundation.http import (BodyError, Reply, content_type_problem, error_reply, too_large,
                                   unavailable)
-from shared.platform.idempotency import AlreadyCompleted, AlreadyInProgress, Claim
-from shared.platform.queues import REGISTRY_EVENTS
-from shared.platform.settings import Settings
+from shared.foundation.idempotency import AlreadyCompleted, AlreadyInProgress, Claim
+from shared.foundation.queues import REGISTRY_EVENTS
+from shared.foundation.settings import Settings
 
 log = logging.getLogger("gatehouse.receiver")
 Sender = Literal["mlflow", "databricks", "forwarded"]

@@ -13,8 +13,8 @@ import logging
 from functools import lru_cache
 
 from shared.monitoring.policy import MonitoringPolicy
-from shared.platform import runtime
-from shared.platform.settings import Settings
+from shared.foundation import runtime
+from shared.foundation.settings import Settings
 from shared.policy import monitoring_policy_for
 
 log = logging.getLogger("gatehouse.monitor")

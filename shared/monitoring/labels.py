@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Iterable, Mapping
 
-from shared.platform.state import StateTable, safe_row_key
+from shared.foundation.state import StateTable, safe_row_key
 
 TABLE = "gatehouselabels"
 QUERY_CHUNK = 40     # keys per filter: keeps the $filter well under the service's length limit

@@ -22,9 +22,9 @@ from shared.events import (Decision, Envelope, MonitoringAlert, RetrainingTrigge
 from shared.monitoring import retraining
 from shared.monitoring.policy import MonitoringPolicy, RollbackOnAlertPolicy
 from shared.monitoring.runners import DatabricksJobRunner, LocalRunner
-from shared.platform import runtime
-from shared.platform.settings import Settings
-from shared.platform.state import StateTable, Table, safe_row_key
+from shared.foundation import runtime
+from shared.foundation.settings import Settings
+from shared.foundation.state import StateTable, Table, safe_row_key
 
 log = logging.getLogger("gatehouse.retraining")
 SOURCE = "/gatehouse/retraining"
@@ -211,7 +211,7 @@ class Reactions:
 
 
 def reactions_from_env() -> Reactions:
-    from shared.platform import runtime
+    from shared.foundation import runtime
     from shared.policy import monitoring_policy_for
     from shared.rollout.store import RolloutStore
 

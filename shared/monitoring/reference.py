@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.gates.calibration import expected_calibration_error, sorted_quantiles
 from shared.gates.drift import population_stability_index
-from shared.platform.state import StateTable, Table, safe_row_key
+from shared.foundation.state import StateTable, Table, safe_row_key
 
 TABLE = "gatehousereferences"
 ARTIFACT_PATH = "gatehouse/reference.json"
@@ -223,7 +223,7 @@ def save_reference(reference: ReferenceDistribution, *, store: ReferenceStore | 
     """Keep a version's reference where the monitor finds it: the state table (default: the one
     of AzureWebJobsStorage) and, with `run_id`, an artifact of that MLflow run."""
     if store is None:
-        from shared.platform import runtime
+        from shared.foundation import runtime
 
         store = ReferenceStore.connect(runtime.storage_connection())
     store.save(reference)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.monitoring.adapters import NotConfigured
 from shared.monitoring.labels import label_value
-from shared.platform.http import Reply, error_reply, unavailable
+from shared.foundation.http import Reply, error_reply, unavailable
 
 log = logging.getLogger("gatehouse.monitor")
 MAX_LABELS_PER_CALL = 10_000

@@ -21,9 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-from shared.platform import runtime
-from shared.platform.settings import Settings
-from shared.platform.storage import PROJECT_ROOT
+from shared.foundation import runtime
+from shared.foundation.settings import Settings
+from shared.foundation.storage import PROJECT_ROOT
 
 ACTIVE_STATES = {"QUEUED", "PENDING", "RUNNING", "TERMINATING", "BLOCKED", "WAITING",
                  "WAITING_FOR_RETRY"}

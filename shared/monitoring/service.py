@@ -22,7 +22,7 @@ from shared.monitoring.monitor import (MetricState, alert_for, evaluate_window, 
                                        window_bounds, window_index)
 from shared.monitoring.payloads import read_records
 from shared.monitoring.policy import METRICS, MonitoringPolicy
-from shared.platform.state import ConcurrencyConflict, StateTable, Table, safe_row_key
+from shared.foundation.state import ConcurrencyConflict, StateTable, Table, safe_row_key
 
 log = logging.getLogger("gatehouse.monitor")
 TABLE = "gatehousemonitor"

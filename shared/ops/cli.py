@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from shared.platform import runtime
+from shared.foundation import runtime
 
 EPILOG = """examples:
   python -m shared.ops.cli replay event.json --dry-run       what would happen, no side effects
@@ -53,7 +53,7 @@ def load_event(body: bytes, source_format: str):
 
 def plan(envelope) -> dict:
     """The decisions live processing makes for this event, computed without side effects."""
-    from shared.platform import routing
+    from shared.foundation import routing
     from shared.channels import messages as notifications
 
     notification = notifications.notification_for(envelope)
@@ -66,8 +66,8 @@ def plan(envelope) -> dict:
 
 
 def cmd_replay(args) -> int:
-    from shared.platform.bus import Bus
-    from shared.platform.queues import GATEHOUSE_EVENTS, REGISTRY_EVENTS
+    from shared.foundation.bus import Bus
+    from shared.foundation.queues import GATEHOUSE_EVENTS, REGISTRY_EVENTS
 
     try:
         envelope = load_event(_read_input(args.file), args.format)
@@ -89,7 +89,7 @@ def cmd_replay(args) -> int:
 
 
 def cmd_poison(args) -> int:
-    from shared.platform.storage import queue_service
+    from shared.foundation.storage import queue_service
 
     service = queue_service(_storage())
     poison_queues = [q.name for q in service.list_queues() if q.name.endswith("-poison")]
@@ -162,9 +162,9 @@ def cmd_poll(args) -> int:
     from mlflow import MlflowClient
 
     from shared.intake import poller
-    from shared.platform.bus import Bus
-    from shared.platform.queues import REGISTRY_EVENTS
-    from shared.platform.state import StateTable
+    from shared.foundation.bus import Bus
+    from shared.foundation.queues import REGISTRY_EVENTS
+    from shared.foundation.state import StateTable
 
     client = MlflowClient(tracking_uri=args.tracking_uri or args.registry_uri,
                           registry_uri=args.registry_uri)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shared.platform import runtime
+from shared.foundation import runtime
 
 
 @dataclass(frozen=True)

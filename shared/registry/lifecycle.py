@@ -19,7 +19,7 @@ import time
 from typing import Literal
 
 from shared import events
-from shared.platform import runtime
+from shared.foundation import runtime
 from shared.registry import tags
 
 Role = Literal["challenger", "champion", "archived"]

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import parse_qs, quote
 
-from shared.platform.http import HTML, Reply, error_reply
+from shared.foundation.http import HTML, Reply, error_reply
 
-from shared.platform import runtime
-from shared.platform.settings import Settings
+from shared.foundation import runtime
+from shared.foundation.settings import Settings
 
 SECRET_SETTING = "GATEHOUSE_ROLLBACK_LINK_SECRET"
 DEFAULT_TTL_SECONDS = 24 * 3600.0

@@ -23,8 +23,8 @@ from shared.rollout.machine import (ApplyTraffic, Emit, EndpointRecord, Phase, P
 from shared.rollout.policy import RolloutPolicy
 from shared.rollout.store import Loaded, RolloutStore
 from shared.serving.base import ServingBackend, ServingError
-from shared.platform.http import Reply, error_reply
-from shared.platform.state import ConcurrencyConflict
+from shared.foundation.http import Reply, error_reply
+from shared.foundation.state import ConcurrencyConflict
 
 log = logging.getLogger("gatehouse.rollout")
 SOURCE = "/gatehouse/rollout"
@@ -459,7 +459,7 @@ def _store(connection_string: str) -> RolloutStore:
 
 def from_runtime() -> RolloutService:
     """The service as the Function App's handlers use it, built from the settings."""
-    from shared.platform import runtime
+    from shared.foundation import runtime
     from shared.policy import current_policy
     from shared.registry.client import Registry
     from shared.serving.factory import serving_backend

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from shared.rollout.machine import EndpointRecord, Transition
-from shared.platform.state import ConcurrencyConflict, Row, StateTable, safe_row_key
+from shared.foundation.state import ConcurrencyConflict, Row, StateTable, safe_row_key
 
 TABLE = "gatehouserollouts"
 STATE_ROW = "state"

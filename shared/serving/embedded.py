@@ -30,10 +30,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from shared.platform import runtime
+from shared.foundation import runtime
 from shared.serving.base import InvalidRoutes, Routes, check_routes
 from shared.serving.payload_log import PayloadLog, PayloadRecord
-from shared.platform.storage import PROJECT_ROOT
+from shared.foundation.storage import PROJECT_ROOT
 
 log = logging.getLogger("gatehouse.serving")
 DEFAULT_PAYLOG = PROJECT_ROOT / ".gatehouse" / "payloads.sqlite"

@@ -4,8 +4,8 @@ server at GATEHOUSE_SERVING_URL."""
 
 from __future__ import annotations
 
-from shared.platform import runtime
-from shared.platform.settings import Settings
+from shared.foundation import runtime
+from shared.foundation.settings import Settings
 from shared.serving.base import ServingBackend, ServingError
 
 

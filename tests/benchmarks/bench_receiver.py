@@ -26,7 +26,7 @@ import requests
 from shared.intake import inbound
 from shared.intake import signatures
 from shared.intake.signatures import mlflow_signature
-from shared.platform.storage import PROJECT_ROOT, Azurite
+from shared.foundation.storage import PROJECT_ROOT, Azurite
 from shared.dev import devstack
 
 SECRET = "bench-secret"

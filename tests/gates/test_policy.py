@@ -7,7 +7,7 @@ import pytest
 
 from shared.gates.policy import GatePolicy
 from shared.policy import PolicyError, parse_policy_text
-from shared.platform.storage import PROJECT_ROOT
+from shared.foundation.storage import PROJECT_ROOT
 
 EXAMPLE = PROJECT_ROOT / "policy.example.toml"
 

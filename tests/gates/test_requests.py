@@ -16,7 +16,7 @@ from shared.gates.request import (
     gate_request,
     rerun_event,
 )
-from shared.platform.http import BodyError, parse_body
+from shared.foundation.http import BodyError, parse_body
 
 
 def test_created_versions_run_once_per_version():

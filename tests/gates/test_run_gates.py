@@ -21,13 +21,13 @@ import pytest
 from functions import run_gates
 from shared.dev import devstack
 from shared.gates.request import RERUN_TAG
-from shared.platform import runtime
-from shared.platform.bus import Bus
+from shared.foundation import runtime
+from shared.foundation.bus import Bus
 from shared.events import Envelope, GatesFailed, GatesPassed, ModelVersionCreated, \
     ModelVersionTagSet
-from shared.platform.idempotency import COMPLETED, IdempotencyStore
-from shared.platform.queues import GATEHOUSE_EVENTS, RUN_GATES
-from shared.platform.storage import Azurite
+from shared.foundation.idempotency import COMPLETED, IdempotencyStore
+from shared.foundation.queues import GATEHOUSE_EVENTS, RUN_GATES
+from shared.foundation.storage import Azurite
 
 pytestmark = [
     pytest.mark.e2e,

@@ -11,7 +11,7 @@ from shared.events import Envelope, GatesFailed, ModelVersionCreated
 from shared.gates.policy import GatePolicy
 from shared.gates.request import RERUN_TAG, GateRequest, RerunBody
 from shared.gates.service import GateService
-from shared.platform.queues import RUN_GATES
+from shared.foundation.queues import RUN_GATES
 from shared.registry.client import VersionInfo
 
 

@@ -12,9 +12,9 @@ import azure.functions as func
 import pytest
 
 from functions.alerts import receive_alert
-from shared.platform import bus as bus_module
+from shared.foundation import bus as bus_module
 from shared.alerts.store import OpenAlerts
-from shared.platform.bus import Bus
+from shared.foundation.bus import Bus
 from shared.events import MonitoringAlert
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -162,7 +162,7 @@ def test_bad_bodies_are_400_with_the_problem(events, storage_env):
 
 
 def test_oversize_is_413_and_wrong_media_type_415(events, monkeypatch):
-    from shared.platform import runtime
+    from shared.foundation import runtime
 
     monkeypatch.setenv("GATEHOUSE_MAX_BODY_BYTES", "512")
     runtime.reset()

@@ -12,7 +12,7 @@ import pytest
 from shared.alerts import SOURCES, parse_alerts
 from shared.alerts.common import classify, labels_from_text, severity
 from shared.events import AlertKind, Envelope
-from shared.platform.http import BodyError
+from shared.foundation.http import BodyError
 
 SAMPLES = Path(__file__).parent / "samples"
 

@@ -13,7 +13,7 @@ from shared.monitoring.policy import MonitoringPolicy, RetrainingPolicy
 from shared.monitoring.reactions import launcher_for
 from shared.monitoring.runners import DatabricksJobRunner, RunnerError
 from shared.monitoring.sources import DatabricksInferenceSource, SourceError, quoted_table
-from shared.platform.settings import Settings
+from shared.foundation.settings import Settings
 from tests.monitoring.databricks_peer import TOKEN, DatabricksPeer
 
 JOB_ID = 123456789

@@ -10,8 +10,8 @@ import azure.functions as func
 import pytest
 
 from functions.monitor import monitor_now, receive_labels
-from shared.platform import bus as bus_module
-from shared.platform.bus import Bus
+from shared.foundation import bus as bus_module
+from shared.foundation.bus import Bus
 from shared.events import AlertKind, MonitoringAlert
 from shared.monitoring.labels import LabelStore
 from shared.monitoring.reference import ReferenceStore

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from functions.retraining import handle
-from shared.platform.bus import Bus
+from shared.foundation.bus import Bus
 from shared.events import AlertKind, Envelope, MonitoringAlert, RetrainingTriggered, \
     RollbackRequested
 from shared.monitoring.policy import MonitoringPolicy, RetrainingPolicy
@@ -19,7 +19,7 @@ from shared.monitoring.reactions import Launcher, LedgerStore, Reactions, launch
 from shared.monitoring.runners import LocalRunner, RunnerError
 from shared.rollout.machine import EndpointRecord, Phase, new_rollout
 from shared.rollout.store import Loaded, RolloutStore
-from shared.platform.settings import Settings
+from shared.foundation.settings import Settings
 
 QUICK_TRAINING = [sys.executable, "-c", "import time; time.sleep(0.2)"]
 

@@ -13,7 +13,7 @@ from shared.events import AlertKind, Envelope, MonitoringAlert
 from shared.monitoring.policy import MonitoringPolicy, RetrainingPolicy
 from shared.monitoring.reactions import LEDGER_PARTITION, Launcher, LedgerStore, Reactions
 from shared.monitoring.reference import ReferenceStore, reference_from_frame
-from shared.platform.state import MemoryTable
+from shared.foundation.state import MemoryTable
 
 
 class Runner:

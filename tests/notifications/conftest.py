@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from shared.platform import runtime
+from shared.foundation import runtime
 from tests.notifications.peers import (PagerDutyPeer, SlackPeer, TeamsPeer,
                                        make_self_signed_cert)
 

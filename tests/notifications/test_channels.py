@@ -11,7 +11,7 @@ from shared.channels.base import ChannelError
 from shared.channels.pagerduty import OpenIncidents, PagerDutyChannel, events_client
 from shared.channels.slack import SlackChannel, SlackThreads, slack_client
 from shared.channels.teams import TeamsChannel
-from shared.platform.state import MemoryTable
+from shared.foundation.state import MemoryTable
 from tests.notifications import builders
 from tests.notifications.conftest import MLFLOW_UI, SLACK_CHANNEL
 

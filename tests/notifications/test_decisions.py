@@ -17,7 +17,7 @@ from shared.channels.policy import NotificationPolicy, Route
 from shared.events import Decision, Envelope
 from shared.channels.messages import notification_for
 from shared.policy import Policy, PolicyError
-from shared.platform.settings import Settings
+from shared.foundation.settings import Settings
 from tests.notifications import builders
 from tests.notifications.peers import block_problems, card_problems
 

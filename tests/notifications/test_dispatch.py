@@ -16,9 +16,9 @@ from shared.channels.dispatch import STATE_TABLE, DeliveryIncomplete, Dispatcher
 from shared.channels.factory import ChannelSettings, build_dispatcher
 from shared.channels.policy import NotificationPolicy
 from shared.events import Envelope
-from shared.platform import runtime
-from shared.platform.idempotency import COMPLETED, IdempotencyStore
-from shared.platform.state import StateTable
+from shared.foundation import runtime
+from shared.foundation.idempotency import COMPLETED, IdempotencyStore
+from shared.foundation.state import StateTable
 from tests.notifications import builders
 
 

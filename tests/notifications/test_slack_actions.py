@@ -10,7 +10,7 @@ import azure.functions as func
 import pytest
 
 from functions.slack_actions import slack_actions
-from shared.platform.bus import GATEHOUSE_EVENTS, Bus
+from shared.foundation.bus import GATEHOUSE_EVENTS, Bus
 from shared.channels import slack
 from shared.channels.base import RollbackTarget
 from shared.events import RollbackRequested

@@ -9,7 +9,7 @@ from shared.channels.base import ChannelError
 from shared.channels.dispatch import NotificationState
 from shared.channels.pagerduty import MAX_HELD, OpenIncident, OpenIncidents
 from shared.channels.slack import SlackThreads, Thread
-from shared.platform.state import MemoryTable, safe_row_key
+from shared.foundation.state import MemoryTable, safe_row_key
 from tests.notifications import builders
 
 

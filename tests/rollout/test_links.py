@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.rollout.links import (LinkError, link_secret, make_token, read_token, rollback_url)
-from shared.platform.settings import Settings
+from shared.foundation.settings import Settings
 
 SECRET = "s" * 32
 

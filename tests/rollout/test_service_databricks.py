@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
-from shared.platform import bus as bus_module
-from shared.platform.bus import Bus
+from shared.foundation import bus as bus_module
+from shared.foundation.bus import Bus
 from shared.events import Envelope
 from shared.rollout.policy import RolloutPolicy
 from shared.rollout.service import RolloutService
@@ -19,8 +19,8 @@ from shared.serving.databricks import DatabricksServing
 from shared.serving.factory import serving_backend
 from shared.serving.embedded_client import EmbeddedServing
 from shared.serving.base import ServingError
-from shared.platform.storage import decode_queue_message, queue_options, queue_service
-from shared.platform.settings import Settings
+from shared.foundation.storage import decode_queue_message, queue_options, queue_service
+from shared.foundation.settings import Settings
 from tests.rollout.databricks_peer import TOKEN, DatabricksPeer
 
 EVENTS_QUEUE = f"gatehouse-events-dbx-{uuid.uuid4().hex[:8]}"

@@ -11,7 +11,7 @@ from shared.rollout import machine
 from shared.rollout.judge import Action, Verdict
 from shared.rollout.policy import RolloutPolicy
 from shared.rollout.store import Loaded, RolloutStore, RolloutTable
-from shared.platform.state import ConcurrencyConflict
+from shared.foundation.state import ConcurrencyConflict
 
 POLICY = RolloutPolicy(steps=(5, 50, 100))
 

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from shared.platform.state import ConcurrencyConflict, MemoryTable, StateTable, Table
+from shared.foundation.state import ConcurrencyConflict, MemoryTable, StateTable, Table
 
 P, R = "partition", "row"
 

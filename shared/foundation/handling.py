@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from shared.platform.idempotency import AlreadyCompleted, IdempotencyStore
+from shared.foundation.idempotency import AlreadyCompleted, IdempotencyStore
 
 log = logging.getLogger("gatehouse")
 

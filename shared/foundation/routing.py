@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.platform import queues
+from shared.foundation import queues
 
 HANDLER_QUEUES: dict[str, tuple[str, ...]] = {
     "model_version.created": (queues.RUN_GATES,),

@@ -6,7 +6,7 @@ against a row that changed since raises `ConcurrencyConflict` instead of silentl
 goes through it. (Idempotency claims and the rollout's saves are conditional writes of their own;
 the monitor's and the poller's saves are first-writer-wins, with no retry.)
 
-The contract both tables keep is tests/platform/test_state_contract.py.
+The contract both tables keep is tests/foundation/test_state_contract.py.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class StateTable(Table):
     """A table on Azure Table storage (Azurite locally)."""
 
     def __init__(self, connection_string: str, table: str):
-        from shared.platform.storage import table_service
+        from shared.foundation.storage import table_service
 
         service = table_service(connection_string)
         self._table = service.create_table_if_not_exists(table)

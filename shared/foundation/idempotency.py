@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from enum import Enum
 
-from shared.platform.state import ConcurrencyConflict, Row, StateTable, safe_row_key
+from shared.foundation.state import ConcurrencyConflict, Row, StateTable, safe_row_key
 
 IN_PROGRESS = "IN_PROGRESS"
 COMPLETED = "COMPLETED"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from shared.platform.paths import PROJECT_ROOT
+from shared.foundation.paths import PROJECT_ROOT
 
 STORAGE_SETTING = "AzureWebJobsStorage"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from shared.platform.logs import configure_logging
-from shared.platform.settings import Settings
-from shared.platform.storage import storage_connection_string
+from shared.foundation.logs import configure_logging
+from shared.foundation.settings import Settings
+from shared.foundation.storage import storage_connection_string
 
 
 @lru_cache(maxsize=1)
@@ -27,14 +27,14 @@ def storage_connection() -> str:
 
 @lru_cache(maxsize=1)
 def bus():
-    from shared.platform.bus import Bus
+    from shared.foundation.bus import Bus
 
     return Bus(storage_connection())
 
 
 @lru_cache(maxsize=1)
 def idempotency():
-    from shared.platform.idempotency import IdempotencyStore
+    from shared.foundation.idempotency import IdempotencyStore
 
     return IdempotencyStore.connect(storage_connection())
 

@@ -2,7 +2,7 @@
 local.settings.json locally), declared once with its type, default and meaning.
 
 Secrets are fields with `repr=False`: they never appear in the repr, in logs or in the rendered
-documentation. `python -m shared.platform.settings --markdown` renders the table in README.md.
+documentation. `python -m shared.foundation.settings --markdown` renders the table in README.md.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pydantic import BeforeValidator, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.platform.paths import PROJECT_ROOT
+from shared.foundation.paths import PROJECT_ROOT
 
 
 def _stripped(value: Any) -> Any:
@@ -265,7 +265,7 @@ def markdown_table() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m shared.platform.settings",
+    parser = argparse.ArgumentParser(prog="python -m shared.foundation.settings",
                                      description="Document Gatehouse's settings.")
     parser.add_argument("--markdown", action="store_true",
                         help="print the settings table (Markdown) that README.md carries")

@@ -7,8 +7,8 @@ The queue triggers of the Functions host decode messages with host.json's `messa
 from __future__ import annotations
 
 from shared.events import Envelope
-from shared.platform.queues import GATEHOUSE_EVENTS, NOTIFICATIONS, REGISTRY_EVENTS  # noqa: F401
-from shared.platform.storage import decode_queue_message, encode_queue_message, queue_options, \
+from shared.foundation.queues import GATEHOUSE_EVENTS, NOTIFICATIONS, REGISTRY_EVENTS  # noqa: F401
+from shared.foundation.storage import decode_queue_message, encode_queue_message, queue_options, \
     queue_service
 
 

@@ -18,30 +18,16 @@ log = logging.getLogger("gatehouse.router")
 
 
 def route(body: bytes) -> dict:
-    from shared.foundation import routing
-    from shared.channels import messages as notifications
-    from shared.foundation import runtime
-    from shared.foundation.bus import NOTIFICATIONS
+    from shared import routing
     from shared.events import Envelope
+    from shared.foundation import runtime
     from shared.foundation.handling import process_once
 
     # A message that does not parse raises: after maxDequeueCount tries it lands on the poison
     # queue, intact, instead of being dropped.
     envelope = Envelope.from_json(body)
-
-    def work() -> dict:
-        bus = runtime.bus()
-        targets = list(routing.handler_queues(envelope.data.kind))
-        for queue in targets:
-            bus.send(queue, envelope)
-        notification = notifications.notification_for(envelope)
-        if notification is not None:
-            bus.send(NOTIFICATIONS, envelope.derived(notification,
-                                                     source=notifications.NOTIFY_SOURCE))
-            targets.append(NOTIFICATIONS)
-        return {"forwarded_to": targets}
-
-    result = process_once(runtime.idempotency(), "router", envelope.id, work)
+    result = process_once(runtime.idempotency(), "router", envelope.id,
+                          lambda: routing.forward(envelope, runtime.bus()))
     log.info("routed %s (%s): %s", envelope.id, envelope.type, result)
     return result
 

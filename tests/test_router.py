@@ -8,7 +8,7 @@ import azure.functions as func
 import pytest
 
 from functions import router
-from shared.foundation import routing
+from shared import routing
 from shared.foundation import queues
 from shared.foundation.bus import Bus
 from shared.events import Decision, Envelope, GatesPassed, ModelVersionCreated, \

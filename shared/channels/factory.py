@@ -8,6 +8,7 @@ its module (a class with `name`, `updates_in_place` and `deliver`, see base.py) 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,9 +19,12 @@ from shared.channels.pagerduty import OpenIncidents, PagerDutyChannel, events_cl
 from shared.channels.redaction import make_redactor, protect_logs, url_secrets
 from shared.channels.slack import SlackChannel, SlackThreads, slack_client
 from shared.channels.teams import TeamsChannel
+from shared.foundation import runtime
 from shared.foundation.settings import Settings
 from shared.foundation.state import Table
 from shared.policy import notification_policy_for
+from shared.rollout.links import rollback_link_signer
+from shared.rollout.store import RolloutStore
 
 
 @dataclass(frozen=True)
@@ -133,3 +137,18 @@ def build_dispatcher(settings: ChannelSettings, connection_string: str, outbox_p
     return Dispatcher(channels, state, policy_for or notification_policy_for,
                       mlflow_ui_url=settings.mlflow_ui_url, rollback_link=rollback_link,
                       redact=make_redactor(settings.secrets()))
+
+
+
+def dispatcher_from_runtime() -> Dispatcher:
+    """The dispatcher a notify worker uses, built once per settings."""
+    app = runtime.settings()
+    return _dispatcher(ChannelSettings.from_settings(app), runtime.storage_connection(),
+                       app.outbox_path, app.rollback_link_secret, app.public_url)
+
+
+@lru_cache(maxsize=4)
+def _dispatcher(settings: ChannelSettings, connection: str, outbox_path: Path,
+                link_secret: str | None, public_url: str | None) -> Dispatcher:
+    signer = rollback_link_signer(RolloutStore.connect(connection), link_secret, public_url)
+    return build_dispatcher(settings, connection, outbox_path, rollback_link=signer)

@@ -3,7 +3,7 @@
 Storage queues have no topics, so Gatehouse routes: receivers put inbound events on
 REGISTRY_EVENTS, handlers publish what they decide on GATEHOUSE_EVENTS, and the router
 (functions/router.py) forwards each event to the queue of every handler that acts on it
-(shared/foundation/routing.py says which) and asks for a notification when the event is worth one.
+(shared/routing.py says which) and asks for a notification when the event is worth one.
 """
 
 REGISTRY_EVENTS = "registry-events"

@@ -53,7 +53,7 @@ def load_event(body: bytes, source_format: str):
 
 def plan(envelope) -> dict:
     """The decisions live processing makes for this event, computed without side effects."""
-    from shared.foundation import routing
+    from shared import routing
     from shared.channels import messages as notifications
 
     notification = notifications.notification_for(envelope)

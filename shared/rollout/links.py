@@ -17,6 +17,7 @@ import hmac
 import html
 import json
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import parse_qs, quote
@@ -118,6 +119,25 @@ PAGE = """<!doctype html>
 {content}
 </body></html>
 """
+
+
+def rollback_link_signer(store, secret: str | None, public_url: str | None,
+                         clock=time.time):
+    """Signs one-click rollback links for the rollout of the version a notification is about
+    (`store` is the RolloutStore); None when the app has no link secret or no public address."""
+    if not secret or not public_url:
+        return None
+
+    def sign(target) -> str | None:
+        record = store.load(target.endpoint).record
+        rollout = next((r for r in (record.rollouts() if record else [])
+                        if r.model_name == target.model_name and r.challenger == target.version),
+                       None)
+        if rollout is None:
+            return None
+        return rollback_url(public_url, make_token(secret, target.endpoint, rollout.id,
+                                                   now=clock()))
+    return sign
 
 
 def message_page(title: str, message: str) -> str:

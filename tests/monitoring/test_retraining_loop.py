@@ -24,7 +24,7 @@ from shared.monitoring.policy import MonitoringPolicy, RetrainingPolicy
 from shared.monitoring.reactions import LedgerStore, Reactions, launcher_for
 from shared.monitoring.runners import LocalRunner
 from shared.foundation.queues import RUN_GATES
-from shared.foundation.routing import handler_queues
+from shared.routing import handler_queues
 from shared.foundation.storage import free_port
 from shared.foundation.settings import Settings
 

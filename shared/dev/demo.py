@@ -296,6 +296,69 @@ def describe_part(part) -> str:
     return f"{getattr(part, 'name', 'azurite'):14s} pid {part.process.pid:<8d} {where}"
 
 
+def start_stack(work: Path, secret: str, outbox: OutboxChannel, stack: list):
+    """Launch every server at once and wait for them afterwards (they start in parallel); each is
+    appended to `stack` as soon as it is launched, so the caller can stop it whatever happens."""
+    azurite = Azurite(str(work / "azurite")).launch()
+    stack.append(azurite)
+    moto = devstack.moto_process(work).launch()
+    stack.append(moto)
+    mlflow_server = devstack.mlflow_process(work, moto.url).launch()
+    stack.append(mlflow_server)
+    client_env = {**devstack.mlflow_client_env(moto.url), "MLFLOW_TRACKING_URI": mlflow_server.url}
+    os.environ.update(client_env)
+    payload_log = work / "payloads.sqlite"
+    serving_port = free_port()
+    serving = devstack.ManagedProcess(
+        "serving", [sys.executable, "-m", "shared.serving.embedded", "--port",
+                    str(serving_port), "--payload-log", str(payload_log)],
+        client_env, serving_port, work).launch()
+    stack.append(serving)
+    host = devstack.function_host_process(work, azurite.connection_string, {
+        **client_env,
+        "GATEHOUSE_MLFLOW_WEBHOOK_SECRET": secret,
+        "GATEHOUSE_OUTBOX_PATH": str(outbox.path),
+        "GATEHOUSE_POLICY_PATH": str(write_policy(work)),
+        "GATEHOUSE_SERVING_URL": serving.url,
+        "GATEHOUSE_PAYLOAD_LOG": str(payload_log),
+        "GATEHOUSE_RETRAINING_RUNS_DIR": str(work / "retraining"),
+        "MLFLOW_UI_URL": mlflow_server.url,
+        # The demo drives the ramp and the monitor itself, step by step.
+        "AzureWebJobs.ramp_traffic.Disabled": "true",
+        "AzureWebJobs.monitor_endpoints.Disabled": "true",
+    })
+    azurite.ready()
+    stack.append(host.launch())
+    warm_up_imports()
+    moto.ready()
+    devstack.create_bucket(moto.url, devstack.ARTIFACT_BUCKET)
+    mlflow_server.ready(devstack.MLFLOW_START_TIMEOUT)
+    serving.ready()
+    devstack.host_ready(host)
+    return host, serving, mlflow_server
+
+
+def register_webhook(mlflow_url: str, host_url: str, secret: str) -> str:
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(mlflow_url)
+    mlflow.set_experiment("fraud-demo")
+    hook = MlflowClient(mlflow_url).create_webhook(
+        name="gatehouse", url=f"{host_url}/api/registry/mlflow", secret=secret,
+        events=["registered_model.created", "model_version.created",
+                "model_version_alias.created", "model_version_tag.set"])
+    return hook.webhook_id
+
+
+def keep_running(stack: list) -> None:
+    say("KEEP=1: the stack stays up:")
+    for part in stack:
+        print(f"  {describe_part(part)}", flush=True)
+    say("press Ctrl+C (or kill this process) to stop it")
+    threading.Event().wait()
+
+
 def main() -> int:
     os.environ.update(devstack.NO_TELEMETRY)
     # `kill` (SIGTERM) stops the stack like Ctrl+C does, instead of orphaning its servers.
@@ -305,59 +368,13 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="gatehouse-demo-"))
     secret = secrets.token_urlsafe(24)
     outbox = OutboxChannel(work / "outbox.jsonl")
-    stack = []
+    stack: list = []
     started = time.monotonic()
     try:
         say("starting Azurite, moto's S3, an MLflow server, embedded serving and the app...")
-        # Everything is launched at once and waited for afterwards: the servers start in parallel.
-        azurite = Azurite(str(work / "azurite")).launch()
-        stack.append(azurite)
-        moto = devstack.moto_process(work).launch()
-        stack.append(moto)
-        mlflow_server = devstack.mlflow_process(work, moto.url).launch()
-        stack.append(mlflow_server)
-        client_env = devstack.mlflow_client_env(moto.url)
-        os.environ.update(client_env)
-        os.environ["MLFLOW_TRACKING_URI"] = mlflow_server.url
-        payload_log = work / "payloads.sqlite"
-        serving_port = free_port()
-        serving = devstack.ManagedProcess(
-            "serving", [sys.executable, "-m", "shared.serving.embedded", "--port",
-                        str(serving_port), "--payload-log", str(payload_log)],
-            {**client_env, "MLFLOW_TRACKING_URI": mlflow_server.url}, serving_port, work).launch()
-        stack.append(serving)
-        host = devstack.function_host_process(work, azurite.connection_string, {
-            **client_env,
-            "MLFLOW_TRACKING_URI": mlflow_server.url,
-            "GATEHOUSE_MLFLOW_WEBHOOK_SECRET": secret,
-            "GATEHOUSE_OUTBOX_PATH": str(outbox.path),
-            "GATEHOUSE_POLICY_PATH": str(write_policy(work)),
-            "GATEHOUSE_SERVING_URL": serving.url,
-            "GATEHOUSE_PAYLOAD_LOG": str(payload_log),
-            "GATEHOUSE_RETRAINING_RUNS_DIR": str(work / "retraining"),
-            "MLFLOW_UI_URL": mlflow_server.url,
-            # The demo drives the ramp and the monitor itself, step by step.
-            "AzureWebJobs.ramp_traffic.Disabled": "true",
-            "AzureWebJobs.monitor_endpoints.Disabled": "true",
-        })
-        azurite.ready()
-        stack.append(host.launch())
-        warm_up_imports()
-        moto.ready()
-        devstack.create_bucket(moto.url, devstack.ARTIFACT_BUCKET)
-        mlflow_server.ready(devstack.MLFLOW_START_TIMEOUT)
-        serving.ready()
-        devstack.host_ready(host)
-        import mlflow
-        from mlflow import MlflowClient
-
-        mlflow.set_tracking_uri(mlflow_server.url)
-        mlflow.set_experiment("fraud-demo")
-        hook = MlflowClient(mlflow_server.url).create_webhook(
-            name="gatehouse", url=f"{host.url}/api/registry/mlflow", secret=secret,
-            events=["registered_model.created", "model_version.created",
-                    "model_version_alias.created", "model_version_tag.set"])
-        say(f"stack up in {time.monotonic() - started:.0f}s; MLflow webhook {hook.webhook_id} "
+        host, serving, mlflow_server = start_stack(work, secret, outbox, stack)
+        hook_id = register_webhook(mlflow_server.url, host.url, secret)
+        say(f"stack up in {time.monotonic() - started:.0f}s; MLflow webhook {hook_id} "
             f"points at the app")
         story = Story(work, host.url, serving.url, mlflow_server.url, outbox)
         play(story, short)
@@ -365,11 +382,7 @@ def main() -> int:
         say(f"done in {time.monotonic() - started:.0f}s. MLflow UI: {mlflow_server.url}  "
             f"(outbox: {outbox.path})")
         if keep:
-            say("KEEP=1: the stack stays up:")
-            for part in stack:
-                print(f"  {describe_part(part)}", flush=True)
-            say("press Ctrl+C (or kill this process) to stop it")
-            threading.Event().wait()
+            keep_running(stack)
         return 0
     except KeyboardInterrupt:
         return 0

@@ -25,6 +25,15 @@ class Payload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
+# Inside Envelope the name `type` is its CloudEvents field, so annotations there use this alias.
+PayloadClass = type[Payload]
+
+
+def kind_of(payload_class: PayloadClass) -> str:
+    """The `kind` an event class declares: its discriminator, a literal with that default."""
+    return str(payload_class.model_fields["kind"].default)
+
+
 class ModelRef(Payload):
     """Fields shared by events about one registered model."""
 
@@ -253,8 +262,8 @@ EventData = Annotated[
     Field(discriminator="kind"),
 ]
 
-EVENT_CLASSES: tuple[type[Payload], ...] = get_args(get_args(EventData)[0])
-REGISTRY_EVENTS: tuple[type[Payload], ...] = (
+EVENT_CLASSES: tuple[PayloadClass, ...] = get_args(get_args(EventData)[0])
+REGISTRY_EVENTS: tuple[PayloadClass, ...] = (
     RegisteredModelCreated, ModelVersionCreated, ModelVersionTagSet, ModelVersionTagDeleted,
     ModelVersionAliasCreated, ModelVersionAliasDeleted, ModelVersionStageTransitioned,
     StageTransitionRequested, RegistryCommentCreated,
@@ -290,12 +299,12 @@ class Envelope(BaseModel):
         emits the same id and consumers can drop the repeat."""
         event_id = (str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{source}|{dedupe_key}"))
                     if dedupe_key else str(uuid.uuid4()))
-        return cls(id=event_id, source=source, type=TYPE_PREFIX + data.kind,  # type: ignore[attr-defined]
+        return cls(id=event_id, source=source, type=TYPE_PREFIX + kind_of(type(data)),
                    time=time or datetime.now(timezone.utc), subject=subject_of(data), data=data)
 
     def derived(self, data: Payload, *, source: str) -> "Envelope":
         """An event caused by this one, with an id stable across redeliveries of this one."""
-        return Envelope.wrap(data, source=source, dedupe_key=f"{self.id}|{data.kind}")  # type: ignore[attr-defined]
+        return Envelope.wrap(data, source=source, dedupe_key=f"{self.id}|{kind_of(type(data))}")
 
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=True)
@@ -305,12 +314,12 @@ class Envelope(BaseModel):
         return cls.model_validate_json(text)
 
     @classmethod
-    def from_json_expecting(cls, text: str | bytes, payload_type: type[Payload]) -> "Envelope":
+    def from_json_expecting(cls, text: str | bytes, payload_type: PayloadClass) -> "Envelope":
         """An envelope from a handler's own queue, which should carry only `payload_type`;
         anything else raises, so the message ends on the poison queue, intact."""
         envelope = cls.from_json(text)
         if not isinstance(envelope.data, payload_type):
-            expected = payload_type.model_fields["kind"].default
+            expected = kind_of(payload_type)
             raise ValueError(f"{envelope.id} is a {envelope.type}, not {expected}")
         return envelope
 
@@ -328,5 +337,5 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     """The JSON Schema of the envelope and of every payload, keyed by file stem."""
     schemas = {"envelope": Envelope.model_json_schema()}
     for cls in EVENT_CLASSES:
-        schemas[cls.model_fields["kind"].default] = TypeAdapter(cls).json_schema()
+        schemas[kind_of(cls)] = TypeAdapter(cls).json_schema()
     return schemas

@@ -7,7 +7,7 @@ policy.example.toml at the repository root).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -102,7 +102,7 @@ class ComparisonGate(_Gate):
 
     @field_validator("metrics", mode="before")
     @classmethod
-    def _names_as_specs(cls, value):
+    def _names_as_specs(cls, value: Any) -> Any:
         if isinstance(value, list):
             return [{"name": item} if isinstance(item, str) else item for item in value]
         return value

@@ -28,7 +28,8 @@ def report_document(report: SuiteReport, policy: Any, context: dict[str, Any]) -
             "champion": report.champion_table.rows() if report.champion_table else None},
         "policy": policy.model_dump(mode="json", by_alias=True),
     }
-    return jsonable(document)
+    plain: dict[str, Any] = jsonable(document)
+    return plain
 
 
 def report_json(report: SuiteReport, policy: Any, context: dict[str, Any]) -> str:

@@ -22,10 +22,9 @@ Proportions (conformal coverage) use the exact Clopper-Pearson interval instead.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import warnings
 
 import numpy as np
 

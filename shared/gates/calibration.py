@@ -212,8 +212,8 @@ def _sum_confidence_squared(key: np.ndarray, confidence: np.ndarray, counts: np.
     return squared
 
 
-def reliability_table(confidence: ArrayLike, outcome: ArrayLike, n_bins: int = 15, binning: str = "equal_width",
-                      moments: bool = False) -> ReliabilityTable:
+def reliability_table(confidence: ArrayLike, outcome: ArrayLike, n_bins: int = 15,
+                      binning: str = "equal_width", moments: bool = False) -> ReliabilityTable:
     confidence = np.asarray(confidence, dtype=float)
     outcome = np.asarray(outcome)
     edges = bin_edges(confidence, n_bins, binning)
@@ -267,8 +267,8 @@ def calibration_tracks(labels: ArrayLike, scores: ArrayLike, kind: str) -> list[
             for k in range(scores.shape[1])]
 
 
-def expected_calibration_error(labels: ArrayLike, scores: ArrayLike, kind: str = "auto", n_bins: int = 15,
-                               binning: str = "equal_width") -> float:
+def expected_calibration_error(labels: ArrayLike, scores: ArrayLike, kind: str = "auto",
+                               n_bins: int = 15, binning: str = "equal_width") -> float:
     tracks = calibration_tracks(labels, scores, kind)
     return float(np.mean([reliability_table(c, o, n_bins, binning).ece for _, c, o in tracks]))
 
@@ -419,7 +419,7 @@ def judge_bins(table: ReliabilityTable, max_gap: float, min_bin_count: int,
     low, high = wilson_interval(table.sum_outcome, table.counts, level)
     confidence = table.mean_confidence
     judged = []
-    for row, lo, hi in zip(table.rows(), low, high):
+    for row, lo, hi in zip(table.rows(), low, high, strict=True):
         if row["count"] == 0:
             continue
         gap_low, gap_high = lo - confidence[row["bin"]], hi - confidence[row["bin"]]

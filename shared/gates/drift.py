@@ -159,7 +159,7 @@ def numeric_drift(column: str, reference: ArrayLike, current: ArrayLike, n_bins:
     current_counts = np.diff(np.concatenate(
         [[0], np.searchsorted(valid_current, inner, side="right"), [len(valid_current)]]))
     labels = [f"<= {inner[0]:.6g}" if len(inner) else "all"]
-    labels += [f"({low:.6g}, {high:.6g}]" for low, high in zip(inner[:-1], inner[1:])]
+    labels += [f"({low:.6g}, {high:.6g}]" for low, high in zip(inner[:-1], inner[1:], strict=True)]
     labels += [f"> {inner[-1]:.6g}"] if len(inner) else []
     missing = (len(reference) - len(valid_reference), len(current) - len(valid_current))
     if any(missing):
@@ -209,7 +209,7 @@ def _bin_rows(labels: Sequence[str], reference_counts: NDArray[np.number[Any]],
     current_total = max(np.sum(current_counts), 1)
     return [{"bin": label, "reference": float(r / reference_total),
              "current": float(c / current_total)}
-            for label, r, c in zip(labels, reference_counts, current_counts)]
+            for label, r, c in zip(labels, reference_counts, current_counts, strict=True)]
 
 
 def is_categorical(series: pd.Series, declared: set[str]) -> bool:

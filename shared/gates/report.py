@@ -117,7 +117,7 @@ def reliability_diagram_png(candidate: ReliabilityTable, champion: ReliabilityTa
         shift = (offset - (len(series) - 1) / 2) * width / len(series)
         bars = counts.bar(centres + shift, table.counts, width=width / len(series) * 0.9,
                           color=colour, alpha=0.7, label=label)
-        for bar, count in zip(bars, table.counts):
+        for bar, count in zip(bars, table.counts, strict=True):
             if count:
                 counts.annotate(str(int(count)), (bar.get_x() + bar.get_width() / 2,
                                                   bar.get_height()),

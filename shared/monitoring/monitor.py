@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -256,7 +256,7 @@ def alert_for(change: Change, result: WindowResult, *, endpoint: str, model_name
                **{k: v for k, v in result.figures.items() if np.isfinite(v)}}
     labels = {"metric": change.metric, "window": str(result.window),
               "since_window": str(change.since),
-              "window_start": datetime.fromtimestamp(start, timezone.utc).isoformat(),
+              "window_start": datetime.fromtimestamp(start, UTC).isoformat(),
               "windows_in_alert": str(result.window - change.since + 1)}
     return MonitoringAlert(
         alert_kind=kind, source=SOURCE, model_name=model_name, version=result.version,
@@ -273,6 +273,6 @@ def to_wire(alerts: list[MonitoringAlert], window_seconds: float) -> dict[str, A
         _, end = window_bounds(int(alert.labels.get("window", since)), window_seconds)
         items.append({
             **alert.model_dump(mode="json", exclude={"kind", "source"}, exclude_none=True),
-            "starts_at": datetime.fromtimestamp(since * window_seconds, timezone.utc).isoformat(),
-            "at": datetime.fromtimestamp(end, timezone.utc).isoformat()})
+            "starts_at": datetime.fromtimestamp(since * window_seconds, UTC).isoformat(),
+            "at": datetime.fromtimestamp(end, UTC).isoformat()})
     return {"schema": SCHEMA, "alerts": items}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict, Union, Unpack
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict, Unpack
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -87,8 +87,15 @@ class RecordOnVersion(_Model):
     tags: dict[str, str]
 
 
-Effect = Annotated[Union[ApplyTraffic, SetChallengerAlias, PromoteAliases, RestoreAliases, Emit,
-                         RecordOnVersion], Field(discriminator="type")]
+Effect = Annotated[
+    ApplyTraffic
+    | SetChallengerAlias
+    | PromoteAliases
+    | RestoreAliases
+    | Emit
+    | RecordOnVersion,
+    Field(discriminator="type"),
+]
 
 
 # ---- state ----
@@ -174,7 +181,7 @@ class Step(_Model):
     transitions: tuple[Transition, ...] = ()
     effects: tuple[Effect, ...] = ()
 
-    def then(self, later: "Step") -> "Step":
+    def then(self, later: Step) -> Step:
         """This step followed by `later` (which was computed from this step's record)."""
         return Step(record=later.record, transitions=(*self.transitions, *later.transitions),
                     effects=(*self.effects, *later.effects))

@@ -6,14 +6,15 @@ INFRA_VENV := .venv-infra
 PORT ?= 7071
 PYTEST_ARGS ?=
 
-.PHONY: test demo host bench schema install runtime clean
+.PHONY: test lint demo host bench schema install runtime clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt | $(PY)
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 $(INFRA_VENV)/.installed: requirements-infra.txt
@@ -31,7 +32,11 @@ runtime: $(VENV)/.installed node_modules/.installed
 
 install: runtime $(INFRA_VENV)/.installed
 
-test: install
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+test: install lint
 	GATEHOUSE_CHECKOV=$(INFRA_VENV)/bin/checkov $(PY) -m pytest $(PYTEST_ARGS)
 
 demo: runtime
@@ -48,4 +53,4 @@ schema: runtime
 	$(PY) -m shared.dev.schema_export
 
 clean:
-	rm -rf $(VENV) $(INFRA_VENV) node_modules .gatehouse .pytest_cache
+	rm -rf $(VENV) $(INFRA_VENV) node_modules .gatehouse .pytest_cache .mypy_cache .ruff_cache

@@ -2,8 +2,18 @@
 
 import azure.functions as func
 
-from functions import (alerts, monitor, notify, registry_poller, registry_webhooks, retraining,
-                       rollout, router, run_gates, slack_actions)
+from functions import (
+    alerts,
+    monitor,
+    notify,
+    registry_poller,
+    registry_webhooks,
+    retraining,
+    rollout,
+    router,
+    run_gates,
+    slack_actions,
+)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 

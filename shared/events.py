@@ -8,9 +8,9 @@ discriminator; the envelope's `type` is `TYPE_PREFIX + kind`.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
@@ -23,6 +23,15 @@ Registry = Literal["mlflow", "databricks", "unity-catalog"]
 
 class Payload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+
+# Inside Envelope the name `type` is its CloudEvents field, so annotations there use this alias.
+PayloadClass = type[Payload]
+
+
+def kind_of(payload_class: PayloadClass) -> str:
+    """The `kind` an event class declares: its discriminator, a literal with that default."""
+    return str(payload_class.model_fields["kind"].default)
 
 
 class ModelRef(Payload):
@@ -194,7 +203,8 @@ Severity = Literal["info", "warning", "error", "critical"]
 class MonitoringAlert(Payload):
     kind: Literal["monitoring.alert"] = "monitoring.alert"
     alert_kind: AlertKind
-    source: str = Field(min_length=1, description="azure-monitor, alertmanager, databricks-sql, gatehouse")
+    source: str = Field(min_length=1,
+                        description="azure-monitor, alertmanager, databricks-sql, gatehouse")
     model_name: str | None = None
     version: str | None = None
     endpoint: str | None = None
@@ -229,32 +239,30 @@ class NotificationRequested(Payload):
 
 
 EventData = Annotated[
-    Union[
-        RegisteredModelCreated,
-        ModelVersionCreated,
-        ModelVersionTagSet,
-        ModelVersionTagDeleted,
-        ModelVersionAliasCreated,
-        ModelVersionAliasDeleted,
-        ModelVersionStageTransitioned,
-        StageTransitionRequested,
-        RegistryCommentCreated,
-        GatesPassed,
-        GatesFailed,
-        CanaryStarted,
-        TrafficRamped,
-        ModelPromoted,
-        RollbackRequested,
-        RollbackCompleted,
-        MonitoringAlert,
-        RetrainingTriggered,
-        NotificationRequested,
-    ],
+    RegisteredModelCreated
+    | ModelVersionCreated
+    | ModelVersionTagSet
+    | ModelVersionTagDeleted
+    | ModelVersionAliasCreated
+    | ModelVersionAliasDeleted
+    | ModelVersionStageTransitioned
+    | StageTransitionRequested
+    | RegistryCommentCreated
+    | GatesPassed
+    | GatesFailed
+    | CanaryStarted
+    | TrafficRamped
+    | ModelPromoted
+    | RollbackRequested
+    | RollbackCompleted
+    | MonitoringAlert
+    | RetrainingTriggered
+    | NotificationRequested,
     Field(discriminator="kind"),
 ]
 
-EVENT_CLASSES: tuple[type[Payload], ...] = get_args(get_args(EventData)[0])
-REGISTRY_EVENTS: tuple[type[Payload], ...] = (
+EVENT_CLASSES: tuple[PayloadClass, ...] = get_args(get_args(EventData)[0])
+REGISTRY_EVENTS: tuple[PayloadClass, ...] = (
     RegisteredModelCreated, ModelVersionCreated, ModelVersionTagSet, ModelVersionTagDeleted,
     ModelVersionAliasCreated, ModelVersionAliasDeleted, ModelVersionStageTransitioned,
     StageTransitionRequested, RegistryCommentCreated,
@@ -277,7 +285,7 @@ class Envelope(BaseModel):
     data: EventData
 
     @model_validator(mode="after")
-    def _type_matches_data(self) -> "Envelope":
+    def _type_matches_data(self) -> Envelope:
         expected = TYPE_PREFIX + self.data.kind
         if self.type != expected:
             raise ValueError(f"type {self.type!r} does not match data kind (expected {expected!r})")
@@ -285,32 +293,32 @@ class Envelope(BaseModel):
 
     @classmethod
     def wrap(cls, data: Payload, *, source: str, dedupe_key: str | None = None,
-             time: datetime | None = None) -> "Envelope":
+             time: datetime | None = None) -> Envelope:
         """Build an envelope; with `dedupe_key` the id is derived from it, so a retried producer
         emits the same id and consumers can drop the repeat."""
         event_id = (str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{source}|{dedupe_key}"))
                     if dedupe_key else str(uuid.uuid4()))
-        return cls(id=event_id, source=source, type=TYPE_PREFIX + data.kind,  # type: ignore[attr-defined]
-                   time=time or datetime.now(timezone.utc), subject=subject_of(data), data=data)
+        return cls(id=event_id, source=source, type=TYPE_PREFIX + kind_of(type(data)),
+                   time=time or datetime.now(UTC), subject=subject_of(data), data=data)
 
-    def derived(self, data: Payload, *, source: str) -> "Envelope":
+    def derived(self, data: Payload, *, source: str) -> Envelope:
         """An event caused by this one, with an id stable across redeliveries of this one."""
-        return Envelope.wrap(data, source=source, dedupe_key=f"{self.id}|{data.kind}")  # type: ignore[attr-defined]
+        return Envelope.wrap(data, source=source, dedupe_key=f"{self.id}|{kind_of(type(data))}")
 
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=True)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "Envelope":
+    def from_json(cls, text: str | bytes) -> Envelope:
         return cls.model_validate_json(text)
 
     @classmethod
-    def from_json_expecting(cls, text: str | bytes, payload_type: type[Payload]) -> "Envelope":
+    def from_json_expecting(cls, text: str | bytes, payload_type: PayloadClass) -> Envelope:
         """An envelope from a handler's own queue, which should carry only `payload_type`;
         anything else raises, so the message ends on the poison queue, intact."""
         envelope = cls.from_json(text)
         if not isinstance(envelope.data, payload_type):
-            expected = payload_type.model_fields["kind"].default
+            expected = kind_of(payload_type)
             raise ValueError(f"{envelope.id} is a {envelope.type}, not {expected}")
         return envelope
 
@@ -328,5 +336,5 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     """The JSON Schema of the envelope and of every payload, keyed by file stem."""
     schemas = {"envelope": Envelope.model_json_schema()}
     for cls in EVENT_CLASSES:
-        schemas[cls.model_fields["kind"].default] = TypeAdapter(cls).json_schema()
+        schemas[kind_of(cls)] = TypeAdapter(cls).json_schema()
     return schemas

@@ -22,10 +22,9 @@ Proportions (conformal coverage) use the exact Clopper-Pearson interval instead.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import warnings
 
 import numpy as np
 
@@ -48,7 +47,7 @@ class Interval:
     level: float
     method: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, float | str]:
         return {"lower": self.lower, "upper": self.upper, "level": self.level,
                 "method": self.method}
 
@@ -106,16 +105,19 @@ def bootstrap_intervals(statistics: Statistics, n: int, level: float = 0.95,
                 for name, found in bounds.items()}
 
 
-def _resampling_counts(rng, mean: float, shape: tuple[int, int]) -> np.ndarray:
+def _resampling_counts(rng: np.random.Generator, mean: float,
+                       shape: tuple[int, int]) -> np.ndarray:
     """Poisson(mean) counts; above POISSON_AS_NORMAL their normal approximation, which numpy
     draws several times faster (the weights need not be integers: every statistic here is a
     weighted one)."""
     if mean < POISSON_AS_NORMAL:
-        return rng.poisson(mean, size=shape).astype(float)
+        counts: np.ndarray = rng.poisson(mean, size=shape).astype(float)
+        return counts
     weights = rng.standard_normal(shape)
     weights *= np.sqrt(mean)
     weights += mean
-    return np.maximum(weights, 0.0, out=weights)
+    np.maximum(weights, 0.0, out=weights)
+    return weights
 
 
 def clopper_pearson(successes: int, n: int, level: float = 0.95) -> Interval:

@@ -33,9 +33,12 @@ or above it, and is inconclusive otherwise: the holdout cannot resolve the thres
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from shared.gates.bootstrap import below_threshold_status
 from shared.gates.results import FAIL, INCONCLUSIVE, PASS, GateResult, skipped
@@ -62,10 +65,11 @@ def sorted_quantiles(ordered: np.ndarray, q: np.ndarray) -> np.ndarray:
     below = np.floor(position).astype(np.intp)
     above = np.minimum(below + 1, len(ordered) - 1)
     fraction = position - below
-    return ordered[below] + fraction * (ordered[above] - ordered[below])
+    quantiles: np.ndarray = ordered[below] + fraction * (ordered[above] - ordered[below])
+    return quantiles
 
 
-def _index_dtype(n_bins: int):
+def _index_dtype(n_bins: int) -> type[np.signedinteger[Any]]:
     # room for bin + n_bins * outcome (see outcome_key)
     return np.int8 if 2 * n_bins <= 127 else np.int16 if 2 * n_bins <= 32_767 else np.intp
 
@@ -119,17 +123,20 @@ class ReliabilityTable:
     @property
     def mean_confidence(self) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
-            return self.sum_confidence / self.counts
+            mean: np.ndarray = self.sum_confidence / self.counts
+        return mean
 
     @property
     def observed_frequency(self) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
-            return self.sum_outcome / self.counts
+            frequency: np.ndarray = self.sum_outcome / self.counts
+        return frequency
 
     @property
     def gap(self) -> np.ndarray:
         """observed frequency - mean confidence (negative: over-confident)."""
-        return self.observed_frequency - self.mean_confidence
+        gap: np.ndarray = self.observed_frequency - self.mean_confidence
+        return gap
 
     @property
     def ece(self) -> float:
@@ -155,9 +162,11 @@ class ReliabilityTable:
         """Per bin: mean of c(1 - c), the variance of (c - outcome) under perfect calibration."""
         if self.sum_confidence_squared is None:
             raise ValueError("the table was built without second moments")
-        return (self.sum_confidence - self.sum_confidence_squared) / np.maximum(self.counts, 1)
+        variance: np.ndarray = ((self.sum_confidence - self.sum_confidence_squared)
+                                / np.maximum(self.counts, 1))
+        return variance
 
-    def rows(self) -> list[dict]:
+    def rows(self) -> list[dict[str, Any]]:
         confidence, frequency, gap = self.mean_confidence, self.observed_frequency, self.gap
         return [{"bin": m, "lower": float(self.edges[m]), "upper": float(self.edges[m + 1]),
                  "count": int(self.counts[m]),
@@ -167,7 +176,8 @@ class ReliabilityTable:
                 for m in range(len(self.counts))]
 
 
-def _table_from_key(edges, key, confidence, n_bins, moments: bool) -> ReliabilityTable:
+def _table_from_key(edges: np.ndarray, key: np.ndarray, confidence: np.ndarray, n_bins: int,
+                    moments: bool) -> ReliabilityTable:
     split_counts = np.bincount(key, minlength=2 * n_bins)
     split_confidence = np.bincount(key, weights=confidence, minlength=2 * n_bins)
     counts = split_counts[:n_bins] + split_counts[n_bins:]
@@ -182,7 +192,8 @@ def _table_from_key(edges, key, confidence, n_bins, moments: bool) -> Reliabilit
         sum_confidence_outcome=split_confidence[n_bins:] if moments else None)
 
 
-def _sum_confidence_squared(key, confidence, counts, sum_confidence, n_bins) -> np.ndarray:
+def _sum_confidence_squared(key: np.ndarray, confidence: np.ndarray, counts: np.ndarray,
+                            sum_confidence: np.ndarray, n_bins: int) -> np.ndarray:
     """Per bin sum of c^2 = n_b * (mean_b^2 + within-bin variance of c). The variance, a small
     second-order term of the interval's width, is estimated from a systematic sample of at most
     MOMENT_SAMPLE rows; exact when the table has no more rows than that."""
@@ -197,11 +208,12 @@ def _sum_confidence_squared(key, confidence, counts, sum_confidence, n_bins) -> 
     with np.errstate(invalid="ignore", divide="ignore"):
         variance = np.where(n > 1, second / n - (first / n) ** 2, 0.0)
         mean = np.where(counts > 0, sum_confidence / counts, 0.0)
-    return counts * (mean ** 2 + np.maximum(variance, 0.0))
+    squared: np.ndarray = counts * (mean ** 2 + np.maximum(variance, 0.0))
+    return squared
 
 
-def reliability_table(confidence, outcome, n_bins: int = 15, binning: str = "equal_width",
-                      moments: bool = False) -> ReliabilityTable:
+def reliability_table(confidence: ArrayLike, outcome: ArrayLike, n_bins: int = 15,
+                      binning: str = "equal_width", moments: bool = False) -> ReliabilityTable:
     confidence = np.asarray(confidence, dtype=float)
     outcome = np.asarray(outcome)
     edges = bin_edges(confidence, n_bins, binning)
@@ -225,8 +237,11 @@ def n_classes_of(scores: np.ndarray) -> int:
     return 2 if scores.ndim == 1 else scores.shape[1]
 
 
-def calibration_tracks(labels: np.ndarray, scores: np.ndarray,
-                       kind: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
+# (name, confidence, outcome): one series whose ECE is part of the chosen ECE.
+Track = tuple[str, np.ndarray, np.ndarray]
+
+
+def calibration_tracks(labels: ArrayLike, scores: ArrayLike, kind: str) -> list[Track]:
     """(name, confidence, outcome) pairs whose ECEs are averaged into the chosen ECE.
 
     `labels` are class indices 0..K-1; `scores` the positive-class probability (n,) for a binary
@@ -252,8 +267,8 @@ def calibration_tracks(labels: np.ndarray, scores: np.ndarray,
             for k in range(scores.shape[1])]
 
 
-def expected_calibration_error(labels, scores, kind: str = "auto", n_bins: int = 15,
-                               binning: str = "equal_width") -> float:
+def expected_calibration_error(labels: ArrayLike, scores: ArrayLike, kind: str = "auto",
+                               n_bins: int = 15, binning: str = "equal_width") -> float:
     tracks = calibration_tracks(labels, scores, kind)
     return float(np.mean([reliability_table(c, o, n_bins, binning).ece for _, c, o in tracks]))
 
@@ -276,7 +291,8 @@ class CalibrationAssessment:
         return next(iter(self.tables.values()))
 
 
-def _exact_replicates(tracks, indexes, keys, n_bins, n_boot, rng, null: bool,
+def _exact_replicates(tracks: list[Track], indexes: list[np.ndarray], keys: list[np.ndarray],
+                      n_bins: int, n_boot: int, rng: np.random.Generator, null: bool,
                       probabilities: np.ndarray | None) -> np.ndarray:
     n = len(indexes[0])
     replicates = np.empty(n_boot)
@@ -300,7 +316,8 @@ def _exact_replicates(tracks, indexes, keys, n_bins, n_boot, rng, null: bool,
     return replicates
 
 
-def _moment_replicates(tables, n_boot, rng, null: bool) -> np.ndarray:
+def _moment_replicates(tables: Collection[ReliabilityTable], n_boot: int, rng: np.random.Generator,
+                       null: bool) -> np.ndarray:
     total = np.zeros(n_boot)
     for table in tables:
         n = table.n
@@ -311,10 +328,11 @@ def _moment_replicates(tables, n_boot, rng, null: bool) -> np.ndarray:
             mean, variance = table.gap_moments()
         sums = drawn * mean + np.sqrt(drawn * variance) * rng.standard_normal(drawn.shape)
         total += np.abs(sums).sum(axis=1) / n
-    return total / len(tables)
+    replicates: np.ndarray = total / len(tables)
+    return replicates
 
 
-def assess_calibration(labels, scores, kind: str = "auto", n_bins: int = 15,
+def assess_calibration(labels: ArrayLike, scores: ArrayLike, kind: str = "auto", n_bins: int = 15,
                        binning: str = "equal_width", level: float = 0.95, n_boot: int = 200,
                        seed: int = 0) -> CalibrationAssessment:
     labels = np.asarray(labels)
@@ -393,7 +411,7 @@ def wilson_interval(successes: np.ndarray, counts: np.ndarray,
 
 
 def judge_bins(table: ReliabilityTable, max_gap: float, min_bin_count: int,
-               level: float) -> list[dict]:
+               level: float) -> list[dict[str, Any]]:
     """Each non-empty bin's verdict: `within` (its gap's interval fits inside +-max_gap),
     `deviates` (the interval lies beyond it), `unresolved` (straddles), or `too_small` (fewer than
     `min_bin_count` rows, or an interval wider than the whole +-max_gap band, so no outcome could
@@ -401,7 +419,7 @@ def judge_bins(table: ReliabilityTable, max_gap: float, min_bin_count: int,
     low, high = wilson_interval(table.sum_outcome, table.counts, level)
     confidence = table.mean_confidence
     judged = []
-    for row, lo, hi in zip(table.rows(), low, high):
+    for row, lo, hi in zip(table.rows(), low, high, strict=True):
         if row["count"] == 0:
             continue
         gap_low, gap_high = lo - confidence[row["bin"]], hi - confidence[row["bin"]]

@@ -12,13 +12,19 @@ paired bootstrap interval [lo, hi] of the improvement:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from shared.gates.bootstrap import Interval, bootstrap_intervals
 from shared.gates.metrics import HIGHER_IS_BETTER, metric_replicates, metric_value
 from shared.gates.results import FAIL, INCONCLUSIVE, PASS, GateResult, skipped
+
+if TYPE_CHECKING:
+    from shared.gates.policy import MetricSpec
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,7 @@ class MetricComparison:
     allowed_shortfall: float = 0.0
     status: str = PASS
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"metric": self.key, "higher_is_better": self.higher_is_better,
                 "candidate": self.candidate,
                 "candidate_interval": self.candidate_interval.to_dict(),
@@ -48,13 +54,14 @@ class MetricComparison:
                 "allowed_shortfall": self.allowed_shortfall, "status": self.status}
 
 
-def metric_key(spec) -> str:
+def metric_key(spec: MetricSpec) -> str:
     if spec.name in ("accuracy", "f1", "precision", "recall") and spec.threshold != 0.5:
         return f"{spec.name}@{spec.threshold:g}"
     return spec.name
 
 
-def compare_metrics(task: str, labels, candidate, champion, specs, level: float = 0.95,
+def compare_metrics(task: str, labels: ArrayLike, candidate: ArrayLike,
+                    champion: ArrayLike | None, specs: Sequence[MetricSpec], level: float = 0.95,
                     n_boot: int = 200, seed: int = 0) -> list[MetricComparison]:
     """`specs` are policy MetricSpecs (name, tolerance, relative, threshold)."""
     labels = np.asarray(labels)

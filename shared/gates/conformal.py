@@ -23,7 +23,9 @@ scores (+inf when that exceeds n), which gives coverage >= 1 - alpha on exchange
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +58,7 @@ def aps_scores(probabilities: np.ndarray, u: np.ndarray) -> np.ndarray:
     order = np.argsort(-probabilities, axis=1, kind="stable")
     ranked = np.take_along_axis(probabilities, order, axis=1)
     above = np.cumsum(ranked, axis=1) - ranked
-    scored = above + u[:, None] * ranked
+    scored: np.ndarray = above + u[:, None] * ranked
     result = np.empty_like(scored)
     np.put_along_axis(result, order, scored, axis=1)
     return result
@@ -68,7 +70,12 @@ def split_mask(n: int, calibration_fraction: float, seed: int, ordered: bool = F
         mask = np.zeros(n, dtype=bool)
         mask[:int(round(n * calibration_fraction))] = True
         return mask
-    return np.random.default_rng(seed).random(n) < calibration_fraction
+    mask = np.random.default_rng(seed).random(n) < calibration_fraction
+    return mask
+
+
+def _column_of(matrix: np.ndarray, column: int) -> Callable[[], np.ndarray]:
+    return lambda: matrix[:, column]
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,7 @@ class CoverageReport:
     n_test: int
     quantile: float | list[float]
     mean_size: float  # classifiers: mean set size; regressors: mean interval width
-    per_class: dict[str, dict] = field(default_factory=dict)
+    per_class: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def classifier_coverage(labels: np.ndarray, scores: np.ndarray, level: float = 0.9,
@@ -102,7 +109,7 @@ def classifier_coverage(labels: np.ndarray, scores: np.ndarray, level: float = 0
     if score == "lac" and scores.ndim == 1:
         # binary: s(x, 0) = p, s(x, 1) = 1 - p, without building the (n, 2) matrix
         k = 2
-        per_class = [lambda: scores, lambda: 1.0 - scores]
+        per_class: list[Callable[[], np.ndarray]] = [lambda: scores, lambda: 1.0 - scores]
         true_scores = np.where(labels == 1, 1.0 - scores, scores)
     else:
         probabilities = as_class_probabilities(scores)
@@ -113,7 +120,7 @@ def classifier_coverage(labels: np.ndarray, scores: np.ndarray, level: float = 0
             all_scores = aps_scores(probabilities, np.random.default_rng(seed + 1).random(n))
         else:
             raise ValueError(f"unknown classifier score {score!r}")
-        per_class = [lambda c=c: all_scores[:, c] for c in range(k)]
+        per_class = [_column_of(all_scores, c) for c in range(k)]
         true_scores = np.take_along_axis(all_scores, labels[:, None], axis=1)[:, 0]
     if mondrian:
         quantiles = np.array([conformal_quantile(true_scores[calibrate & (labels == c)], alpha)
@@ -127,7 +134,7 @@ def classifier_coverage(labels: np.ndarray, scores: np.ndarray, level: float = 0
         covered = true_scores <= q
         quantile = q
     covered &= test
-    set_sizes = sum(np.count_nonzero((class_scores() <= quantiles[c]) & test)
+    set_sizes = sum(int(np.count_nonzero((class_scores() <= quantiles[c]) & test))
                     for c, class_scores in enumerate(per_class))
     names = class_names or [str(c) for c in range(k)]
     class_counts = np.bincount(labels[test], minlength=k)
@@ -152,6 +159,7 @@ def regression_coverage(y: np.ndarray, prediction: np.ndarray | None = None, lev
                         calibration_fraction: float = 0.5, seed: int = 0,
                         confidence_level: float = 0.95, ordered: bool = False) -> CoverageReport:
     y = np.asarray(y, dtype=float)
+    width_of: Callable[[float, np.ndarray], np.ndarray]
     if score == "absolute":
         scores = np.abs(y - prediction)
         width_of = lambda q, rows: np.full(rows.sum(), 2 * q)  # noqa: E731

@@ -22,14 +22,29 @@ optional KS / JS thresholds), and the tests are evidence.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from shared.gates.calibration import sorted_quantiles
 from shared.gates.results import FAIL, PASS, WARN, GateResult, skipped
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 EXACT_KS_SIZE = 10_000
+FloatArray = NDArray[np.float64]
+
+
+class DriftBin(TypedDict):
+    """One bin of a feature: its label and the share of each sample that falls in it."""
+
+    bin: str
+    reference: float
+    current: float
 
 
 @dataclass(frozen=True)
@@ -43,22 +58,23 @@ class FeatureDrift:
     statistic: float
     p_value: float
     js_distance: float | None = None
-    bins: list[dict] = field(default_factory=list)
+    bins: list[DriftBin] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"column": self.column, "kind": self.kind, "psi": self.psi, "test": self.test,
                 "statistic": self.statistic, "p_value": self.p_value,
                 "js_distance": self.js_distance, "n_reference": self.n_reference,
                 "n_current": self.n_current, "bins": self.bins}
 
 
-def population_stability_index(reference_counts, current_counts, epsilon: float = 1e-4) -> float:
+def population_stability_index(reference_counts: ArrayLike, current_counts: ArrayLike,
+                               epsilon: float = 1e-4) -> float:
     reference = np.maximum(np.asarray(reference_counts, float) / np.sum(reference_counts), epsilon)
     current = np.maximum(np.asarray(current_counts, float) / np.sum(current_counts), epsilon)
     return float(np.sum((current - reference) * np.log(current / reference)))
 
 
-def ks_statistic_sorted(first: np.ndarray, second: np.ndarray, stride: int = 64) -> float:
+def ks_statistic_sorted(first: FloatArray, second: FloatArray, stride: int = 64) -> float:
     """sup_x |F1(x) - F2(x)| of two sorted samples without NaN, exactly.
 
     Between two consecutive distinct values a < b of `second`, F2 is constant and F1 rises from
@@ -78,7 +94,7 @@ def ks_statistic_sorted(first: np.ndarray, second: np.ndarray, stride: int = 64)
             distinct = second[run_start]
     m = len(distinct)
 
-    def gaps(index: np.ndarray):
+    def gaps(index: NDArray[np.intp]) -> tuple[FloatArray, ...]:
         values = distinct[index]
         f1_at = np.searchsorted(first, values, "right") / n1
         f1_before = np.searchsorted(first, values, "left") / n1
@@ -129,7 +145,7 @@ def ks_p_value(statistic: float, n1: int, n2: int) -> float:
     return float(kolmogorov((root + 0.12 + 0.11 / root) * statistic))
 
 
-def numeric_drift(column: str, reference, current, n_bins: int = 10,
+def numeric_drift(column: str, reference: ArrayLike, current: ArrayLike, n_bins: int = 10,
                   epsilon: float = 1e-4) -> FeatureDrift:
     reference = np.sort(np.asarray(reference, dtype=float))  # NaN sorts last
     current = np.sort(np.asarray(current, dtype=float))
@@ -143,7 +159,7 @@ def numeric_drift(column: str, reference, current, n_bins: int = 10,
     current_counts = np.diff(np.concatenate(
         [[0], np.searchsorted(valid_current, inner, side="right"), [len(valid_current)]]))
     labels = [f"<= {inner[0]:.6g}" if len(inner) else "all"]
-    labels += [f"({low:.6g}, {high:.6g}]" for low, high in zip(inner[:-1], inner[1:])]
+    labels += [f"({low:.6g}, {high:.6g}]" for low, high in zip(inner[:-1], inner[1:], strict=True)]
     labels += [f"> {inner[-1]:.6g}"] if len(inner) else []
     missing = (len(reference) - len(valid_reference), len(current) - len(valid_current))
     if any(missing):
@@ -158,7 +174,8 @@ def numeric_drift(column: str, reference, current, n_bins: int = 10,
                         bins=_bin_rows(labels, reference_counts, current_counts))
 
 
-def categorical_drift(column: str, reference, current, epsilon: float = 1e-4) -> FeatureDrift:
+def categorical_drift(column: str, reference: ArrayLike | pd.Series, current: ArrayLike | pd.Series,
+                      epsilon: float = 1e-4) -> FeatureDrift:
     import pandas as pd
     from scipy.spatial.distance import jensenshannon
     from scipy.stats import chi2_contingency
@@ -180,29 +197,30 @@ def categorical_drift(column: str, reference, current, epsilon: float = 1e-4) ->
                         js_distance=js, bins=_bin_rows(labels, ref, cur))
 
 
-def _as_series(values):
+def _as_series(values: ArrayLike | pd.Series) -> pd.Series:
     import pandas as pd
 
     return values if isinstance(values, pd.Series) else pd.Series(values)
 
 
-def _bin_rows(labels, reference_counts, current_counts) -> list[dict]:
+def _bin_rows(labels: Sequence[str], reference_counts: NDArray[np.number[Any]],
+              current_counts: NDArray[np.number[Any]]) -> list[DriftBin]:
     reference_total = max(np.sum(reference_counts), 1)
     current_total = max(np.sum(current_counts), 1)
     return [{"bin": label, "reference": float(r / reference_total),
              "current": float(c / current_total)}
-            for label, r, c in zip(labels, reference_counts, current_counts)]
+            for label, r, c in zip(labels, reference_counts, current_counts, strict=True)]
 
 
-def is_categorical(series, declared: set[str]) -> bool:
+def is_categorical(series: pd.Series, declared: set[str]) -> bool:
     import pandas as pd
 
     return series.name in declared or not (pd.api.types.is_numeric_dtype(series.dtype)
                                            and not pd.api.types.is_bool_dtype(series.dtype))
 
 
-def drift_report(reference, current, columns: list[str] | None = None,
-                 categorical_columns: list[str] = (), n_bins: int = 10,
+def drift_report(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str] | None = None,
+                 categorical_columns: Collection[str] = (), n_bins: int = 10,
                  epsilon: float = 1e-4) -> list[FeatureDrift]:
     """Drift of every column present in both frames (or of `columns`)."""
     chosen = columns if columns is not None else [c for c in current.columns

@@ -13,8 +13,10 @@ out of that rate's difference, and the evidence says so.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from shared.gates.results import FAIL, PASS, GateResult, skipped
 
@@ -23,7 +25,7 @@ from shared.gates.results import FAIL, PASS, GateResult, skipped
 class FairnessReport:
     demographic_parity_difference: float
     equalized_odds_difference: float
-    groups: list[dict]
+    groups: list[dict[str, Any]]
 
 
 def _spread(rates: np.ndarray) -> float:
@@ -31,7 +33,8 @@ def _spread(rates: np.ndarray) -> float:
     return float(defined.max() - defined.min()) if defined.size else 0.0
 
 
-def fairness_report(labels, predicted_positive, sensitive) -> FairnessReport:
+def fairness_report(labels: ArrayLike, predicted_positive: ArrayLike,
+                    sensitive: ArrayLike) -> FairnessReport:
     import pandas as pd
 
     codes, names = pd.factorize(np.asarray(sensitive), use_na_sentinel=False)

@@ -24,7 +24,7 @@ class LatencyStats:
     p99_ms: float
     requests: int
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, float]:
         return {"p50_ms": self.p50_ms, "p95_ms": self.p95_ms, "p99_ms": self.p99_ms,
                 "requests": self.requests}
 

@@ -16,7 +16,15 @@ scikit-learn's `sample_weight` sense. Definitions (scikit-learn's, which the tes
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+FloatArray = NDArray[np.float64]
+# A metric is one number, or one per bootstrap replicate when evaluated under weights.
+MetricValue = FloatArray | float
+Labels = NDArray[Any]  # class labels as given: int, bool or float
 
 HIGHER_IS_BETTER = {"auc": True, "accuracy": True, "f1": True, "precision": True,
                     "recall": True, "r2": True, "log_loss": False, "brier": False,
@@ -24,13 +32,15 @@ HIGHER_IS_BETTER = {"auc": True, "accuracy": True, "f1": True, "precision": True
 _EPS = np.finfo(np.float64).eps
 
 
-def _weighted_mean(values: np.ndarray, weights: np.ndarray | None) -> np.ndarray | float:
+def _weighted_mean(values: NDArray[np.floating], weights: FloatArray | None) -> MetricValue:
     if weights is None:
-        return values.mean()
-    return (weights @ values) / weights.sum(axis=1)
+        mean: np.float64 = values.mean()
+        return mean
+    per_replicate: FloatArray = (weights @ values) / weights.sum(axis=1)
+    return per_replicate
 
 
-def binary_auc(y: np.ndarray, score: np.ndarray) -> float:
+def binary_auc(y: Labels, score: FloatArray) -> float:
     """Unweighted ROC AUC by sorting each class once (faster than ranking all rows together)."""
     positives = np.sort(score[y == 1])
     negatives = np.sort(score[y != 1])
@@ -47,7 +57,8 @@ def binary_auc(y: np.ndarray, score: np.ndarray) -> float:
     return float(wins / (len(positives) * len(negatives)))
 
 
-def binary_auc_replicates(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def binary_auc_replicates(y: Labels, score: FloatArray,
+                          weights: FloatArray) -> FloatArray:
     order = np.argsort(score, kind="stable")
     ordered = score[order]
     positive = (y[order] == 1)
@@ -61,22 +72,24 @@ def binary_auc_replicates(y: np.ndarray, score: np.ndarray, weights: np.ndarray)
         negative_weight = np.add.reduceat(negative_weight, starts, axis=1)
     below = np.cumsum(negative_weight, axis=1) - negative_weight
     with np.errstate(invalid="ignore", divide="ignore"):
-        return ((positive_weight * (below + 0.5 * negative_weight)).sum(axis=1)
-                / (positive_weight.sum(axis=1) * negative_weight.sum(axis=1)))
+        auc: FloatArray = ((positive_weight * (below + 0.5 * negative_weight)).sum(axis=1)
+                           / (positive_weight.sum(axis=1) * negative_weight.sum(axis=1)))
+    return auc
 
 
-def _counts(hit: np.ndarray, weights: np.ndarray | None):
+def _counts(hit: FloatArray, weights: FloatArray | None) -> MetricValue:
     return hit.sum() if weights is None else weights @ hit
 
 
-def _ratio(numerator, denominator):
+def _ratio(numerator: MetricValue, denominator: MetricValue) -> MetricValue:
     with np.errstate(invalid="ignore", divide="ignore"):
         result = np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1),
                           0.0)
     return float(result) if np.ndim(result) == 0 else result
 
 
-def _binary(name: str, y: np.ndarray, p: np.ndarray, weights, threshold: float):
+def _binary(name: str, y: Labels, p: FloatArray, weights: FloatArray | None,
+            threshold: float) -> MetricValue:
     if name == "auc":
         return binary_auc(y, p) if weights is None else binary_auc_replicates(y, p, weights)
     if name == "log_loss":
@@ -100,7 +113,8 @@ def _binary(name: str, y: np.ndarray, p: np.ndarray, weights, threshold: float):
     raise ValueError(f"metric {name!r} does not apply to a binary classifier")
 
 
-def _multiclass(name: str, y: np.ndarray, proba: np.ndarray, weights):
+def _multiclass(name: str, y: NDArray[np.intp], proba: FloatArray,
+                weights: FloatArray | None) -> MetricValue:
     n, k = proba.shape
     rows = np.arange(n)
     if name == "log_loss":
@@ -111,7 +125,8 @@ def _multiclass(name: str, y: np.ndarray, proba: np.ndarray, weights):
     if name == "auc":
         per_class = [_binary("auc", (y == c).astype(np.int8), proba[:, c], weights, 0.5)
                      for c in range(k)]
-        return np.nanmean(np.array(per_class, dtype=float), axis=0)
+        macro_auc: MetricValue = np.nanmean(np.array(per_class, dtype=float), axis=0)
+        return macro_auc
     predicted = proba.argmax(axis=1)
     if name == "accuracy":
         return _weighted_mean((predicted == y).astype(float), weights)
@@ -123,11 +138,13 @@ def _multiclass(name: str, y: np.ndarray, proba: np.ndarray, weights):
             both = _counts(actual.astype(float), weights) + _counts(guessed.astype(float), weights)
             scores.append(_ratio(2 * true_positive, both))
         present = (np.bincount(y, minlength=k) + np.bincount(predicted, minlength=k)) > 0
-        return np.mean(np.array(scores, dtype=float)[present], axis=0)
+        macro_f1: MetricValue = np.mean(np.array(scores, dtype=float)[present], axis=0)
+        return macro_f1
     raise ValueError(f"metric {name!r} does not apply to a multiclass classifier")
 
 
-def _regression(name: str, y: np.ndarray, prediction: np.ndarray, weights):
+def _regression(name: str, y: FloatArray, prediction: FloatArray,
+                weights: FloatArray | None) -> MetricValue:
     error = y - prediction
     if name == "rmse":
         return np.sqrt(_weighted_mean(error ** 2, weights))
@@ -142,7 +159,8 @@ def _regression(name: str, y: np.ndarray, prediction: np.ndarray, weights):
     raise ValueError(f"metric {name!r} does not apply to a regressor")
 
 
-def _compute(name: str, task: str, y, score, weights, threshold: float):
+def _compute(name: str, task: str, y: ArrayLike, score: ArrayLike, weights: FloatArray | None,
+             threshold: float) -> MetricValue:
     if task == "regression":
         return _regression(name, np.asarray(y, float), np.asarray(score, float), weights)
     score = np.asarray(score, dtype=float)
@@ -153,10 +171,11 @@ def _compute(name: str, task: str, y, score, weights, threshold: float):
     return _multiclass(name, np.asarray(y), score, weights)
 
 
-def metric_value(name: str, task: str, y, score, threshold: float = 0.5) -> float:
+def metric_value(name: str, task: str, y: ArrayLike, score: ArrayLike,
+                 threshold: float = 0.5) -> float:
     return float(_compute(name, task, y, score, None, threshold))
 
 
-def metric_replicates(name: str, task: str, y, score, weights: np.ndarray,
-                      threshold: float = 0.5) -> np.ndarray:
+def metric_replicates(name: str, task: str, y: ArrayLike, score: ArrayLike, weights: FloatArray,
+                      threshold: float = 0.5) -> FloatArray:
     return np.asarray(_compute(name, task, y, score, weights, threshold), dtype=float)

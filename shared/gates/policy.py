@@ -7,7 +7,7 @@ policy.example.toml at the repository root).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -77,7 +77,7 @@ class ConformalGate(_Gate):
                                      "quantile (cqr)")
 
     @model_validator(mode="after")
-    def _outputs_for_score(self) -> "ConformalGate":
+    def _outputs_for_score(self) -> ConformalGate:
         if self.regression_score == "cqr" and not (self.lower_output and self.upper_output):
             raise ValueError("regression_score 'cqr' needs lower_output and upper_output")
         if self.regression_score == "normalized" and not self.difficulty_output:
@@ -100,7 +100,7 @@ class ComparisonGate(_Gate):
 
     @field_validator("metrics", mode="before")
     @classmethod
-    def _names_as_specs(cls, value):
+    def _names_as_specs(cls, value: Any) -> Any:
         if isinstance(value, list):
             return [{"name": item} if isinstance(item, str) else item for item in value]
         return value
@@ -116,7 +116,7 @@ class DriftGate(_Gate):
     js_warn: float | None = Field(None, gt=0, le=1, description="warn above this JS distance")
 
     @model_validator(mode="after")
-    def _ordered(self) -> "DriftGate":
+    def _ordered(self) -> DriftGate:
         if self.psi_warn > self.psi_fail:
             raise ValueError(f"psi_warn ({self.psi_warn}) must not exceed psi_fail "
                              f"({self.psi_fail})")
@@ -174,7 +174,7 @@ class GatePolicy(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     @model_validator(mode="after")
-    def _metrics_fit_task(self) -> "GatePolicy":
+    def _metrics_fit_task(self) -> GatePolicy:
         allowed = REGRESSION_METRICS if self.task == "regression" else CLASSIFICATION_METRICS
         for spec in self.comparison.metrics or ():
             if spec.name not in allowed:

@@ -28,7 +28,8 @@ def report_document(report: SuiteReport, policy: Any, context: dict[str, Any]) -
             "champion": report.champion_table.rows() if report.champion_table else None},
         "policy": policy.model_dump(mode="json", by_alias=True),
     }
-    return jsonable(document)
+    plain: dict[str, Any] = jsonable(document)
+    return plain
 
 
 def report_json(report: SuiteReport, policy: Any, context: dict[str, Any]) -> str:
@@ -116,7 +117,7 @@ def reliability_diagram_png(candidate: ReliabilityTable, champion: ReliabilityTa
         shift = (offset - (len(series) - 1) / 2) * width / len(series)
         bars = counts.bar(centres + shift, table.counts, width=width / len(series) * 0.9,
                           color=colour, alpha=0.7, label=label)
-        for bar, count in zip(bars, table.counts):
+        for bar, count in zip(bars, table.counts, strict=True):
             if count:
                 counts.annotate(str(int(count)), (bar.get_x() + bar.get_width() / 2,
                                                   bar.get_height()),

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, SupportsFloat
+
+if TYPE_CHECKING:
+    from shared.events import GateOutcome
 
 GateStatus = Literal["pass", "fail", "warn", "inconclusive", "skipped"]
 PASS: GateStatus = "pass"
@@ -33,7 +36,7 @@ class GateResult:
     def blocks(self) -> bool:
         return self.blocking and self.status in BLOCKING_STATUSES
 
-    def to_outcome(self):
+    def to_outcome(self) -> GateOutcome:
         from shared.events import GateOutcome
 
         return GateOutcome(name=self.name, status=self.status, blocking=self.blocking,
@@ -52,11 +55,11 @@ def skipped(name: str, blocking: bool, why: str) -> GateResult:
     return GateResult(name, SKIPPED, blocking, detail=why)
 
 
-def finite_or_none(value: float | None) -> float | None:
+def finite_or_none(value: SupportsFloat | None) -> float | None:
     if value is None:
         return None
-    value = float(value)
-    return value if math.isfinite(value) else None
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def jsonable(value: Any) -> Any:

@@ -27,20 +27,23 @@ violating windows; leaving it resolves.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 import numpy as np
 
 from shared.alerts.gatehouse import SCHEMA, wire_fingerprint
-from shared.events import MonitoringAlert
+from shared.events import MonitoringAlert, Severity
 from shared.gates.calibration import assess_calibration, wilson_interval
-from shared.monitoring.payloads import WindowData
+from shared.monitoring.payloads import ScoredRow, WindowData
 from shared.monitoring.policy import METRICS, MonitoringPolicy
 from shared.monitoring.reference import ReferenceDistribution
 
 SOURCE = "gatehouse"
+Figures = dict[str, float]
+Judged = dict[str, float | None]  # the figures the thresholds judge (None: not enough data)
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ class MetricState:
 @dataclass(frozen=True)
 class Change:
     metric: str
-    status: str          # "firing" or "resolved"
+    status: Literal["firing", "resolved"]
     value: float
     since: int
     new: bool            # the window that entered (or left) the alert state
@@ -75,7 +78,7 @@ def window_bounds(window: int, window_seconds: float) -> tuple[float, float]:
     return window * window_seconds, (window + 1) * window_seconds
 
 
-def _percentiles(values: list[float], prefix: str, figures: dict) -> None:
+def _percentiles(values: list[float], prefix: str, figures: Figures) -> None:
     if values:
         p50, p95, p99 = np.percentile(np.asarray(values, float), [50, 95, 99])
         figures.update({f"{prefix}_p50_ms": float(p50), f"{prefix}_p95_ms": float(p95),
@@ -83,7 +86,7 @@ def _percentiles(values: list[float], prefix: str, figures: dict) -> None:
 
 
 def _service_figures(data: WindowData, version: str | None, policy: MonitoringPolicy,
-                     figures: dict, judged: dict) -> None:
+                     figures: Figures, judged: Judged) -> None:
     requests = [r for r in data.requests if r.version == version]
     figures["requests"] = float(len(requests))
     if not requests:
@@ -100,8 +103,9 @@ def _service_figures(data: WindowData, version: str | None, policy: MonitoringPo
         judged["token_latency_p99_ms"] = figures["token_latency_p99_ms"]
 
 
-def _drift_figures(rows, reference: ReferenceDistribution, policy: MonitoringPolicy,
-                   figures: dict, judged: dict, detail: dict) -> None:
+def _drift_figures(rows: Sequence[ScoredRow], reference: ReferenceDistribution,
+                   policy: MonitoringPolicy, figures: Figures, judged: Judged,
+                   detail: dict[str, str]) -> None:
     psis = {}
     for name, feature in reference.features.items():
         try:
@@ -120,16 +124,18 @@ def _drift_figures(rows, reference: ReferenceDistribution, policy: MonitoringPol
             scores, policy.epsilon)
 
 
-def _reference_variance(reference: ReferenceDistribution | None) -> float | None:
-    """Sampling variance of the reference accuracy (None: no reference accuracy)."""
+def _reference_accuracy(reference: ReferenceDistribution | None) -> tuple[float, float] | None:
+    """The reference accuracy and its sampling variance (None: no reference accuracy)."""
     if reference is None or reference.accuracy is None:
         return None
+    accuracy = reference.accuracy
     n = reference.labelled_rows or 0
-    return reference.accuracy * (1 - reference.accuracy) / n if n else 0.0
+    return accuracy, accuracy * (1 - accuracy) / n if n else 0.0
 
 
-def _labelled_figures(rows, labels: Mapping[str, float], reference: ReferenceDistribution | None,
-                      policy: MonitoringPolicy, window: int, figures: dict, judged: dict) -> None:
+def _labelled_figures(rows: Sequence[ScoredRow], labels: Mapping[str, float],
+                      reference: ReferenceDistribution | None, policy: MonitoringPolicy,
+                      window: int, figures: Figures, judged: Judged) -> None:
     from scipy.stats import norm
 
     scored = [(labels[row.key], row.score) for row in rows
@@ -155,18 +161,19 @@ def _labelled_figures(rows, labels: Mapping[str, float], reference: ReferenceDis
         from sklearn.metrics import roc_auc_score
 
         figures["auc"] = float(roc_auc_score(y, p))
-    reference_variance = _reference_variance(reference)
-    if reference_variance is not None:
+    known = _reference_accuracy(reference)
+    if known is not None:
+        reference_accuracy, reference_variance = known
         # Both accuracies are estimates: judge the drop on the lower bound of their difference.
         z = float(norm.ppf((1 + policy.confidence_level) / 2))
-        drop = reference.accuracy - accuracy
+        drop = reference_accuracy - accuracy
         spread = np.sqrt(reference_variance + accuracy * (1 - accuracy) / len(correct))
         figures["performance_drop"] = drop
         judged["performance_drop"] = drop - z * float(spread)
 
 
-def _cbpe_figures(rows, reference: ReferenceDistribution | None, policy: MonitoringPolicy,
-                  figures: dict, judged: dict) -> None:
+def _cbpe_figures(rows: Sequence[ScoredRow], reference: ReferenceDistribution | None,
+                  policy: MonitoringPolicy, figures: Figures, judged: Judged) -> None:
     from scipy.stats import norm
 
     scores = np.array([row.score for row in rows if row.score is not None], dtype=float)
@@ -179,9 +186,10 @@ def _cbpe_figures(rows, reference: ReferenceDistribution | None, policy: Monitor
     figures.update({"cbpe_accuracy": estimate, "cbpe_accuracy_se": se,
                     "cbpe_accuracy_lower": max(0.0, estimate - z * se),
                     "cbpe_accuracy_upper": min(1.0, estimate + z * se)})
-    reference_variance = _reference_variance(reference)
-    if reference_variance is not None:
-        drop = reference.accuracy - estimate
+    known = _reference_accuracy(reference)
+    if known is not None:
+        reference_accuracy, reference_variance = known
+        drop = reference_accuracy - estimate
         figures["estimated_performance_drop"] = drop
         judged["estimated_performance_drop"] = drop - z * float(np.sqrt(reference_variance
                                                                          + se * se))
@@ -190,8 +198,8 @@ def _cbpe_figures(rows, reference: ReferenceDistribution | None, policy: Monitor
 def evaluate_window(data: WindowData, version: str | None, window: int,
                     reference: ReferenceDistribution | None, labels: Mapping[str, float],
                     policy: MonitoringPolicy) -> WindowResult:
-    figures: dict[str, float] = {}
-    judged: dict[str, float | None] = {}
+    figures: Figures = {}
+    judged: Judged = {}
     detail: dict[str, str] = {}
     _service_figures(data, version, policy, figures, judged)
     rows = [row for row in data.rows if row.version == version]
@@ -241,14 +249,14 @@ def alert_for(change: Change, result: WindowResult, *, endpoint: str, model_name
     threshold = getattr(policy, change.metric)
     where = f"{model_name or endpoint} v{result.version} @ {endpoint}"
     start, _ = window_bounds(change.since, policy.window_seconds)
-    severity = ("info" if change.status == "resolved"
+    severity: Severity = ("info" if change.status == "resolved"
                 else "error" if change.value >= 2 * threshold.enter else "warning")
     figures = {change.metric: change.value, "threshold": threshold.enter,
                "exit_threshold": threshold.exit,
                **{k: v for k, v in result.figures.items() if np.isfinite(v)}}
     labels = {"metric": change.metric, "window": str(result.window),
               "since_window": str(change.since),
-              "window_start": datetime.fromtimestamp(start, timezone.utc).isoformat(),
+              "window_start": datetime.fromtimestamp(start, UTC).isoformat(),
               "windows_in_alert": str(result.window - change.since + 1)}
     return MonitoringAlert(
         alert_kind=kind, source=SOURCE, model_name=model_name, version=result.version,
@@ -257,7 +265,7 @@ def alert_for(change: Change, result: WindowResult, *, endpoint: str, model_name
         fingerprint=wire_fingerprint(model_name, result.version, endpoint, kind, change.metric))
 
 
-def to_wire(alerts: list[MonitoringAlert], window_seconds: float) -> dict:
+def to_wire(alerts: list[MonitoringAlert], window_seconds: float) -> dict[str, Any]:
     """Alerts in Gatehouse's monitor format (POST /api/alerts/gatehouse)."""
     items = []
     for alert in alerts:
@@ -265,6 +273,6 @@ def to_wire(alerts: list[MonitoringAlert], window_seconds: float) -> dict:
         _, end = window_bounds(int(alert.labels.get("window", since)), window_seconds)
         items.append({
             **alert.model_dump(mode="json", exclude={"kind", "source"}, exclude_none=True),
-            "starts_at": datetime.fromtimestamp(since * window_seconds, timezone.utc).isoformat(),
-            "at": datetime.fromtimestamp(end, timezone.utc).isoformat()})
+            "starts_at": datetime.fromtimestamp(since * window_seconds, UTC).isoformat(),
+            "at": datetime.fromtimestamp(end, UTC).isoformat()})
     return {"schema": SCHEMA, "alerts": items}

@@ -11,9 +11,14 @@ cannot be read still counts for latency and errors; its rows are skipped and cou
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from shared.monitoring.labels import row_key
+
+if TYPE_CHECKING:
+    from shared.serving.payload_log import PayloadRecord
 
 SCORE_FIELDS = ("probability", "score", "proba", "positive_probability", "p1", "1")
 CLASS_FIELDS = ("prediction", "predicted_label", "label", "class")
@@ -33,7 +38,7 @@ class ScoredRow:
     key: str                      # label key: the request id, or `<request id>/<index>`
     ts: float
     version: str | None
-    features: dict
+    features: dict[str, Any]
     score: float | None = None    # P(positive class)
     predicted: object = None      # the predicted class when the model gave no score
 
@@ -45,7 +50,7 @@ class WindowData:
     unreadable: int = 0           # successful requests whose rows could not be read
 
 
-def input_rows(body) -> list[dict]:
+def input_rows(body: object) -> list[dict[str, Any]]:
     """The input rows of one scoring request body, as {column: value} dicts."""
     if not isinstance(body, dict):
         raise ValueError("request body is not a JSON object")
@@ -55,7 +60,8 @@ def input_rows(body) -> list[dict]:
         data = split.get("data") or []
         if columns is None:
             columns = [str(i) for i in range(len(data[0]))] if data else []
-        return [dict(zip(columns, row)) for row in data]
+        # a row shorter or longer than `columns` keeps the pairs it has
+        return [dict(zip(columns, row, strict=False)) for row in data]
     if "dataframe_records" in body:
         return [dict(row) for row in body["dataframe_records"]]
     for key in ("instances", "inputs"):
@@ -72,7 +78,7 @@ def input_rows(body) -> list[dict]:
                      "instances or inputs)")
 
 
-def _answer(prediction) -> tuple[float | None, object]:
+def _answer(prediction: object) -> tuple[float | None, object]:
     """(score, predicted class) from one prediction item."""
     if isinstance(prediction, bool):
         return None, int(prediction)
@@ -99,7 +105,7 @@ def _answer(prediction) -> tuple[float | None, object]:
     return None, None
 
 
-def output_tokens(body) -> int | None:
+def output_tokens(body: object) -> int | None:
     if isinstance(body, dict) and isinstance(body.get("usage"), dict):
         tokens = body["usage"].get("completion_tokens") or body["usage"].get("output_tokens")
         if isinstance(tokens, int) and tokens > 0:
@@ -107,7 +113,7 @@ def output_tokens(body) -> int | None:
     return None
 
 
-def read_records(records) -> WindowData:
+def read_records(records: Iterable[PayloadRecord]) -> WindowData:
     """Records with .ts .request_id .version .inputs .outputs .latency_ms .status (PayloadRecord,
     or rows of an inference table shaped the same)."""
     data = WindowData()
@@ -132,7 +138,7 @@ def read_records(records) -> WindowData:
             if outputs is None or output_tokens(outputs) is None:
                 data.unreadable += 1
             continue
-        for index, (features, prediction) in enumerate(zip(rows, predictions)):
+        for index, (features, prediction) in enumerate(zip(rows, predictions, strict=True)):
             score, predicted = _answer(prediction)
             data.rows.append(ScoredRow(row_key(record.request_id, index, len(rows)), record.ts,
                                        record.version, features, score, predicted))

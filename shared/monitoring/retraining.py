@@ -76,7 +76,7 @@ def alert_window(alert: MonitoringAlert, received_at: float, window_seconds: flo
 
 
 def idempotency_token(model_name: str, reason: str, window: int, fingerprint: str) -> str:
-    digest = hashlib.sha256(f"{model_name}|{reason}|{window}|{fingerprint}".encode("utf-8"))
+    digest = hashlib.sha256(f"{model_name}|{reason}|{window}|{fingerprint}".encode())
     return "gh-" + digest.hexdigest()[:56]  # Databricks allows at most 64 characters
 
 

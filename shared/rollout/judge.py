@@ -32,9 +32,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING, Any
 
 from shared.rollout.policy import RolloutPolicy
 from shared.serving.base import VersionHealth, WeightedSamples
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 
 class Action(str, Enum):
@@ -56,7 +61,7 @@ class TestResult:
     def significant(self) -> bool:
         return self.p_value <= self.alpha
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "statistic": self.statistic, "p_value": self.p_value,
                 "alpha": self.alpha, "significant": self.significant}
 
@@ -83,7 +88,7 @@ class Verdict:
     looked: bool = False        # tests were run (an alpha share was spent)
     full_evidence: bool = False
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         return {"action": self.action.value, "reason": self.reason, "figures": self.figures,
                 "tests": [t.as_dict() for t in self.tests],
                 "time_to_decision_seconds": self.time_to_decision_seconds}
@@ -103,7 +108,7 @@ def quantile(samples: WeightedSamples, q: float) -> float | None:
     return float(max(v for v, _ in samples))
 
 
-def _expand(samples: WeightedSamples, scale: float = 1.0):
+def _expand(samples: WeightedSamples, scale: float = 1.0) -> NDArray[np.float64]:
     import numpy as np
 
     values = np.array([v for v, _ in samples], dtype=float) / scale
@@ -209,7 +214,6 @@ def judge(policy: RolloutPolicy, window: Window, *, now: float, measure_from: fl
         return Verdict(Action.HOLD, "traffic change not applied yet: nothing is measured")
     bake_deadline = measure_from + policy.min_bake_seconds * (
         1 + min(extensions, policy.max_extensions))
-    budget_left = extensions <= policy.max_extensions
     if now < measure_from:
         return Verdict(Action.HOLD, f"warming up after the config change: measuring from "
                                     f"{measure_from - now:.0f}s from now",
@@ -218,74 +222,122 @@ def judge(policy: RolloutPolicy, window: Window, *, now: float, measure_from: fl
     ttd = _time_to_decision(window, policy, bake_deadline, now)
     if ttd is not None:
         figures["time_to_decision_s"] = ttd
-    n_challenger = window.challenger.requests if window.challenger else 0
-    n_champion = window.champion.requests if window.champion else 0
-    if n_challenger == 0 or n_champion == 0:
-        missing = "challenger" if n_challenger == 0 else "champion"
-        seconds = figures["window_seconds"]
-        return Verdict(Action.HOLD, f"no {missing} requests in the {seconds:.0f}s "
-                                    f"window at {step_percent}%: no data is not a healthy "
-                                    f"signal; no estimate of the time to a decision yet",
-                       figures, time_to_decision_seconds=None)
-
-    full = (now >= bake_deadline and n_challenger >= policy.min_requests_per_step
-            and n_champion >= policy.min_requests_per_step)
-    per_look = look_alpha(policy, full and budget_left, early_looks + 1)
-    have_latency = bool(window.challenger.latencies_ms and window.champion.latencies_ms)
-    per_test = per_look / (4 if have_latency else 2)
-    tests = [error_rate_test(window.challenger, window.champion, per_test),
-             error_sla_test(window.challenger, policy.max_error_rate, per_test)]
-    if have_latency:
-        for test in (latency_test, tail_test):
-            tests.append(test(window.challenger.latencies_ms, window.champion.latencies_ms,
-                              policy.max_p99_latency_ratio, per_test))
+    challenger, champion = window.challenger, window.champion
+    if challenger is None or champion is None or not challenger.requests or not champion.requests:
+        return _no_traffic_verdict(challenger, figures, step_percent)
+    full = (now >= bake_deadline and challenger.requests >= policy.min_requests_per_step
+            and champion.requests >= policy.min_requests_per_step)
+    per_look = look_alpha(policy, full and extensions <= policy.max_extensions, early_looks + 1)
     figures["alpha_look"] = per_look
-    significant = [t for t in tests if t.significant]
+    look = _Look(policy, step_percent, challenger, champion, figures,
+                 _tests(policy, challenger, champion, per_look))
+    significant = [t for t in look.tests if t.significant]
     if significant:
         named = "; ".join(f"{t.name} (p={t.p_value:.3g} <= {t.alpha:.3g})" for t in significant)
         return Verdict(Action.ROLLBACK,
                        f"challenger worse than allowed at {step_percent}%: {named}",
-                       figures, tuple(tests), looked=True, full_evidence=full)
+                       figures, look.tests, looked=True, full_evidence=full)
     if not full:
-        needs = []
-        if now < bake_deadline:
-            needs.append(f"{bake_deadline - now:.0f}s more bake")
-        for role, count in (("challenger", n_challenger), ("champion", n_champion)):
-            if count < policy.min_requests_per_step:
-                needs.append(f"{policy.min_requests_per_step - count} more {role} requests")
-        eta = f"; about {ttd:.0f}s to a decision" if ttd is not None else ""
-        return Verdict(Action.HOLD, f"gathering evidence at {step_percent}%: needs "
-                                    f"{', '.join(needs)}; no significant harm so far{eta}",
-                       figures, tuple(tests), ttd, looked=True)
+        return _gathering_verdict(look, now, bake_deadline, ttd)
+    return _full_evidence_verdict(look, extensions)
 
+
+@dataclass(frozen=True)
+class _Look:
+    """What one look at a step with traffic on both versions measured and tested."""
+
+    policy: RolloutPolicy
+    step_percent: int
+    challenger: VersionHealth
+    champion: VersionHealth
+    figures: dict[str, float]
+    tests: tuple[TestResult, ...]
+
+    def p_values(self) -> str:
+        return ", ".join(f"p={t.p_value:.3g}" for t in self.tests)
+
+
+def _no_traffic_verdict(challenger: VersionHealth | None, figures: dict[str, float],
+                        step_percent: int) -> Verdict:
+    missing = "challenger" if challenger is None or not challenger.requests else "champion"
+    seconds = figures["window_seconds"]
+    return Verdict(Action.HOLD, f"no {missing} requests in the {seconds:.0f}s "
+                                f"window at {step_percent}%: no data is not a healthy "
+                                f"signal; no estimate of the time to a decision yet",
+                   figures, time_to_decision_seconds=None)
+
+
+def _tests(policy: RolloutPolicy, challenger: VersionHealth, champion: VersionHealth,
+           per_look: float) -> tuple[TestResult, ...]:
+    """The look's alpha share split evenly over the tests the data allows."""
+    have_latency = bool(challenger.latencies_ms and champion.latencies_ms)
+    per_test = per_look / (4 if have_latency else 2)
+    tests = [error_rate_test(challenger, champion, per_test),
+             error_sla_test(challenger, policy.max_error_rate, per_test)]
+    if have_latency:
+        for test in (latency_test, tail_test):
+            tests.append(test(challenger.latencies_ms, champion.latencies_ms,
+                              policy.max_p99_latency_ratio, per_test))
+    return tuple(tests)
+
+
+def _gathering_verdict(look: _Look, now: float, bake_deadline: float,
+                       ttd: float | None) -> Verdict:
+    policy = look.policy
+    needs = []
+    if now < bake_deadline:
+        needs.append(f"{bake_deadline - now:.0f}s more bake")
+    for role, health in (("challenger", look.challenger), ("champion", look.champion)):
+        if health.requests < policy.min_requests_per_step:
+            needs.append(f"{policy.min_requests_per_step - health.requests} more {role} requests")
+    eta = f"; about {ttd:.0f}s to a decision" if ttd is not None else ""
+    return Verdict(Action.HOLD, f"gathering evidence at {look.step_percent}%: needs "
+                                f"{', '.join(needs)}; no significant harm so far{eta}",
+                   look.figures, look.tests, ttd, looked=True)
+
+
+def _outside_sla(look: _Look) -> list[str]:
+    """How the challenger's error rate and p99 ratio miss the SLA (empty: within it)."""
+    policy = look.policy
     outside = []
-    error_rate = window.challenger.error_rate
+    error_rate = look.challenger.error_rate
     if error_rate is not None and error_rate > policy.max_error_rate:
         outside.append(f"error rate {error_rate:.4f} > {policy.max_error_rate:g}")
-    ratio = figures.get("p99_ratio")
+    ratio = look.figures.get("p99_ratio")
     if ratio is None:
         outside.append("no latency figures for both versions")
     elif ratio > policy.max_p99_latency_ratio:
         outside.append(f"p99 ratio {ratio:.2f} > {policy.max_p99_latency_ratio:g}")
-    p_values = ", ".join(f"p={t.p_value:.3g}" for t in tests)
+    return outside
+
+
+def _full_evidence_verdict(look: _Look, extensions: int) -> Verdict:
+    policy, step_percent = look.policy, look.step_percent
+    outside = _outside_sla(look)
     if not outside:
-        target = "promote" if step_percent >= max(policy.canary_steps, default=0) else "advance"
-        return Verdict(Action.PROMOTE if target == "promote" else Action.ADVANCE,
-                       f"healthy at {step_percent}% over {figures['window_seconds']:.0f}s: "
-                       f"{n_challenger} challenger / {n_champion} champion requests, error rate "
-                       f"{error_rate:.4f}, p99 ratio {ratio:.2f}; no test significant ({p_values})",
-                       figures, tuple(tests), 0.0, looked=True, full_evidence=True)
-    if budget_left:
+        return _healthy_verdict(look)
+    if extensions <= policy.max_extensions:
         more = ("baking another " if extensions < policy.max_extensions else
                 "extensions used up after this: holding, judged at every look, for another ")
         return Verdict(Action.EXTEND, f"inconclusive at {step_percent}%: {'; '.join(outside)} "
-                                      f"but no test significant ({p_values}); {more}"
+                                      f"but no test significant ({look.p_values()}); {more}"
                                       f"{policy.min_bake_seconds:.0f}s "
                                       f"({extensions + 1}/{policy.max_extensions + 1})",
-                       figures, tuple(tests), policy.min_bake_seconds, looked=True,
+                       look.figures, look.tests, policy.min_bake_seconds, looked=True,
                        full_evidence=True)
     return Verdict(Action.HOLD, f"still inconclusive at {step_percent}% after "
                                 f"{policy.max_extensions} extensions: {'; '.join(outside)}, "
-                                f"no test significant ({p_values}); holding until the evidence is "
-                                f"conclusive or a person rolls back",
-                   figures, tuple(tests), None, looked=True, full_evidence=True)
+                                f"no test significant ({look.p_values()}); holding until the "
+                                f"evidence is conclusive or a person rolls back",
+                   look.figures, look.tests, None, looked=True, full_evidence=True)
+
+
+def _healthy_verdict(look: _Look) -> Verdict:
+    step_percent, figures = look.step_percent, look.figures
+    last_step = step_percent >= max(look.policy.canary_steps, default=0)
+    return Verdict(Action.PROMOTE if last_step else Action.ADVANCE,
+                   f"healthy at {step_percent}% over {figures['window_seconds']:.0f}s: "
+                   f"{look.challenger.requests} challenger / {look.champion.requests} champion "
+                   f"requests, error rate {look.challenger.error_rate:.4f}, p99 ratio "
+                   f"{figures['p99_ratio']:.2f}; no test significant ({look.p_values()})",
+                   figures, look.tests, 0.0, looked=True, full_evidence=True)

@@ -14,12 +14,17 @@ so a crash between saving a decision and acting on it is finished by the next ti
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from enum import Enum
-from typing import Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict, Unpack
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.rollout.policy import RolloutPolicy
+
+if TYPE_CHECKING:
+    from shared.rollout.judge import Verdict
+    from shared.serving.base import HealthReport, VersionHealth
 
 
 class Phase(str, Enum):
@@ -72,7 +77,7 @@ class RestoreAliases(_Model):
 class Emit(_Model):
     type: Literal["emit"] = "emit"
     kind: str               # an event kind of shared.events
-    payload: dict
+    payload: dict[str, Any]
     key: str = ""           # stable per transition: a re-sent event keeps its id
 
 
@@ -82,8 +87,15 @@ class RecordOnVersion(_Model):
     tags: dict[str, str]
 
 
-Effect = Annotated[Union[ApplyTraffic, SetChallengerAlias, PromoteAliases, RestoreAliases, Emit,
-                         RecordOnVersion], Field(discriminator="type")]
+Effect = Annotated[
+    ApplyTraffic
+    | SetChallengerAlias
+    | PromoteAliases
+    | RestoreAliases
+    | Emit
+    | RecordOnVersion,
+    Field(discriminator="type"),
+]
 
 
 # ---- state ----
@@ -109,9 +121,9 @@ class Rollout(_Model):
     finished_at: float | None = None
     rollback_requested_at: float | None = None
     reason: str = ""
-    last_verdict: dict | None = None
+    last_verdict: dict[str, Any] | None = None
     last_error: str | None = None
-    evidence: dict | None = None
+    evidence: dict[str, Any] | None = None
     source_event_id: str | None = None
 
     @property
@@ -133,6 +145,22 @@ class EndpointRecord(_Model):
         return [r for r in (self.active, self.queued, self.last) if r is not None]
 
 
+class RecordChanges(TypedDict, total=False):
+    """What a step may change on the endpoint's record besides its sequence and outbox."""
+
+    champion: str | None
+    active: Rollout | None
+    queued: Rollout | None
+    last: Rollout | None
+
+
+class QueueHandover(TypedDict):
+    """The record changes that make the queued challenger (if any) the active rollout."""
+
+    active: Rollout | None
+    queued: Rollout | None
+
+
 class Transition(_Model):
     seq: int
     rollout_id: str
@@ -145,7 +173,7 @@ class Transition(_Model):
     reason: str
     routes: dict[str, int]
     figures: dict[str, float] = Field(default_factory=dict)
-    tests: list[dict] = Field(default_factory=list)
+    tests: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class Step(_Model):
@@ -153,7 +181,7 @@ class Step(_Model):
     transitions: tuple[Transition, ...] = ()
     effects: tuple[Effect, ...] = ()
 
-    def then(self, later: "Step") -> "Step":
+    def then(self, later: Step) -> Step:
         """This step followed by `later` (which was computed from this step's record)."""
         return Step(record=later.record, transitions=(*self.transitions, *later.transitions),
                     effects=(*self.effects, *later.effects))
@@ -169,13 +197,14 @@ def routes_for(champion: str | None, challenger: str, percent: int) -> dict[str,
     return {champion: 100 - percent, challenger: percent}
 
 
-def _decision(actor: str, reason: str, figures: dict[str, float] | None = None) -> dict:
+def _decision(actor: str, reason: str, figures: dict[str, float] | None = None) -> dict[str, Any]:
     return {"actor": actor, "reason": reason, "metrics": dict(figures or {})}
 
 
 def _step(record: EndpointRecord, before: Rollout | None, after: Rollout, *, action: str,
-          actor: str, reason: str, now: float, effects: list, figures: dict | None = None,
-          tests: list | None = None, **changes) -> Step:
+          actor: str, reason: str, now: float, effects: list[Effect],
+          figures: dict[str, float] | None = None, tests: list[dict[str, Any]] | None = None,
+          **changes: Unpack[RecordChanges]) -> Step:
     seq = record.seq + 1
     transition = Transition(seq=seq, rollout_id=after.id, version=after.challenger, at=now,
                             actor=actor, action=action,
@@ -193,12 +222,12 @@ def _step(record: EndpointRecord, before: Rollout | None, after: Rollout, *, act
     return Step(record=new, transitions=(transition,), effects=tuple(effects))
 
 
-def _event(kind: str, rollout: Rollout, decision: dict, **fields) -> Emit:
+def _event(kind: str, rollout: Rollout, decision: dict[str, Any], **fields: Any) -> Emit:
     return Emit(kind=kind, payload={"model_name": rollout.model_name, "version": rollout.challenger,
                                     "endpoint": rollout.endpoint, "decision": decision, **fields})
 
 
-def _activate_queued(record: EndpointRecord, now: float) -> dict:
+def _activate_queued(record: EndpointRecord, now: float) -> QueueHandover:
     """Record changes that make the queued challenger (if any) the active rollout."""
     queued = record.queued
     if queued is None:
@@ -222,72 +251,107 @@ def start(record: EndpointRecord | None, *, model_name: str, endpoint: str, vers
           champion: str | None, policy: RolloutPolicy, now: float, actor: str, reason: str,
           source_event_id: str | None = None) -> Step:
     """A version passed its gates: start (or queue) its rollout on the endpoint."""
-    version = str(version)
+    request = _StartRequest(model_name=model_name, endpoint=endpoint, version=str(version),
+                            actor=actor, reason=reason, now=now,
+                            source_event_id=source_event_id)
     if record is None:
         record = EndpointRecord(endpoint=endpoint, model_name=model_name, champion=champion)
+    _refuse_unless_startable(record, request)
+    if record.champion is None and record.active is None:
+        return _bootstrap(record, request, policy)
+    active = record.active
+    if active is None:
+        return _create(record, request)
+    if policy.on_newer_challenger == "supersede" and active.phase in (Phase.PENDING,
+                                                                        Phase.CANARY):
+        return _supersede(record, active, request)
+    return _queue(record, active, request)
+
+
+@dataclass(frozen=True)
+class _StartRequest:
+    """A version that passed its gates, asking for a rollout."""
+
+    model_name: str
+    endpoint: str
+    version: str
+    actor: str
+    reason: str
+    now: float
+    source_event_id: str | None
+
+    def rollout(self, champion: str | None, phase: Phase) -> Rollout:
+        return new_rollout(self.model_name, self.endpoint, self.version, champion, phase,
+                           self.now, self.source_event_id)
+
+
+def _refuse_unless_startable(record: EndpointRecord, request: _StartRequest) -> None:
+    model_name, version = request.model_name, request.version
     if record.model_name != model_name:
-        raise Refused(f"endpoint {endpoint} serves {record.model_name}, not {model_name}")
+        raise Refused(f"endpoint {request.endpoint} serves {record.model_name}, not {model_name}")
     if version == record.champion:
         raise Refused(f"{model_name} v{version} is the champion already")
     for existing in (record.active, record.queued):
         if existing is not None and existing.challenger == version:
             raise Refused(f"{model_name} v{version} already has rollout {existing.id} "
                           f"({existing.phase.value})")
-    champion = record.champion
 
-    if champion is None and record.active is None:
-        # Nothing serves yet: the first version that passed its gates becomes the champion.
-        rollout = new_rollout(model_name, endpoint, version, None, Phase.PROMOTED, now,
-                              source_event_id)
-        rollout = rollout.model_copy(update={"step_index": len(policy.steps) - 1,
-                                             "promoted_at": now, "finished_at": now,
-                                             "reason": reason})
-        decision = _decision(actor, f"first version to pass its gates: {reason}")
-        return _step(record, None, rollout, action="bootstrap", actor=actor, reason=reason,
-                     now=now, effects=[ApplyTraffic(routes=rollout.routes),
-                                       PromoteAliases(version=version, previous=None),
-                                       _event("rollout.promoted", rollout, decision,
-                                              previous_champion=None)],
-                     last=rollout, champion=version)
 
-    active = record.active
-    if active is not None:
-        supersede = policy.on_newer_challenger == "supersede" and active.phase in (
-            Phase.PENDING, Phase.CANARY)
-        queued = new_rollout(model_name, endpoint, version, champion, Phase.QUEUED, now,
-                             source_event_id)
-        if not supersede:
-            step = Step(record=record)
-            if record.queued is not None:  # only the newest waits: the older one is dropped
-                dropped = record.queued.model_copy(update={
-                    "phase": Phase.ABORTED, "finished_at": now, "updated_at": now,
-                    "reason": f"superseded in the queue by v{version}"})
-                step = _step(record, record.queued, dropped, action="dequeue", actor=actor,
-                             now=now, reason=dropped.reason, effects=[], queued=None)
-            return step.then(_step(step.record, None, queued, action="queue", actor=actor,
-                                   now=now, effects=[], queued=queued,
-                                   reason=f"waiting for rollout {active.id} of "
-                                          f"v{active.challenger}"))
-        aborted = active.model_copy(update={
-            "phase": Phase.ABORTED, "routes": {champion: 100} if champion else active.routes,
-            "routes_applied": False, "finished_at": now, "updated_at": now,
-            "reason": f"superseded by v{version}"})
-        pending = new_rollout(model_name, endpoint, version, champion, Phase.PENDING, now,
-                              source_event_id)
-        step = _step(record, active, aborted, action="supersede", actor=actor, now=now,
-                     reason=f"superseded by v{version}",
-                     effects=[ApplyTraffic(routes=aborted.routes),
-                              RestoreAliases(version=active.challenger, restored=champion,
-                                             was_promoted=False)],
-                     last=aborted, active=None)
-        return step.then(_step(step.record, None, pending, action="create", actor=actor, now=now,
-                               reason=reason, effects=[SetChallengerAlias(version=version)],
-                               active=pending))
+def _bootstrap(record: EndpointRecord, request: _StartRequest, policy: RolloutPolicy) -> Step:
+    """Nothing serves yet: the first version that passed its gates becomes the champion."""
+    now, actor, reason = request.now, request.actor, request.reason
+    rollout = request.rollout(None, Phase.PROMOTED).model_copy(update={
+        "step_index": len(policy.steps) - 1, "promoted_at": now, "finished_at": now,
+        "reason": reason})
+    decision = _decision(actor, f"first version to pass its gates: {reason}")
+    return _step(record, None, rollout, action="bootstrap", actor=actor, reason=reason,
+                 now=now, effects=[ApplyTraffic(routes=rollout.routes),
+                                   PromoteAliases(version=request.version, previous=None),
+                                   _event("rollout.promoted", rollout, decision,
+                                          previous_champion=None)],
+                 last=rollout, champion=request.version)
 
-    pending = new_rollout(model_name, endpoint, version, champion, Phase.PENDING, now,
-                          source_event_id)
-    return _step(record, None, pending, action="create", actor=actor, reason=reason, now=now,
-                 effects=[SetChallengerAlias(version=version)], active=pending)
+
+def _create(record: EndpointRecord, request: _StartRequest) -> Step:
+    """The endpoint is free: the rollout starts pending its replay."""
+    pending = request.rollout(record.champion, Phase.PENDING)
+    return _step(record, None, pending, action="create", actor=request.actor,
+                 reason=request.reason, now=request.now,
+                 effects=[SetChallengerAlias(version=request.version)], active=pending)
+
+
+def _queue(record: EndpointRecord, active: Rollout, request: _StartRequest) -> Step:
+    """The version waits for the active rollout; only the newest waits, an older one is
+    dropped."""
+    now, actor = request.now, request.actor
+    queued = request.rollout(record.champion, Phase.QUEUED)
+    step = Step(record=record)
+    if record.queued is not None:
+        dropped = record.queued.model_copy(update={
+            "phase": Phase.ABORTED, "finished_at": now, "updated_at": now,
+            "reason": f"superseded in the queue by v{request.version}"})
+        step = _step(record, record.queued, dropped, action="dequeue", actor=actor,
+                     now=now, reason=dropped.reason, effects=[], queued=None)
+    return step.then(_step(step.record, None, queued, action="queue", actor=actor,
+                           now=now, effects=[], queued=queued,
+                           reason=f"waiting for rollout {active.id} of "
+                                  f"v{active.challenger}"))
+
+
+def _supersede(record: EndpointRecord, active: Rollout, request: _StartRequest) -> Step:
+    """The active rollout is aborted, its traffic handed back, and the version starts."""
+    now, actor, champion = request.now, request.actor, record.champion
+    aborted = active.model_copy(update={
+        "phase": Phase.ABORTED, "routes": {champion: 100} if champion else active.routes,
+        "routes_applied": False, "finished_at": now, "updated_at": now,
+        "reason": f"superseded by v{request.version}"})
+    step = _step(record, active, aborted, action="supersede", actor=actor, now=now,
+                 reason=f"superseded by v{request.version}",
+                 effects=[ApplyTraffic(routes=aborted.routes),
+                          RestoreAliases(version=active.challenger, restored=champion,
+                                         was_promoted=False)],
+                 last=aborted, active=None)
+    return step.then(_create(step.record, request))
 
 
 def _require_active(record: EndpointRecord, *phases: Phase) -> Rollout:
@@ -342,7 +406,7 @@ def traffic_applied(record: EndpointRecord, routes: dict[str, int], *, config_up
     return record
 
 
-def drop_effect(record: EndpointRecord, effect) -> EndpointRecord:
+def drop_effect(record: EndpointRecord, effect: Effect) -> EndpointRecord:
     """The effect was carried out: take it off the outbox."""
     outbox = list(record.outbox)
     if effect in outbox:
@@ -350,13 +414,14 @@ def drop_effect(record: EndpointRecord, effect) -> EndpointRecord:
     return record.model_copy(update={"outbox": tuple(outbox)})
 
 
-def note(record: EndpointRecord, *, verdict: dict | None = None, error: str | None = None,
-         now: float, early_look: bool = False, evidence: dict | None = None) -> EndpointRecord:
+def note(record: EndpointRecord, *, verdict: dict[str, Any] | None = None,
+         error: str | None = None, now: float, early_look: bool = False,
+         evidence: dict[str, Any] | None = None) -> EndpointRecord:
     """Remember the latest hold/verdict or error on the active rollout (not a transition)."""
     active = record.active
     if active is None:
         return record
-    update = {"updated_at": now, "last_error": error}
+    update: dict[str, Any] = {"updated_at": now, "last_error": error}
     if verdict is not None:
         update["last_verdict"] = verdict
     if early_look:
@@ -367,7 +432,8 @@ def note(record: EndpointRecord, *, verdict: dict | None = None, error: str | No
 
 
 def _promote(record: EndpointRecord, active: Rollout, *, actor: str, now: float, reason: str,
-             figures: dict | None = None, tests: list | None = None) -> Step:
+             figures: dict[str, float] | None = None,
+             tests: list[dict[str, Any]] | None = None) -> Step:
     promoted = active.model_copy(update={
         "phase": Phase.PROMOTED, "step_index": active.step_index + 1,
         "routes": routes_for(active.champion, active.challenger, 100), "routes_applied": False,
@@ -385,7 +451,7 @@ def _promote(record: EndpointRecord, active: Rollout, *, actor: str, now: float,
                  last=promoted, **_activate_queued(after, now))
 
 
-def judged(record: EndpointRecord, verdict, *, policy: RolloutPolicy, now: float,
+def judged(record: EndpointRecord, verdict: Verdict, *, policy: RolloutPolicy, now: float,
            actor: str = SERVICE) -> Step:
     """Apply the judge's verdict (shared.rollout.judge.Verdict) to the active canary."""
     from shared.rollout.judge import Action
@@ -439,8 +505,8 @@ def rollback_target(record: EndpointRecord, policy: RolloutPolicy, now: float) -
 
 
 def request_rollback(record: EndpointRecord, *, actor: str, reason: str, now: float,
-                     policy: RolloutPolicy, figures: dict | None = None,
-                     tests: list | None = None) -> Step:
+                     policy: RolloutPolicy, figures: dict[str, float] | None = None,
+                     tests: list[dict[str, Any]] | None = None) -> Step:
     """Someone (the judge, monitoring, a person) wants the challenger out."""
     target = rollback_target(record, policy, now)
     if target is None:
@@ -451,7 +517,7 @@ def request_rollback(record: EndpointRecord, *, actor: str, reason: str, now: fl
     rolling = target.model_copy(update={"phase": Phase.ROLLING_BACK, "rollback_requested_at": now,
                                         "updated_at": now, "reason": reason})
     decision = _decision(actor, reason, figures)
-    changes = {"active": rolling}
+    changes: RecordChanges = {"active": rolling}
     if target is record.last:
         changes["last"] = None
     return _step(record, target, rolling, action="rollback_requested", actor=actor, now=now,
@@ -496,7 +562,8 @@ def retire_previous(record: EndpointRecord, *, policy: RolloutPolicy, now: float
                  effects=[ApplyTraffic(routes=retired.routes)], last=retired)
 
 
-def accumulate(evidence: dict | None, report, since: float) -> dict:
+def accumulate(evidence: dict[str, Any] | None, report: HealthReport,
+               since: float) -> dict[str, Any]:
     """Fold one per-window health report (Databricks: the last minute) into the evidence of
     the step, counting each window once and none that began before `since`."""
     evidence = evidence or {"last_window_end": None, "versions": {}}
@@ -517,7 +584,7 @@ def accumulate(evidence: dict | None, report, since: float) -> dict:
     return {"last_window_end": report.window_end, "versions": versions}
 
 
-def evidence_health(evidence: dict | None) -> dict:
+def evidence_health(evidence: dict[str, Any] | None) -> dict[str, VersionHealth]:
     """The accumulated evidence as VersionHealth per version."""
     from shared.serving.base import VersionHealth
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -60,7 +61,7 @@ class RolloutPolicy(BaseModel):
             raise ValueError("at least one step is needed")
         if any(not 0 < step <= 100 for step in steps):
             raise ValueError("every step is a percentage in 1..100")
-        if any(b <= a for a, b in zip(steps, steps[1:])):
+        if any(b <= a for a, b in pairwise(steps)):
             raise ValueError("steps must strictly increase")
         if steps[-1] != 100:
             raise ValueError("the last step must be 100 (promotion)")

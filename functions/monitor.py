@@ -56,9 +56,9 @@ def monitor_now(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="monitor/labels/{endpoint}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def receive_labels(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.foundation import runtime
     from shared.monitoring.adapters import label_store
     from shared.monitoring.routes import LateLabels, store_labels
-    from shared.foundation import runtime
 
     try:
         request = parse_body(LateLabels, req.get_body())

@@ -25,9 +25,9 @@ def poll_registry(timer: func.TimerRequest) -> None:
         return
     from mlflow import MlflowClient
 
-    from shared.intake import poller
     from shared.foundation.queues import REGISTRY_EVENTS
     from shared.foundation.state import StateTable
+    from shared.intake import poller
 
     models = settings.poll_model_names()
     tracking_uri = settings.mlflow_tracking_uri or registry_uri

@@ -14,8 +14,8 @@ bp = func.Blueprint()
 
 
 def _receive(sender: str, req: func.HttpRequest) -> func.HttpResponse:
-    from shared.intake import receiver
     from shared.foundation import runtime
+    from shared.intake import receiver
 
     return respond(receiver.receive(sender, req.headers, req.get_body() or b"", runtime.settings(),
                                     queue=runtime.bus(), dedupe=runtime.idempotency()))
@@ -42,8 +42,8 @@ def forwarded_registry_event(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.foundation import runtime
     from shared.events import SCHEMA_VERSION
+    from shared.foundation import runtime
 
     settings = runtime.settings()
     return respond(Reply(200, {

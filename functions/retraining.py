@@ -19,8 +19,8 @@ log = logging.getLogger("gatehouse.retraining")
 
 
 def handle(body: bytes, reactions=None) -> dict | None:
-    from shared.foundation import runtime
     from shared.events import Envelope, MonitoringAlert
+    from shared.foundation import runtime
     from shared.foundation.handling import process_once
 
     envelope = Envelope.from_json_expecting(body, MonitoringAlert)

@@ -36,8 +36,8 @@ def _service():
 @bp.queue_trigger(arg_name="msg", queue_name=START_CANARY, connection="AzureWebJobsStorage")
 @event_log_context
 def start_canary(msg: func.QueueMessage) -> None:
-    from shared.foundation import runtime
     from shared.events import Envelope, GatesPassed
+    from shared.foundation import runtime
     from shared.foundation.handling import process_once
 
     envelope = Envelope.from_json_expecting(msg.get_body(), GatesPassed)
@@ -63,8 +63,8 @@ def ramp_endpoint(req: func.HttpRequest) -> func.HttpResponse:
 @bp.queue_trigger(arg_name="msg", queue_name=OPEN_ROLLBACK, connection="AzureWebJobsStorage")
 @event_log_context
 def open_rollback(msg: func.QueueMessage) -> None:
-    from shared.foundation import runtime
     from shared.events import Envelope, RollbackRequested
+    from shared.foundation import runtime
     from shared.foundation.handling import process_once
 
     envelope = Envelope.from_json_expecting(msg.get_body(), RollbackRequested)

@@ -32,10 +32,10 @@ BAD_ROUTE = "the route is /api/gates/<model>/<version>/run with a numeric versio
 
 def handle(body: bytes) -> dict | None:
     from shared.events import Envelope
-    from shared.gates.request import gate_request
-    from shared.gates.service import from_runtime
     from shared.foundation import runtime
     from shared.foundation.handling import process_once
+    from shared.gates.request import gate_request
+    from shared.gates.service import from_runtime
 
     envelope = Envelope.from_json(body)
     request = gate_request(envelope.data)
@@ -57,9 +57,9 @@ def run_gates(msg: func.QueueMessage) -> None:
 @bp.route(route="gates/{model}/{version}/run", methods=["POST"])
 def request_rerun(req: func.HttpRequest) -> func.HttpResponse:
     """Ask for the gate suite to run again on one version (see the module docstring)."""
+    from shared.foundation.http import BodyError, error_reply, parse_body, respond
     from shared.gates.request import RerunBody
     from shared.gates.service import from_runtime
-    from shared.foundation.http import BodyError, error_reply, parse_body, respond
 
     model = (req.route_params.get("model") or "").strip()
     version = (req.route_params.get("version") or "").strip()

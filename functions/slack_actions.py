@@ -12,8 +12,14 @@ from collections.abc import Callable
 
 import azure.functions as func
 
-from shared.foundation.http import (Reply, error_reply, respond, too_large, unavailable,
-                                  validation_problems)
+from shared.foundation.http import (
+    Reply,
+    error_reply,
+    respond,
+    too_large,
+    unavailable,
+    validation_problems,
+)
 
 bp = func.Blueprint()
 log = logging.getLogger("gatehouse.slack")

@@ -19,12 +19,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.foundation import runtime
 from shared.channels.policy import NotificationPolicy
+from shared.foundation import runtime
+from shared.foundation.storage import PROJECT_ROOT
 from shared.gates.policy import GatePolicy
 from shared.monitoring.policy import MonitoringPolicy
 from shared.rollout.policy import RolloutPolicy
-from shared.foundation.storage import PROJECT_ROOT
 
 DEFAULT_POLICY_PATH = PROJECT_ROOT / "policy.toml"
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from shared.dev import devstack
 from shared.foundation import runtime
 from shared.foundation.storage import Azurite
-from shared.dev import devstack
 
 
 @pytest.fixture(autouse=True)

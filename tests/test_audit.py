@@ -8,8 +8,8 @@ import uuid
 import pytest
 
 from shared.ops import audit
-from shared.registry import tags
 from shared.ops.audit import DAY_MS, ModelFacts, VersionFacts
+from shared.registry import tags
 
 LINEAGE = {"dataset_version": "2026-11", "feature_store_table": "fs.fraud", "team": "risk"}
 

@@ -7,16 +7,15 @@ import os
 import subprocess
 import sys
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-import azure.functions as func
 import pytest
 
 from functions import router
-from shared.ops import cli
 from shared.foundation.bus import Bus
 from shared.foundation.queues import NOTIFICATIONS, REGISTRY_EVENTS
 from shared.foundation.storage import PROJECT_ROOT, decode_queue_message
+from shared.ops import cli
 
 
 def run_cli(*args, env=None) -> subprocess.CompletedProcess:
@@ -27,7 +26,7 @@ def run_cli(*args, env=None) -> subprocess.CompletedProcess:
 
 def mlflow_webhook(model: str) -> bytes:
     return json.dumps({"entity": "model_version", "action": "created",
-                       "timestamp": datetime.now(timezone.utc).isoformat(),
+                       "timestamp": datetime.now(UTC).isoformat(),
                        "data": {"name": model, "version": "7", "source": "models:/x",
                                 "run_id": None, "tags": {}, "description": None}}).encode()
 
@@ -136,9 +135,7 @@ def test_rollouts_of_an_unknown_endpoint_is_explained(storage_env):
 def test_gates_command_prints_the_report_and_changes_nothing(mlflow_server, moto_s3, tmp_path):
     import mlflow
 
-    from shared.dev import demo
-    from shared.dev import demo_models
-    from shared.dev import devstack
+    from shared.dev import demo, demo_models, devstack
 
     os.environ.update(devstack.mlflow_client_env(moto_s3.url))
     mlflow.set_tracking_uri(mlflow_server.url)

@@ -14,13 +14,13 @@ import uuid
 import pytest
 import requests
 
-from shared.intake import signatures
-from shared.foundation.bus import REGISTRY_EVENTS, Bus
 from shared.channels.outbox import OutboxChannel
-from shared.events import Envelope, ModelVersionCreated
-from shared.foundation.idempotency import COMPLETED, IdempotencyStore
 from shared.dev import devstack
 from shared.dev.devstack import wait_for
+from shared.events import Envelope, ModelVersionCreated
+from shared.foundation.bus import REGISTRY_EVENTS, Bus
+from shared.foundation.idempotency import COMPLETED, IdempotencyStore
+from shared.intake import signatures
 from tests.test_inbound import MALFORMED_DATABRICKS, MALFORMED_MLFLOW
 
 pytestmark = pytest.mark.e2e

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import typing
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
@@ -94,7 +94,7 @@ def test_subject_names_model_and_version():
 
 
 def test_wrap_keeps_the_given_time():
-    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    when = datetime(2026, 1, 1, tzinfo=UTC)
     assert Envelope.wrap(SAMPLES[0], source="/t", time=when).time == when
 
 

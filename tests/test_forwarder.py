@@ -15,8 +15,8 @@ import yaml
 
 from shared import events, forwarder
 from shared.channels.outbox import OutboxChannel
-from shared.intake.signatures import signed_headers
 from shared.foundation.storage import PROJECT_ROOT
+from shared.intake.signatures import signed_headers
 
 
 def test_each_condition_maps_to_the_webhook_events():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from typing import ClassVar
 
 import pytest
@@ -144,9 +145,9 @@ def test_respond_sends_status_headers_and_json_body():
 
 
 def test_respond_sends_a_list_and_values_json_cannot_encode_as_text():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    when = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    when = datetime(2026, 1, 2, tzinfo=UTC)
     assert json.loads(respond(Reply(200, [when])).get_body()) == [str(when)]
 
 

@@ -8,8 +8,15 @@ import uuid
 import pytest
 
 from shared.foundation.handling import process_once
-from shared.foundation.idempotency import (COMPLETED, IN_PROGRESS, AlreadyCompleted, AlreadyInProgress,
-                                IdempotencyStore, Verdict, judge_record)
+from shared.foundation.idempotency import (
+    COMPLETED,
+    IN_PROGRESS,
+    AlreadyCompleted,
+    AlreadyInProgress,
+    IdempotencyStore,
+    Verdict,
+    judge_record,
+)
 from shared.foundation.state import ConcurrencyConflict, StateTable
 
 

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import json
 import typing
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from mlflow.entities.webhook import WebhookAction, WebhookEntity, WebhookEvent
 from mlflow.webhooks import types as mlflow_types
 
 from shared import events
-from shared.intake import inbound
 from shared.foundation.http import BodyError
+from shared.intake import inbound
 
 
 def mlflow_body(entity: str, action: str, data: dict) -> bytes:
     """The body exactly as mlflow.webhooks.delivery builds it."""
     return json.dumps({"entity": entity, "action": action,
-                       "timestamp": datetime.now(timezone.utc).isoformat(), "data": data}).encode()
+                       "timestamp": datetime.now(UTC).isoformat(), "data": data}).encode()
 
 
 MLFLOW_EVENTS = sorted(mlflow_types.EVENT_TO_PAYLOAD_CLASS.items(),
@@ -94,7 +94,7 @@ def test_mlflow_timestamp_becomes_the_event_time():
                                   {"name": "m", "tags": {}, "description": None}))
     body["timestamp"] = "2026-01-02T03:04:05+00:00"
     result = inbound.parse_mlflow(json.dumps(body).encode())
-    assert result.occurred_at == datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    assert result.occurred_at == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 # Databricks workspace-registry payloads, in the shapes of Databricks' webhook documentation.
@@ -146,7 +146,7 @@ def test_every_databricks_event_is_normalised(event, fields, expected, values):
     assert result.payload.model_name == "Airline_Delay_SparkML"
     for name, value in values.items():
         assert getattr(result.payload, name) == value
-    assert result.occurred_at == datetime.fromtimestamp(1589859029.343, tz=timezone.utc)
+    assert result.occurred_at == datetime.fromtimestamp(1589859029.343, tz=UTC)
 
 
 def test_model_version_created_is_the_same_event_from_either_registry():

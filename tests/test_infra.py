@@ -12,9 +12,9 @@ from pathlib import Path
 import hcl2
 import pytest
 
-from shared.intake import inbound
 from shared.foundation.settings import Settings, env_name
 from shared.foundation.storage import PROJECT_ROOT
+from shared.intake import inbound
 
 TERRAFORM = PROJECT_ROOT / "infra" / "terraform"
 SECRET_SETTING = re.compile(r"(SECRET|TOKEN|ROUTING_KEY|WEBHOOK_URL|PASSWORD)$")

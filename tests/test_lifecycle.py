@@ -8,8 +8,8 @@ import warnings
 import pytest
 
 from shared import events
-from shared.registry.lifecycle import ARCHIVED_TAG, Lifecycle, mode_for, role_change
 from shared.registry.client import Registry
+from shared.registry.lifecycle import ARCHIVED_TAG, Lifecycle, mode_for, role_change
 
 
 @pytest.mark.parametrize("uri,setting,mode", [

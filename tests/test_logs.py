@@ -10,8 +10,13 @@ import threading
 import pytest
 
 from shared.events import Envelope
-from shared.foundation.logs import (JsonFormatter, current_fields, event_fields, event_log_context,
-                                  log_context)
+from shared.foundation.logs import (
+    JsonFormatter,
+    current_fields,
+    event_fields,
+    event_log_context,
+    log_context,
+)
 from tests.notifications import builders
 
 

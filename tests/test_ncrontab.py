@@ -1,4 +1,4 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -59,8 +59,8 @@ def test_sequences():
 
 
 def test_aware_datetimes_keep_their_zone():
-    after = datetime(2024, 1, 1, 0, 0, 0, tzinfo=timezone.utc)
-    assert next_fire("0 0 * * * *", after) == datetime(2024, 1, 1, 1, tzinfo=timezone.utc)
+    after = datetime(2024, 1, 1, 0, 0, 0, tzinfo=UTC)
+    assert next_fire("0 0 * * * *", after) == datetime(2024, 1, 1, 1, tzinfo=UTC)
 
 
 def test_timespan_interval():

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from shared.policy import ModelPolicy, Policy, PolicyError, deep_merge, load_policy, \
-    parse_policy_text
+from shared.policy import (
+    ModelPolicy,
+    Policy,
+    PolicyError,
+    deep_merge,
+    load_policy,
+    parse_policy_text,
+)
 
 
 def test_no_file_means_built_in_defaults(tmp_path, monkeypatch):

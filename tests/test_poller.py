@@ -7,9 +7,9 @@ import uuid
 import pytest
 
 from shared import events
+from shared.foundation.state import StateTable
 from shared.intake import poller
 from shared.intake.poller import ListedModel, ListedVersion, ModelSnapshot, diff
-from shared.foundation.state import StateTable
 
 
 def listed(aliases=None, versions=()):

@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from mlflow.webhooks.delivery import _generate_hmac_signature
 from mlflow.webhooks.types import ModelVersionCreatedPayload
 
-from shared.intake import receiver
-from shared.foundation.bus import REGISTRY_EVENTS, Bus
+from shared.foundation.bus import Bus
 from shared.foundation.idempotency import IdempotencyStore
 from shared.foundation.settings import Settings
+from shared.intake import receiver
 from shared.intake.signatures import databricks_signature
 
 SECRET = "receiver-secret"
@@ -36,7 +36,7 @@ def deps(storage, queue_name, monkeypatch):
 def signed(payload: dict | None = None, delivery_id: str | None = None, secret: str = SECRET,
            timestamp: int | None = None) -> tuple[dict, bytes]:
     body = json.dumps({"entity": "model_version", "action": "created",
-                       "timestamp": datetime.now(timezone.utc).isoformat(),
+                       "timestamp": datetime.now(UTC).isoformat(),
                        "data": payload or ModelVersionCreatedPayload.example()})
     delivery_id = delivery_id or str(uuid.uuid4())
     stamp = str(timestamp or int(time.time()))
@@ -114,7 +114,7 @@ def test_shape_errors_are_400_with_problems(deps):
 
 def test_prompt_events_are_acknowledged_as_ignored(deps, queue_name):
     body = json.dumps({"entity": "prompt", "action": "created",
-                       "timestamp": datetime.now(timezone.utc).isoformat(),
+                       "timestamp": datetime.now(UTC).isoformat(),
                        "data": {"name": "p", "tags": {}, "description": None}}).encode()
     reply = receive(deps, {}, body, settings=Settings())
     assert reply.status == 200 and reply.body["status"] == "ignored"

@@ -9,10 +9,9 @@ import pytest
 
 from functions import router
 from shared import routing
+from shared.events import Decision, Envelope, GatesPassed, ModelVersionCreated, ModelVersionTagSet
 from shared.foundation import queues
 from shared.foundation.bus import Bus
-from shared.events import Decision, Envelope, GatesPassed, ModelVersionCreated, \
-    ModelVersionTagSet
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from shared.alerts import common
 from shared.foundation.http import BodyError, json_object
@@ -36,7 +36,7 @@ def _object(value: object, where: str) -> dict:
 
 def _when(text: object) -> datetime | None:
     if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return datetime.fromtimestamp(text / 1000, tz=timezone.utc)  # epoch milliseconds
+        return datetime.fromtimestamp(text / 1000, tz=UTC)  # epoch milliseconds
     if isinstance(text, str) and text.strip():
         try:
             return common.utc(datetime.fromisoformat(text.strip().replace("Z", "+00:00")))
@@ -77,7 +77,7 @@ def parse(body: bytes) -> common.AlertBatch:
         severity_name=common.severity(labels.get("severity")),
         figures=_figures(latest, inner),
         fingerprint_value=common.fingerprint(SOURCE, alert_id, column or ""),
-        started=started, occurred_at=evaluated or datetime.now(timezone.utc))])
+        started=started, occurred_at=evaluated or datetime.now(UTC))])
 
 
 def _alert(document: dict) -> tuple[dict, dict]:

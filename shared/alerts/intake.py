@@ -24,11 +24,17 @@ from shared.alerts.common import InboundAlert
 from shared.alerts.store import CLOSED, OPEN, OpenAlerts
 from shared.events import Envelope
 from shared.foundation import runtime
-from shared.foundation.settings import Settings
+from shared.foundation.http import (
+    BodyError,
+    Reply,
+    content_type_problem,
+    error_reply,
+    too_large,
+    unavailable,
+)
 from shared.foundation.idempotency import AlreadyCompleted, AlreadyInProgress
+from shared.foundation.settings import Settings
 from shared.intake.signatures import header
-from shared.foundation.http import (BodyError, Reply, content_type_problem, error_reply, too_large,
-                                  unavailable)
 
 log = logging.getLogger("gatehouse.alerts")
 TOKEN_HEADER = "x-gatehouse-alert-token"

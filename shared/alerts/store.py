@@ -35,7 +35,7 @@ class OpenAlerts:
         self.table = table
 
     @classmethod
-    def connect(cls, connection_string: str) -> "OpenAlerts":
+    def connect(cls, connection_string: str) -> OpenAlerts:
         return cls(StateTable(connection_string, TABLE))
 
     def get(self, fingerprint: str) -> AlertRecord | None:

@@ -17,8 +17,15 @@ from collections.abc import Callable, Collection, Mapping
 from enum import Enum
 from urllib.parse import quote
 
-from shared.channels.base import (Channel, ChannelError, Delivery, Repeat, RollbackTarget,
-                                  event_kind, page_intent)
+from shared.channels.base import (
+    Channel,
+    ChannelError,
+    Delivery,
+    Repeat,
+    RollbackTarget,
+    event_kind,
+    page_intent,
+)
 from shared.channels.policy import NotificationPolicy
 from shared.events import Envelope, NotificationRequested
 from shared.foundation.state import ConcurrencyConflict, StateTable, Table, safe_row_key
@@ -111,7 +118,7 @@ class NotificationState:
         self.table = table
 
     @classmethod
-    def connect(cls, connection_string: str) -> "NotificationState":
+    def connect(cls, connection_string: str) -> NotificationState:
         return cls(StateTable(connection_string, STATE_TABLE))
 
     def _put(self, partition: str, key: str, update: Callable[[dict | None], dict]) -> dict:

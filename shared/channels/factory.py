@@ -8,8 +8,8 @@ its module (a class with `name`, `updates_in_place` and `deliver`, see base.py) 
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from shared.channels.base import Channel
@@ -41,7 +41,7 @@ class ChannelSettings:
     retry_scale: float = 1.0  # multiplies retry back-off (tests shrink it); Retry-After is honoured
 
     @classmethod
-    def from_settings(cls, app: Settings) -> "ChannelSettings":
+    def from_settings(cls, app: Settings) -> ChannelSettings:
         settings = cls(
             slack_bot_token=app.slack_bot_token,
             slack_channel=app.slack_channel,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from shared.channels.base import Delivery, PageIntent, page_intent
@@ -35,7 +35,7 @@ class OutboxChannel:
         """Append one notification line unless its event id is there already; True if written."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps({
-            "delivered_at": datetime.now(timezone.utc).isoformat(),
+            "delivered_at": datetime.now(UTC).isoformat(),
             "event_id": event_id,
             "channel": self.name,
             **({"page": page} if page else {}),

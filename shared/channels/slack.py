@@ -37,11 +37,12 @@ def slack_client(token: str, base_url: str | None = None, *, backoff: float = 0.
     """A WebClient that waits out 429s as Retry-After says and retries 5xx and dropped
     connections a few times."""
     from slack_sdk import WebClient
-    from slack_sdk.http_retry.builtin_handlers import (ConnectionErrorRetryHandler,
-                                                       RateLimitErrorRetryHandler,
-                                                       ServerErrorRetryHandler)
-    from slack_sdk.http_retry.builtin_interval_calculators import \
-        BackoffRetryIntervalCalculator
+    from slack_sdk.http_retry.builtin_handlers import (
+        ConnectionErrorRetryHandler,
+        RateLimitErrorRetryHandler,
+        ServerErrorRetryHandler,
+    )
+    from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
 
     interval = BackoffRetryIntervalCalculator(backoff_factor=backoff)
     return WebClient(

@@ -14,7 +14,6 @@ step 3.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -29,10 +28,9 @@ from pathlib import Path
 
 import requests
 
-from shared.dev import demo_models
-from shared.dev import devstack
-from shared.dev.devstack import wait_for
 from shared.channels.outbox import OutboxChannel
+from shared.dev import demo_models, devstack
+from shared.dev.devstack import wait_for
 from shared.foundation.storage import Azurite, free_port
 
 MODEL = "fraud"

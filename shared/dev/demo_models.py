@@ -55,7 +55,7 @@ class FraudModel:
         design = _design(frame)
         return design[:, self.columns] if self.columns is not None else design
 
-    def fit(self, frame) -> "FraudModel":
+    def fit(self, frame) -> FraudModel:
         self.model.fit(self._x(frame), frame[LABEL].to_numpy())
         return self
 

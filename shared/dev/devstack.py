@@ -47,7 +47,7 @@ class ManagedProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def launch(self) -> "ManagedProcess":
+    def launch(self) -> ManagedProcess:
         """Start the process without waiting for it; `ready` waits. Lets a stack start in
         parallel."""
         log = open(self.log_path, "wb")
@@ -56,7 +56,7 @@ class ManagedProcess:
                                         start_new_session=True)
         return self
 
-    def ready(self, timeout: float = 120) -> "ManagedProcess":
+    def ready(self, timeout: float = 120) -> ManagedProcess:
         try:
             wait_for_port(self.port, timeout, self.process)
         except Exception as exc:
@@ -64,7 +64,7 @@ class ManagedProcess:
             raise RuntimeError(f"{self.name} did not start: {exc}\n{self.log()[-3000:]}") from exc
         return self
 
-    def start(self, timeout: float = 120) -> "ManagedProcess":
+    def start(self, timeout: float = 120) -> ManagedProcess:
         return self.launch().ready(timeout)
 
     def log(self) -> str:

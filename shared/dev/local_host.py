@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -40,8 +40,15 @@ from azure.functions.timer import TimerRequest
 from shared.dev.ncrontab import Schedule
 from shared.foundation.logs import configure_logging
 from shared.foundation.settings import Settings
-from shared.foundation.storage import (STORAGE_SETTING, Azurite, QueueOptions, decode_queue_message,
-                            encode_queue_message, load_host_json, storage_connection_string)
+from shared.foundation.storage import (
+    STORAGE_SETTING,
+    Azurite,
+    QueueOptions,
+    decode_queue_message,
+    encode_queue_message,
+    load_host_json,
+    storage_connection_string,
+)
 
 log = logging.getLogger("gatehouse.host")
 MIN_POLL = 0.1              # seconds; queue polling backs off from here to maxPollingInterval
@@ -210,7 +217,7 @@ class LocalHost:
 
     @classmethod
     def from_app_root(cls, app_root=".", app_spec: str = "function_app:app", port: int = 7071,
-                      host: str = "127.0.0.1") -> "LocalHost":
+                      host: str = "127.0.0.1") -> LocalHost:
         """Like `func start`: load local.settings.json, provide storage, import the app."""
         app_root = Path(app_root).resolve()
         load_local_settings(app_root)
@@ -228,7 +235,7 @@ class LocalHost:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> "LocalHost":
+    def start(self) -> LocalHost:
         handler = type("Handler", (_Handler,), {"local_host": self})
         self._server = _Server((self.host, self.port), handler)
         self.port = self._server.server_address[1]
@@ -451,7 +458,7 @@ class LocalHost:
 
     def _run_timer(self, fn: Function, schedule: Schedule) -> None:
         def fire(past_due: bool, last: datetime | None):
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             status = {"Last": (last or now).isoformat(), "LastUpdated": now.isoformat(),
                       "Next": schedule.next_fire(now).isoformat()}
             timer = TimerRequest(past_due=past_due, schedule_status=status,
@@ -460,20 +467,20 @@ class LocalHost:
 
         if fn.trigger.get("runOnStartup"):
             fire(False, None)
-        previous = datetime.now(timezone.utc)
+        previous = datetime.now(UTC)
         while not self._stopping.is_set():
             due = schedule.next_fire(previous)
-            delay = (due - datetime.now(timezone.utc)).total_seconds()
+            delay = (due - datetime.now(UTC)).total_seconds()
             if delay > 0:
                 if self._stopping.wait(min(delay, 60)):
                     return
                 continue
             fire(-delay > 1.0, previous)
-            previous = due if -delay <= 1.0 else datetime.now(timezone.utc)
+            previous = due if -delay <= 1.0 else datetime.now(UTC)
 
     # -- HTTP --------------------------------------------------------------------------------
 
-    def _serve_http(self, h: "_Handler") -> None:
+    def _serve_http(self, h: _Handler) -> None:
         try:
             body = _read_body(h)
         except ValueError as exc:

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from shared.events import Envelope
 from shared.foundation.queues import GATEHOUSE_EVENTS, NOTIFICATIONS, REGISTRY_EVENTS  # noqa: F401
-from shared.foundation.storage import decode_queue_message, encode_queue_message, queue_options, \
-    queue_service
+from shared.foundation.storage import (
+    decode_queue_message,
+    encode_queue_message,
+    queue_options,
+    queue_service,
+)
 
 
 class Bus:

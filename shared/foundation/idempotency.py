@@ -68,7 +68,7 @@ class IdempotencyStore:
         self.lease_seconds = lease_seconds
 
     @classmethod
-    def connect(cls, connection_string: str, lease_seconds: float = 300.0) -> "IdempotencyStore":
+    def connect(cls, connection_string: str, lease_seconds: float = 300.0) -> IdempotencyStore:
         return cls(StateTable(connection_string, TABLE), lease_seconds)
 
     def claim(self, scope: str, key: str, now: float | None = None) -> Claim:

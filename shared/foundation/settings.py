@@ -191,7 +191,7 @@ class Settings(BaseSettings):
                 if not (isinstance(value, str) and not value.strip())}
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """The settings from `environ` (default: the process environment). A bad value raises
         ValueError naming the setting."""
         try:

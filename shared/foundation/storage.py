@@ -119,7 +119,7 @@ class QueueOptions:
     message_encoding: str = "base64"
 
     @classmethod
-    def from_host_json(cls, host: dict) -> "QueueOptions":
+    def from_host_json(cls, host: dict) -> QueueOptions:
         queues = host.get("extensions", {}).get("queues", {})
         options = cls(
             batch_size=int(queues.get("batchSize", 16)),
@@ -233,10 +233,10 @@ class Azurite:
         return azurite_connection_string(blob=self.ports["blob"], queue=self.ports["queue"],
                                          table=self.ports["table"])
 
-    def start(self, timeout: float = 60) -> "Azurite":
+    def start(self, timeout: float = 60) -> Azurite:
         return self.launch().ready(timeout)
 
-    def launch(self) -> "Azurite":
+    def launch(self) -> Azurite:
         """Start the emulator without waiting for it; `ready` waits."""
         command = [
             azurite_executable(), "--silent", "--skipApiVersionCheck", "--loose",
@@ -249,7 +249,7 @@ class Azurite:
                                         stderr=subprocess.DEVNULL, start_new_session=True)
         return self
 
-    def ready(self, timeout: float = 60) -> "Azurite":
+    def ready(self, timeout: float = 60) -> Azurite:
         for port in self.ports.values():
             wait_for_port(port, timeout, self.process)
         return self

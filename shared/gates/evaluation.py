@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from shared.gates.inputs import ModelOutputs
 from shared.foundation import runtime
+from shared.gates.inputs import ModelOutputs
 
 
 class EvaluationDataError(ValueError):

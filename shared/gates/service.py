@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.events import Decision, Envelope, GatesFailed, GatesPassed
+from shared.foundation.http import Reply, error_reply, unavailable
+from shared.foundation.queues import RUN_GATES
 from shared.gates import decision, evidence
 from shared.gates.decision import PromotionPlan
 from shared.gates.gathering import gather_inputs
@@ -27,8 +29,6 @@ from shared.gates.inputs import SuiteInputs
 from shared.gates.policy import GatePolicy
 from shared.gates.request import GateRequest, RerunBody, rerun_event
 from shared.gates.suite import SuiteReport, run_suite
-from shared.foundation.http import Reply, error_reply, unavailable
-from shared.foundation.queues import RUN_GATES
 from shared.registry.client import VersionInfo
 
 log = logging.getLogger("gatehouse.run_gates")
@@ -130,8 +130,8 @@ class GateService:
         """The monitor compares live traffic with the data this version was judged on."""
         import numpy as np
 
-        from shared.policy import monitoring_policy_for
         from shared.monitoring.reference import reference_from_frame, save_reference
+        from shared.policy import monitoring_policy_for
 
         if inputs.holdout is None or not inputs.feature_columns:
             return

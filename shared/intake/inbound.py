@@ -11,7 +11,7 @@ Pure: bytes in, a typed payload (or an "ignored" verdict, or a BodyError) out.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -140,7 +140,7 @@ def parse_mlflow(body: bytes) -> Accepted | Ignored:
     data = http.validate(model, envelope.data, "data", what="data")
     occurred = envelope.timestamp
     if occurred.tzinfo is None:
-        occurred = occurred.replace(tzinfo=timezone.utc)
+        occurred = occurred.replace(tzinfo=UTC)
     return Accepted(_mlflow_to_event(key, data), occurred)
 
 
@@ -234,5 +234,5 @@ def parse_databricks(body: bytes) -> Accepted:
             payload = events.StageTransitionRequested(
                 **common, version=hook.version, from_stage=hook.from_stage,
                 to_stage=_target_stage(hook), comment=hook.comment)
-    occurred = datetime.fromtimestamp(hook.event_timestamp / 1000, tz=timezone.utc)
+    occurred = datetime.fromtimestamp(hook.event_timestamp / 1000, tz=UTC)
     return Accepted(payload, occurred)

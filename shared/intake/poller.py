@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from shared import events
 from shared.events import Envelope
-from shared.foundation.state import ConcurrencyConflict, StateTable, Table, safe_row_key
+from shared.foundation.state import ConcurrencyConflict, Table, safe_row_key
 
 log = logging.getLogger("gatehouse.poller")
 TABLE = "gatehouseregistrysnapshots"

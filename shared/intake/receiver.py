@@ -16,12 +16,18 @@ from collections.abc import Mapping
 from typing import Literal, Protocol
 
 from shared.events import Envelope
-from shared.intake import inbound, signatures
-from shared.foundation.http import (BodyError, Reply, content_type_problem, error_reply, too_large,
-                                  unavailable)
+from shared.foundation.http import (
+    BodyError,
+    Reply,
+    content_type_problem,
+    error_reply,
+    too_large,
+    unavailable,
+)
 from shared.foundation.idempotency import AlreadyCompleted, AlreadyInProgress, Claim
 from shared.foundation.queues import REGISTRY_EVENTS
 from shared.foundation.settings import Settings
+from shared.intake import inbound, signatures
 
 log = logging.getLogger("gatehouse.receiver")
 Sender = Literal["mlflow", "databricks", "forwarded"]

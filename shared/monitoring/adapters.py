@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
-from shared.monitoring.policy import MonitoringPolicy
 from shared.foundation import runtime
 from shared.foundation.settings import Settings
+from shared.monitoring.policy import MonitoringPolicy
 from shared.policy import monitoring_policy_for
 
 log = logging.getLogger("gatehouse.monitor")

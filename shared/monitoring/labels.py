@@ -72,7 +72,7 @@ class LabelStore:
         self.table = table
 
     @classmethod
-    def connect(cls, connection_string: str) -> "LabelStore":
+    def connect(cls, connection_string: str) -> LabelStore:
         return cls(LabelTable(connection_string, TABLE))
 
     def put(self, endpoint: str, labels: Mapping[str, object], now: float | None = None) -> int:

@@ -41,7 +41,7 @@ class Threshold(_Strict):
     enabled: bool = True
 
     @model_validator(mode="after")
-    def _exit_below_enter(self) -> "Threshold":
+    def _exit_below_enter(self) -> Threshold:
         if self.exit > self.enter:
             raise ValueError(f"exit ({self.exit}) must not exceed enter ({self.enter})")
         return self
@@ -68,7 +68,7 @@ class RetrainingPolicy(_Strict):
                                                    "as running")
 
     @model_validator(mode="after")
-    def _k_within_n(self) -> "RetrainingPolicy":
+    def _k_within_n(self) -> RetrainingPolicy:
         if self.k > self.n:
             raise ValueError(f"k ({self.k}) must not exceed n ({self.n})")
         return self

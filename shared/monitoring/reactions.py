@@ -17,14 +17,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared.alerts.common import SEVERITY_RANK
-from shared.events import (Decision, Envelope, MonitoringAlert, RetrainingTriggered,
-                           RollbackRequested)
-from shared.monitoring import retraining
-from shared.monitoring.policy import MonitoringPolicy, RollbackOnAlertPolicy
-from shared.monitoring.runners import DatabricksJobRunner, LocalRunner
+from shared.events import (
+    Decision,
+    Envelope,
+    MonitoringAlert,
+    RetrainingTriggered,
+    RollbackRequested,
+)
 from shared.foundation import runtime
 from shared.foundation.settings import Settings
 from shared.foundation.state import StateTable, Table, safe_row_key
+from shared.monitoring import retraining
+from shared.monitoring.policy import MonitoringPolicy, RollbackOnAlertPolicy
+from shared.monitoring.runners import DatabricksJobRunner, LocalRunner
 
 log = logging.getLogger("gatehouse.retraining")
 SOURCE = "/gatehouse/retraining"
@@ -69,7 +74,7 @@ class LedgerStore:
         self.table = table
 
     @classmethod
-    def connect(cls, connection_string: str) -> "LedgerStore":
+    def connect(cls, connection_string: str) -> LedgerStore:
         return cls(StateTable(connection_string, LEDGER_TABLE))
 
     @staticmethod

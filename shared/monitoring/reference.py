@@ -24,9 +24,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.foundation.state import StateTable, Table, safe_row_key
 from shared.gates.calibration import expected_calibration_error, sorted_quantiles
 from shared.gates.drift import population_stability_index
-from shared.foundation.state import StateTable, Table, safe_row_key
 
 TABLE = "gatehousereferences"
 ARTIFACT_PATH = "gatehouse/reference.json"
@@ -89,7 +89,7 @@ class ReferenceDistribution(BaseModel):
         return self.model_dump_json()
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "ReferenceDistribution":
+    def from_json(cls, text: str | bytes) -> ReferenceDistribution:
         return cls.model_validate_json(text)
 
 
@@ -174,7 +174,7 @@ class ReferenceStore:
         self.table = table
 
     @classmethod
-    def connect(cls, connection_string: str) -> "ReferenceStore":
+    def connect(cls, connection_string: str) -> ReferenceStore:
         return cls(StateTable(connection_string, TABLE))
 
     @staticmethod

@@ -15,9 +15,9 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.foundation.http import Reply, error_reply, unavailable
 from shared.monitoring.adapters import NotConfigured
 from shared.monitoring.labels import label_value
-from shared.foundation.http import Reply, error_reply, unavailable
 
 log = logging.getLogger("gatehouse.monitor")
 MAX_LABELS_PER_CALL = 10_000

@@ -40,7 +40,7 @@ class DatabricksJobRunner:
         self.client = client
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "DatabricksJobRunner":
+    def from_settings(cls, settings: Settings) -> DatabricksJobRunner:
         from databricks.sdk import WorkspaceClient
         from databricks.sdk.config import Config
 

@@ -18,11 +18,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shared.events import Envelope
-from shared.monitoring.monitor import (MetricState, alert_for, evaluate_window, judge,
-                                       window_bounds, window_index)
+from shared.foundation.state import ConcurrencyConflict, StateTable, Table, safe_row_key
+from shared.monitoring.monitor import (
+    MetricState,
+    alert_for,
+    evaluate_window,
+    judge,
+    window_bounds,
+    window_index,
+)
 from shared.monitoring.payloads import read_records
 from shared.monitoring.policy import METRICS, MonitoringPolicy
-from shared.foundation.state import ConcurrencyConflict, StateTable, Table, safe_row_key
 
 log = logging.getLogger("gatehouse.monitor")
 TABLE = "gatehousemonitor"
@@ -44,7 +50,7 @@ class MonitorStateStore:
         self.table = table
 
     @classmethod
-    def connect(cls, connection_string: str) -> "MonitorStateStore":
+    def connect(cls, connection_string: str) -> MonitorStateStore:
         return cls(StateTable(connection_string, TABLE))
 
     def load(self, endpoint: str) -> EndpointState:

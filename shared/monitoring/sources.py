@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from shared.serving.payload_log import PayloadLog, PayloadRecord
 
@@ -66,7 +66,7 @@ def quoted_table(template: str, endpoint: str) -> str:
 
 
 def _timestamp(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 class DatabricksInferenceSource:
@@ -95,8 +95,12 @@ class DatabricksInferenceSource:
             StatementParameterListItem(name="until", value=_timestamp(until), type="TIMESTAMP")]
 
     def _rows(self, since: float, until: float) -> list[list]:
-        from databricks.sdk.service.sql import (Disposition, ExecuteStatementRequestOnWaitTimeout,
-                                                Format, StatementState)
+        from databricks.sdk.service.sql import (
+            Disposition,
+            ExecuteStatementRequestOnWaitTimeout,
+            Format,
+            StatementState,
+        )
 
         statement, parameters = self._statement(since, until)
         response = self.client.statement_execution.execute_statement(

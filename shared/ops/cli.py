@@ -37,8 +37,8 @@ def _read_input(path: str) -> bytes:
 
 def load_event(body: bytes, source_format: str):
     """An Envelope from a stored envelope, or from a raw MLflow / Databricks webhook body."""
-    from shared.intake import inbound
     from shared.events import Envelope
+    from shared.intake import inbound
     from shared.intake.receiver import EVENT_SOURCES
 
     if source_format == "envelope":
@@ -161,10 +161,10 @@ def cmd_audit(args) -> int:
 def cmd_poll(args) -> int:
     from mlflow import MlflowClient
 
-    from shared.intake import poller
     from shared.foundation.bus import Bus
     from shared.foundation.queues import REGISTRY_EVENTS
     from shared.foundation.state import StateTable
+    from shared.intake import poller
 
     client = MlflowClient(tracking_uri=args.tracking_uri or args.registry_uri,
                           registry_uri=args.registry_uri)

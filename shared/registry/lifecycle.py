@@ -58,7 +58,7 @@ class Lifecycle:
         self.mode = mode
 
     @classmethod
-    def for_registry(cls, registry) -> "Lifecycle":
+    def for_registry(cls, registry) -> Lifecycle:
         return cls(registry, mode_for(registry.registry_uri or registry.tracking_uri,
                                       runtime.settings().lifecycle))
 

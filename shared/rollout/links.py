@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import parse_qs, quote
 
-from shared.foundation.http import HTML, Reply, error_reply
-
 from shared.foundation import runtime
+from shared.foundation.http import HTML, Reply, error_reply
 from shared.foundation.settings import Settings
 
 SECRET_SETTING = "GATEHOUSE_ROLLBACK_LINK_SECRET"

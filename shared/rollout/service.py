@@ -16,15 +16,24 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.foundation.http import Reply, error_reply
+from shared.foundation.state import ConcurrencyConflict
 from shared.rollout import machine
 from shared.rollout.judge import Window, judge
-from shared.rollout.machine import (ApplyTraffic, Emit, EndpointRecord, Phase, PromoteAliases,
-                                    RecordOnVersion, Refused, RestoreAliases, SetChallengerAlias)
+from shared.rollout.machine import (
+    ApplyTraffic,
+    Emit,
+    EndpointRecord,
+    Phase,
+    PromoteAliases,
+    RecordOnVersion,
+    Refused,
+    RestoreAliases,
+    SetChallengerAlias,
+)
 from shared.rollout.policy import RolloutPolicy
 from shared.rollout.store import Loaded, RolloutStore
 from shared.serving.base import ServingBackend, ServingError
-from shared.foundation.http import Reply, error_reply
-from shared.foundation.state import ConcurrencyConflict
 
 log = logging.getLogger("gatehouse.rollout")
 SOURCE = "/gatehouse/rollout"

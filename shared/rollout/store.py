@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 
-from shared.rollout.machine import EndpointRecord, Transition
 from shared.foundation.state import ConcurrencyConflict, Row, StateTable, safe_row_key
+from shared.rollout.machine import EndpointRecord, Transition
 
 TABLE = "gatehouserollouts"
 STATE_ROW = "state"
@@ -67,7 +67,7 @@ class RolloutStore:
         self.table = table
 
     @classmethod
-    def connect(cls, connection_string: str) -> "RolloutStore":
+    def connect(cls, connection_string: str) -> RolloutStore:
         return cls(RolloutTable(connection_string, TABLE))
 
     def load(self, endpoint: str) -> Loaded:

@@ -23,8 +23,15 @@ import re
 import time
 from collections.abc import Callable
 
-from shared.serving.base import (EndpointState, HealthReport, Routes, ServingBackend,
-                                 ServingError, VersionHealth, check_routes)
+from shared.serving.base import (
+    EndpointState,
+    HealthReport,
+    Routes,
+    ServingBackend,
+    ServingError,
+    VersionHealth,
+    check_routes,
+)
 
 log = logging.getLogger("gatehouse.serving.databricks")
 ENTITY_LABELS = ("served_entity_name", "served_model_name", "served_entity", "served_model",
@@ -132,7 +139,7 @@ class DatabricksServing(ServingBackend):
         self._sleep, self._clock = sleep, clock
 
     @classmethod
-    def from_env(cls, host: str, token: str | None = None, **kwargs) -> "DatabricksServing":
+    def from_env(cls, host: str, token: str | None = None, **kwargs) -> DatabricksServing:
         from databricks.sdk import WorkspaceClient
         from databricks.sdk.config import Config
 
@@ -143,10 +150,15 @@ class DatabricksServing(ServingBackend):
 
     @staticmethod
     def _transient(exc: BaseException) -> bool:
-        from databricks.sdk.errors import (DatabricksError, DeadlineExceeded, InternalError,
-                                           ResourceConflict, TemporarilyUnavailable,
-                                           TooManyRequests)
         import requests
+        from databricks.sdk.errors import (
+            DatabricksError,
+            DeadlineExceeded,
+            InternalError,
+            ResourceConflict,
+            TemporarilyUnavailable,
+            TooManyRequests,
+        )
 
         if isinstance(exc, (ResourceConflict, TooManyRequests, InternalError,
                             TemporarilyUnavailable, DeadlineExceeded, TimeoutError,
@@ -198,8 +210,11 @@ class DatabricksServing(ServingBackend):
 
     @classmethod
     def _to_state(cls, endpoint: str, detailed) -> EndpointState:
-        from databricks.sdk.service.serving import (EndpointStateConfigUpdate,
-                                                    EndpointStateReady, ServedModelStateDeployment)
+        from databricks.sdk.service.serving import (
+            EndpointStateConfigUpdate,
+            EndpointStateReady,
+            ServedModelStateDeployment,
+        )
 
         versions = cls._entity_versions(detailed)
         routes: Routes = {}

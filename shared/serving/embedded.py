@@ -31,9 +31,9 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from shared.foundation import runtime
+from shared.foundation.storage import PROJECT_ROOT
 from shared.serving.base import InvalidRoutes, Routes, check_routes
 from shared.serving.payload_log import PayloadLog, PayloadRecord
-from shared.foundation.storage import PROJECT_ROOT
 
 log = logging.getLogger("gatehouse.serving")
 DEFAULT_PAYLOG = PROJECT_ROOT / ".gatehouse" / "payloads.sqlite"

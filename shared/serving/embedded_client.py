@@ -6,8 +6,15 @@ import time
 
 import requests
 
-from shared.serving.base import (EndpointState, HealthReport, Routes, ServingBackend,
-                                 ServingError, VersionHealth, check_routes)
+from shared.serving.base import (
+    EndpointState,
+    HealthReport,
+    Routes,
+    ServingBackend,
+    ServingError,
+    VersionHealth,
+    check_routes,
+)
 
 
 class EmbeddedServing(ServingBackend):

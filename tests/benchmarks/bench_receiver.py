@@ -23,11 +23,10 @@ from pathlib import Path
 
 import requests
 
-from shared.intake import inbound
-from shared.intake import signatures
-from shared.intake.signatures import mlflow_signature
-from shared.foundation.storage import PROJECT_ROOT, Azurite
 from shared.dev import devstack
+from shared.foundation.storage import PROJECT_ROOT, Azurite
+from shared.intake import inbound, signatures
+from shared.intake.signatures import mlflow_signature
 
 SECRET = "bench-secret"
 

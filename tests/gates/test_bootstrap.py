@@ -7,8 +7,12 @@ import pytest
 from scipy.stats import binomtest
 
 from shared.gates import bootstrap
-from shared.gates.bootstrap import (band_status, below_threshold_status, bootstrap_intervals,
-                                    clopper_pearson)
+from shared.gates.bootstrap import (
+    band_status,
+    below_threshold_status,
+    bootstrap_intervals,
+    clopper_pearson,
+)
 
 
 def weighted_mean_of(values):

@@ -11,10 +11,16 @@ from hypothesis.extra.numpy import arrays
 from sklearn.calibration import calibration_curve
 
 from shared.gates import calibration
-from shared.gates.calibration import (assess_calibration, bin_edges, bin_index,
-                                      calibration_tracks, ece_gate,
-                                      expected_calibration_error, reliability_gate,
-                                      reliability_table)
+from shared.gates.calibration import (
+    assess_calibration,
+    bin_edges,
+    bin_index,
+    calibration_tracks,
+    ece_gate,
+    expected_calibration_error,
+    reliability_gate,
+    reliability_table,
+)
 
 
 def test_ece_by_hand():

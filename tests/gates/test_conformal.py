@@ -10,8 +10,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.gates.conformal import (aps_scores, classifier_coverage, conformal_gate,
-                                    conformal_quantile, lac_scores, regression_coverage)
+from shared.gates.conformal import (
+    aps_scores,
+    classifier_coverage,
+    conformal_gate,
+    conformal_quantile,
+    lac_scores,
+    regression_coverage,
+)
 
 
 def test_finite_sample_quantile_by_hand():

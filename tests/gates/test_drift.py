@@ -11,9 +11,15 @@ from hypothesis.extra.numpy import arrays
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2_contingency, ks_2samp
 
-from shared.gates.drift import (categorical_drift, drift_gate, drift_report,
-                                ks_p_value, ks_statistic_sorted, numeric_drift,
-                                population_stability_index)
+from shared.gates.drift import (
+    categorical_drift,
+    drift_gate,
+    drift_report,
+    ks_p_value,
+    ks_statistic_sorted,
+    numeric_drift,
+    population_stability_index,
+)
 
 
 def test_psi_by_hand():

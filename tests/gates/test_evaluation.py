@@ -10,9 +10,15 @@ import pytest
 
 from shared.dev import devstack
 from shared.gates import evaluation
-from shared.gates.evaluation import (EvaluationDataError, align_probabilities,
-                                     classifier_probabilities, encode_labels, feature_columns,
-                                     positive_scores, read_table)
+from shared.gates.evaluation import (
+    EvaluationDataError,
+    align_probabilities,
+    classifier_probabilities,
+    encode_labels,
+    feature_columns,
+    positive_scores,
+    read_table,
+)
 
 FRAME = pd.DataFrame({"amount": [1.5, 2.0, 3.25], "country": ["nl", "fr", "de"],
                       "label": [0, 1, 1]})

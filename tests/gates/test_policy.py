@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from shared.foundation.storage import PROJECT_ROOT
 from shared.gates.policy import GatePolicy
 from shared.policy import PolicyError, parse_policy_text
-from shared.foundation.storage import PROJECT_ROOT
 
 EXAMPLE = PROJECT_ROOT / "policy.example.toml"
 

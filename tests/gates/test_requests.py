@@ -9,6 +9,7 @@ from shared.events import (
     ModelVersionCreated,
     ModelVersionTagSet,
 )
+from shared.foundation.http import BodyError, parse_body
 from shared.gates.request import (
     RERUN_REASON_TAG,
     RERUN_TAG,
@@ -16,7 +17,6 @@ from shared.gates.request import (
     gate_request,
     rerun_event,
 )
-from shared.foundation.http import BodyError, parse_body
 
 
 def test_created_versions_run_once_per_version():

@@ -20,14 +20,19 @@ import pytest
 
 from functions import run_gates
 from shared.dev import devstack
-from shared.gates.request import RERUN_TAG
+from shared.events import (
+    Envelope,
+    GatesFailed,
+    GatesPassed,
+    ModelVersionCreated,
+    ModelVersionTagSet,
+)
 from shared.foundation import runtime
 from shared.foundation.bus import Bus
-from shared.events import Envelope, GatesFailed, GatesPassed, ModelVersionCreated, \
-    ModelVersionTagSet
 from shared.foundation.idempotency import COMPLETED, IdempotencyStore
 from shared.foundation.queues import GATEHOUSE_EVENTS, RUN_GATES
 from shared.foundation.storage import Azurite
+from shared.gates.request import RERUN_TAG
 
 pytestmark = [
     pytest.mark.e2e,

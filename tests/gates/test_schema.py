@@ -9,8 +9,12 @@ import pytest
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
-from shared.gates.schema import (compatibility_problems, holdout_problems, schema_gate,
-                                 signature_view)
+from shared.gates.schema import (
+    compatibility_problems,
+    holdout_problems,
+    schema_gate,
+    signature_view,
+)
 
 
 def columns(*specs, outputs=None, params=None):

@@ -8,10 +8,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, RESOURCE_DOES_NOT_EXIST
 
 from shared.events import Envelope, GatesFailed, ModelVersionCreated
+from shared.foundation.queues import RUN_GATES
 from shared.gates.policy import GatePolicy
 from shared.gates.request import RERUN_TAG, GateRequest, RerunBody
 from shared.gates.service import GateService
-from shared.foundation.queues import RUN_GATES
 from shared.registry.client import VersionInfo
 
 

@@ -10,11 +10,11 @@ import pytest
 
 from shared.gates import decision
 from shared.gates.calibration import expected_calibration_error
+from shared.gates.latency import LatencyStats
 from shared.gates.policy import GatePolicy
 from shared.gates.report import reliability_diagram_png, report_json, report_markdown
-from shared.gates.suite import ModelOutputs, SuiteInputs, run_suite, verdict_of
 from shared.gates.results import GateResult
-from shared.gates.latency import LatencyStats
+from shared.gates.suite import ModelOutputs, SuiteInputs, run_suite, verdict_of
 
 SIGNATURE = {"inputs": '[{"type": "double", "name": "a", "required": true}, '
                        '{"type": "double", "name": "b", "required": true}]',

@@ -20,7 +20,7 @@ import json
 import re
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
@@ -44,7 +44,7 @@ def _epoch_ms(parameter: dict) -> int:
     value, kind = parameter.get("value"), parameter.get("type", "STRING")
     if kind == "BIGINT":
         return int(value)
-    moment = datetime.strptime(value, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc)
+    moment = datetime.strptime(value, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
 
 

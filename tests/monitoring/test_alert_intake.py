@@ -12,10 +12,10 @@ import azure.functions as func
 import pytest
 
 from functions.alerts import receive_alert
-from shared.foundation import bus as bus_module
 from shared.alerts.store import OpenAlerts
-from shared.foundation.bus import Bus
 from shared.events import MonitoringAlert
+from shared.foundation import bus as bus_module
+from shared.foundation.bus import Bus
 
 SAMPLES = Path(__file__).parent / "samples"
 TOKEN = "alert-token-for-tests"

@@ -8,12 +8,12 @@ import uuid
 
 import pytest
 
+from shared.foundation.settings import Settings
 from shared.monitoring.payloads import read_records
 from shared.monitoring.policy import MonitoringPolicy, RetrainingPolicy
 from shared.monitoring.reactions import launcher_for
 from shared.monitoring.runners import DatabricksJobRunner, RunnerError
 from shared.monitoring.sources import DatabricksInferenceSource, SourceError, quoted_table
-from shared.foundation.settings import Settings
 from tests.monitoring.databricks_peer import TOKEN, DatabricksPeer
 
 JOB_ID = 123456789

@@ -11,12 +11,21 @@ import pytest
 from shared.alerts import parse_alerts
 from shared.events import AlertKind
 from shared.gates.drift import categorical_drift, numeric_drift
-from shared.monitoring.monitor import (Change, MetricState, alert_for, evaluate_window, judge,
-                                       to_wire)
+from shared.monitoring.monitor import (
+    Change,
+    MetricState,
+    alert_for,
+    evaluate_window,
+    judge,
+    to_wire,
+)
 from shared.monitoring.payloads import read_records
 from shared.monitoring.policy import MonitoringPolicy, Threshold
-from shared.monitoring.reference import (ReferenceDistribution, categorical_reference,
-                                         numeric_reference)
+from shared.monitoring.reference import (
+    ReferenceDistribution,
+    categorical_reference,
+    numeric_reference,
+)
 from shared.serving.payload_log import PayloadRecord
 from tests.monitoring.traffic import START, window_traffic
 

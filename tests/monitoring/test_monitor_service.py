@@ -10,9 +10,9 @@ import azure.functions as func
 import pytest
 
 from functions.monitor import monitor_now, receive_labels
+from shared.events import AlertKind, MonitoringAlert
 from shared.foundation import bus as bus_module
 from shared.foundation.bus import Bus
-from shared.events import AlertKind, MonitoringAlert
 from shared.monitoring.labels import LabelStore
 from shared.monitoring.reference import ReferenceStore
 from shared.monitoring.service import RUN_TAG

@@ -8,8 +8,7 @@ import pytest
 from shared.events import AlertKind, MonitoringAlert
 from shared.monitoring.policy import MonitoringPolicy, RetrainingPolicy, RollbackOnAlertPolicy
 from shared.monitoring.reactions import rollback_for
-from shared.monitoring.retraining import (Ledger, confirm, decide, idempotency_token,
-                                          mark_finished)
+from shared.monitoring.retraining import Ledger, confirm, decide, idempotency_token, mark_finished
 from shared.rollout.machine import EndpointRecord, Phase, new_rollout
 
 W = 300.0

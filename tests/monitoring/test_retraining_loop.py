@@ -15,18 +15,18 @@ import pytest
 
 from functions.monitor import monitor_now
 from functions.retraining import handle
-from shared.foundation import bus as bus_module
-from shared.foundation.bus import Bus
 from shared.dev.devstack import mlflow_client_env
 from shared.events import AlertKind, MonitoringAlert
+from shared.foundation import bus as bus_module
+from shared.foundation.bus import Bus
+from shared.foundation.queues import RUN_GATES
+from shared.foundation.settings import Settings
+from shared.foundation.storage import free_port
 from shared.monitoring.local_training import FEATURES, generate, train_and_register
 from shared.monitoring.policy import MonitoringPolicy, RetrainingPolicy
 from shared.monitoring.reactions import LedgerStore, Reactions, launcher_for
 from shared.monitoring.runners import LocalRunner
-from shared.foundation.queues import RUN_GATES
 from shared.routing import handler_queues
-from shared.foundation.storage import free_port
-from shared.foundation.settings import Settings
 
 pytestmark = pytest.mark.e2e
 WINDOW = 300.0

@@ -11,15 +11,20 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from functions.retraining import handle
+from shared.events import (
+    AlertKind,
+    Envelope,
+    MonitoringAlert,
+    RetrainingTriggered,
+    RollbackRequested,
+)
 from shared.foundation.bus import Bus
-from shared.events import AlertKind, Envelope, MonitoringAlert, RetrainingTriggered, \
-    RollbackRequested
+from shared.foundation.settings import Settings
 from shared.monitoring.policy import MonitoringPolicy, RetrainingPolicy
 from shared.monitoring.reactions import Launcher, LedgerStore, Reactions, launcher_for
 from shared.monitoring.runners import LocalRunner, RunnerError
 from shared.rollout.machine import EndpointRecord, Phase, new_rollout
 from shared.rollout.store import Loaded, RolloutStore
-from shared.foundation.settings import Settings
 
 QUICK_TRAINING = [sys.executable, "-c", "import time; time.sleep(0.2)"]
 

@@ -10,10 +10,10 @@ import numpy as np
 
 from shared.alerts.store import OpenAlerts
 from shared.events import AlertKind, Envelope, MonitoringAlert
+from shared.foundation.state import MemoryTable
 from shared.monitoring.policy import MonitoringPolicy, RetrainingPolicy
 from shared.monitoring.reactions import LEDGER_PARTITION, Launcher, LedgerStore, Reactions
 from shared.monitoring.reference import ReferenceStore, reference_from_frame
-from shared.foundation.state import MemoryTable
 
 
 class Runner:

@@ -7,8 +7,8 @@ import time
 from urllib.parse import urlencode
 
 from shared import events
-from shared.events import Decision, Envelope, NotificationRequested
 from shared.channels.messages import NOTIFY_SOURCE, notification_for
+from shared.events import Decision, Envelope, NotificationRequested
 
 JUDGE = Decision(actor="gatehouse", reason="error rate 4.1% vs 0.9% (one-sided z-test p=0.0004)",
                  metrics={"error_rate": 0.041, "champion_error_rate": 0.009, "p_value": 0.0004})

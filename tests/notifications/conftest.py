@@ -8,8 +8,7 @@ import uuid
 import pytest
 
 from shared.foundation import runtime
-from tests.notifications.peers import (PagerDutyPeer, SlackPeer, TeamsPeer,
-                                       make_self_signed_cert)
+from tests.notifications.peers import PagerDutyPeer, SlackPeer, TeamsPeer, make_self_signed_cert
 
 SLACK_CHANNEL = "#gatehouse-test"
 MLFLOW_UI = "http://mlflow.test.invalid:5000"

@@ -15,13 +15,13 @@ and refuse anything malformed, so the real clients are tested against the real c
 from __future__ import annotations
 
 import datetime as dt
-from abc import ABC, abstractmethod
 import ipaddress
 import json
 import ssl
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -49,7 +49,7 @@ class Peer(ABC):
     def tls_context(self) -> ssl.SSLContext | None:
         return None
 
-    def start(self) -> "Peer":
+    def start(self) -> Peer:
         peer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -306,7 +306,7 @@ def make_self_signed_cert(directory: Path) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder()
             .subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())

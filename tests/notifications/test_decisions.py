@@ -12,12 +12,12 @@ from shared.channels import dispatch, pagerduty, slack, teams
 from shared.channels.base import Delivery, Repeat, RollbackTarget, page_intent
 from shared.channels.dispatch import RepeatVerdict, judge_repeat, route_channels
 from shared.channels.factory import ChannelSettings
-from shared.channels.redaction import make_redactor
-from shared.channels.policy import NotificationPolicy, Route
-from shared.events import Decision, Envelope
 from shared.channels.messages import notification_for
-from shared.policy import Policy, PolicyError
+from shared.channels.policy import NotificationPolicy, Route
+from shared.channels.redaction import make_redactor
+from shared.events import Decision, Envelope
 from shared.foundation.settings import Settings
+from shared.policy import Policy, PolicyError
 from tests.notifications import builders
 from tests.notifications.peers import block_problems, card_problems
 

@@ -16,9 +16,9 @@ import azure.functions as func
 
 from functions.notify import notify
 from functions.slack_actions import slack_actions
-from shared.foundation.bus import GATEHOUSE_EVENTS, Bus
 from shared.channels import slack
 from shared.events import RollbackRequested
+from shared.foundation.bus import GATEHOUSE_EVENTS, Bus
 from shared.foundation.idempotency import COMPLETED, IdempotencyStore
 from tests.notifications import builders
 from tests.notifications.conftest import MLFLOW_UI

@@ -10,10 +10,10 @@ import azure.functions as func
 import pytest
 
 from functions.slack_actions import slack_actions
-from shared.foundation.bus import GATEHOUSE_EVENTS, Bus
 from shared.channels import slack
 from shared.channels.base import RollbackTarget
 from shared.events import RollbackRequested
+from shared.foundation.bus import GATEHOUSE_EVENTS, Bus
 from tests.notifications.builders import block_actions_payload, signed_slack_request
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"

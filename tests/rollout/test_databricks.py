@@ -5,8 +5,12 @@ from __future__ import annotations
 import pytest
 
 from shared.serving.base import InvalidRoutes, ServingError
-from shared.serving.databricks import (DatabricksServing, health_from_metrics, parse_prometheus,
-                                       served_entity_name)
+from shared.serving.databricks import (
+    DatabricksServing,
+    health_from_metrics,
+    parse_prometheus,
+    served_entity_name,
+)
 from tests.rollout.databricks_peer import TOKEN, DatabricksPeer
 
 MODEL = "main.risk.fraud"   # a Unity Catalog three-level name

@@ -20,12 +20,12 @@ import pytest
 import requests
 
 from functions import rollout as handlers
-from shared.foundation import bus as bus_module
 from shared.dev import devstack
 from shared.events import Decision, Envelope, GatesPassed, ModelVersionCreated
+from shared.foundation import bus as bus_module
+from shared.foundation.storage import decode_queue_message, free_port, queue_options, queue_service
 from shared.rollout.links import make_token
 from shared.serving.embedded_client import EmbeddedServing
-from shared.foundation.storage import decode_queue_message, free_port, queue_options, queue_service
 
 pytestmark = pytest.mark.e2e
 LINK_SECRET = "e2e-rollback-link-secret-0123456789"

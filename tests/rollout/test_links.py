@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.rollout.links import (LinkError, link_secret, make_token, read_token, rollback_url)
 from shared.foundation.settings import Settings
+from shared.rollout.links import LinkError, link_secret, make_token, read_token, rollback_url
 
 SECRET = "s" * 32
 

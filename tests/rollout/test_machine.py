@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import settings, strategies as st
+from hypothesis import settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from shared.rollout import machine
 from shared.rollout.judge import Action, Verdict
-from shared.rollout.machine import (ACTIVE, ApplyTraffic, Emit, Phase, PromoteAliases, Refused,
-                                    RestoreAliases, SetChallengerAlias)
+from shared.rollout.machine import (
+    ACTIVE,
+    ApplyTraffic,
+    Emit,
+    Phase,
+    PromoteAliases,
+    Refused,
+    RestoreAliases,
+    SetChallengerAlias,
+)
 from shared.rollout.policy import RolloutPolicy
 
 POLICY = RolloutPolicy(steps=(5, 25, 50, 100), min_bake_seconds=60, warmup_seconds=10,

@@ -9,18 +9,18 @@ import uuid
 
 import pytest
 
+from shared.events import Envelope
 from shared.foundation import bus as bus_module
 from shared.foundation.bus import Bus
-from shared.events import Envelope
+from shared.foundation.settings import Settings
+from shared.foundation.storage import decode_queue_message, queue_options, queue_service
 from shared.rollout.policy import RolloutPolicy
 from shared.rollout.service import RolloutService
 from shared.rollout.store import RolloutStore, RolloutTable
-from shared.serving.databricks import DatabricksServing
-from shared.serving.factory import serving_backend
-from shared.serving.embedded_client import EmbeddedServing
 from shared.serving.base import ServingError
-from shared.foundation.storage import decode_queue_message, queue_options, queue_service
-from shared.foundation.settings import Settings
+from shared.serving.databricks import DatabricksServing
+from shared.serving.embedded_client import EmbeddedServing
+from shared.serving.factory import serving_backend
 from tests.rollout.databricks_peer import TOKEN, DatabricksPeer
 
 EVENTS_QUEUE = f"gatehouse-events-dbx-{uuid.uuid4().hex[:8]}"

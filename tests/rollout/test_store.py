@@ -7,11 +7,11 @@ import uuid
 
 import pytest
 
+from shared.foundation.state import ConcurrencyConflict
 from shared.rollout import machine
 from shared.rollout.judge import Action, Verdict
 from shared.rollout.policy import RolloutPolicy
 from shared.rollout.store import Loaded, RolloutStore, RolloutTable
-from shared.foundation.state import ConcurrencyConflict
 
 POLICY = RolloutPolicy(steps=(5, 50, 100))
 

@@ -7,10 +7,11 @@ discriminator; the envelope's `type` is `TYPE_PREFIX + kind`.
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
@@ -27,6 +28,7 @@ class Payload(BaseModel):
 
 # Inside Envelope the name `type` is its CloudEvents field, so annotations there use this alias.
 PayloadClass = type[Payload]
+PayloadT = TypeVar("PayloadT", bound=Payload)
 
 
 def kind_of(payload_class: PayloadClass) -> str:
@@ -317,10 +319,14 @@ class Envelope(BaseModel):
         """An envelope from a handler's own queue, which should carry only `payload_type`;
         anything else raises, so the message ends on the poison queue, intact."""
         envelope = cls.from_json(text)
-        if not isinstance(envelope.data, payload_type):
-            expected = kind_of(payload_type)
-            raise ValueError(f"{envelope.id} is a {envelope.type}, not {expected}")
+        envelope.data_as(payload_type)
         return envelope
+
+    def data_as(self, payload_type: builtins.type[PayloadT]) -> PayloadT:
+        """The payload, typed as the one kind this envelope must carry (ValueError otherwise)."""
+        if not isinstance(self.data, payload_type):
+            raise ValueError(f"{self.id} is a {self.type}, not {kind_of(payload_type)}")
+        return self.data
 
 
 def subject_of(data: Payload) -> str | None:

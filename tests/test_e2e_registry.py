@@ -99,7 +99,8 @@ def test_real_mlflow_webhooks_flow_through_queues_exactly_once(
         bus = Bus(host_storage)
         original = next(n for n in notes if n["about_event_type"].endswith("version.created"))
         replay = Envelope(id=original["about_event_id"], source="/gatehouse/registry/mlflow",
-                          type="io.gatehouse.model_version.created", time=original["facts"]["occurred"],
+                          type="io.gatehouse.model_version.created",
+                          time=original["facts"]["occurred"],
                           data=ModelVersionCreated(model_name=model_name, version="1"))
         bus.send(REGISTRY_EVENTS, replay)
         wait_for("the replay to be consumed", lambda: bus.depth(REGISTRY_EVENTS) == 0)

@@ -52,7 +52,8 @@ def test_roles_move_and_clear(model, mode):
     registry, name = model
     life = Lifecycle(registry, mode)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # MLflow deprecates stages, still serves them
+        # MLflow deprecates stages but still serves them
+        warnings.simplefilter("ignore", FutureWarning)
         assert life.holder(name, "champion") is None
         life.assign(name, "1", "champion")
         life.assign(name, "2", "challenger")

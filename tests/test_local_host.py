@@ -1,4 +1,5 @@
-"""shared.dev.local_host: the local Functions host, in-process and as `python -m shared.dev.local_host`."""
+"""shared.dev.local_host: the local Functions host, in-process and as
+`python -m shared.dev.local_host`."""
 
 import base64
 import importlib.util

@@ -47,7 +47,8 @@ class Bus:
     def peek(self, queue: str, max_messages: int = 32) -> list[Envelope]:
         """The envelopes waiting on a queue, without taking them (for tests and operators)."""
         messages = self._queue(queue).peek_messages(max_messages=max_messages)
-        return [Envelope.from_json(decode_queue_message(m.content, self.encoding)) for m in messages]
+        return [Envelope.from_json(decode_queue_message(m.content, self.encoding))
+                for m in messages]
 
     def depth(self, queue: str) -> int:
         return self._queue(queue).get_queue_properties().approximate_message_count

@@ -40,7 +40,7 @@ def azurite_connection_string(host: str = "127.0.0.1", blob: int = 10000, queue:
 
 def storage_connection_string(value: str, account_name: str | None = None,
                               client_id: str | None = None) -> str:
-    """The connection string `AzureWebJobsStorage` names; `UseDevelopmentStorage=true` means Azurite.
+    """The connection string `AzureWebJobsStorage` names (`UseDevelopmentStorage=true`: Azurite).
 
     With an identity-based connection (the Functions convention: `AzureWebJobsStorage__accountName`
     and optionally `__clientId` for a user-assigned identity, no `AzureWebJobsStorage`), this
@@ -210,7 +210,8 @@ def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before port {port} opened")
+            raise RuntimeError(f"process exited with {process.returncode} before port {port} "
+                               f"opened")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return

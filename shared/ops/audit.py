@@ -159,7 +159,8 @@ COLUMNS = [("model", "model"), ("versions", "versions"), ("runs", "runs"),
 
 def to_markdown(summary: dict) -> str:
     lines = ["# MLOps maturity audit", "",
-             "Lineage tags required: " + ", ".join(f"`{t}`" for t in summary["required_lineage_tags"]),
+             "Lineage tags required: "
+             + ", ".join(f"`{t}`" for t in summary["required_lineage_tags"]),
              "", "| " + " | ".join(title for _, title in COLUMNS) + " |",
              "|" + "---|" * len(COLUMNS)]
     for row in summary["models"] + [summary["overall"]]:

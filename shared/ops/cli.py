@@ -226,7 +226,8 @@ def _replay_command(commands) -> None:
                         default="envelope", help="what the file holds (default: a Gatehouse "
                         "CloudEvents envelope)")
     replay.add_argument("--dry-run", action="store_true",
-                        help="print the decisions (handler queues, notification) and change nothing")
+                        help="print the decisions (handler queues, notification) and change "
+                             "nothing")
     replay.add_argument("--new-id", action="store_true",
                         help="give the event a new id so handlers that saw it act again")
     replay.set_defaults(run=cmd_replay)

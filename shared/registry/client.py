@@ -52,7 +52,8 @@ class Registry:
         try:
             return self._info(self.client.get_model_version_by_alias(model_name, alias))
         except MlflowException as exc:
-            if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST",
+                                                  "INVALID_PARAMETER_VALUE"):
                 return None
             raise
 

@@ -78,7 +78,8 @@ class Lifecycle:
         else:
             self.registry.client.transition_model_version_stage(
                 model, str(version), STAGE_OF_ROLE[role], archive_existing_versions=True)
-        self.registry.set_version_tags(model, version, {SINCE_TAG[role]: str(int(time.time() * 1000))})
+        since = str(int(time.time() * 1000))
+        self.registry.set_version_tags(model, version, {SINCE_TAG[role]: since})
 
     def clear(self, model: str, role: Role) -> None:
         """Take a role away from whoever holds it (the version keeps existing)."""

@@ -26,6 +26,7 @@ latency gate excluded) under 2 s.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -205,11 +206,10 @@ def main(sizes: list[int], memory: bool = True) -> None:
             peak = f"{peak_bytes(gate) / 2**20:10.1f}" if memory else f"{'-':>10}"
             print(f"{name:<12} {gate_seconds * 1000:10.1f} {floor_seconds * 1000:10.1f} "
                   f"{ratio:7.2f} {peak}  {'OK' if ratio <= 2 else 'MISSED (<= 2x)'}")
-        inputs = suite_inputs(data)
-        run_suite(inputs, policy)
-        suite_seconds = best_of(lambda: run_suite(inputs, policy), max(2, runs - 2))
-        peak = f"{peak_bytes(lambda: run_suite(inputs, policy)) / 2**20:.0f} MiB" if memory \
-            else "-"
+        whole_suite = functools.partial(run_suite, suite_inputs(data), policy)
+        whole_suite()
+        suite_seconds = best_of(whole_suite, max(2, runs - 2))
+        peak = f"{peak_bytes(whole_suite) / 2**20:.0f} MiB" if memory else "-"
         verdict = ""
         if n == 1_000_000:
             verdict = "  OK (< 2 s)" if suite_seconds < 2 else "  MISSED (< 2 s)"

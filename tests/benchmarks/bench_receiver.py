@@ -124,7 +124,8 @@ def main(deliveries: int = 1000, import_runs: int = 7) -> None:
                          ("verify+parse in-process", in_process),
                          ("bare SDK send_message", bare_send),
                          ("POST /api/registry/mlflow", webhook)):
-        print(f"{name:28s} p50 {percentile(values, 50):6.2f} ms  p99 {percentile(values, 99):6.2f} ms"
+        print(f"{name:28s} p50 {percentile(values, 50):6.2f} ms  "
+              f"p99 {percentile(values, 99):6.2f} ms"
               f"  over {len(values)}")
     p99 = percentile(webhook, 99)
     print(f"webhook p99 {p99:.2f} ms (target < 20 ms) {'OK' if p99 < 20 else 'MISSED'}; "

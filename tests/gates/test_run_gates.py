@@ -118,7 +118,7 @@ def register(world, *, scale: float = 1.0, drop_age: bool = False, rename_age: b
     model = LogisticRegression().fit(features, train.label)
     model.coef_ *= scale  # scale > 1: the same ranking, over-confident probabilities
     model.intercept_ *= scale
-    with mlflow.start_run() as run:
+    with mlflow.start_run():
         mlflow.set_tags(LINEAGE if tags is None else tags)
         info = mlflow.sklearn.log_model(model, name="model", input_example=features.head(5),
                                         registered_model_name=world["model"],

@@ -170,7 +170,7 @@ def test_threshold_exit_above_enter_is_refused():
 def test_alerts_keep_one_fingerprint_per_episode_and_round_trip_the_wire_format(fitted):
     results, changes = run_windows(fitted, [{"shift": 0.7}] * 2)
     alerts = [alert_for(c, r, endpoint="fraud-prod", model_name="fraud", policy=POLICY)
-              for r, window_changes in zip(results, changes) for c in window_changes
+              for r, window_changes in zip(results, changes, strict=True) for c in window_changes
               if c.metric == "feature_psi"]
     assert len(alerts) == 2 and alerts[0].fingerprint == alerts[1].fingerprint
     first = alerts[0]

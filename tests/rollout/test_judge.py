@@ -21,7 +21,7 @@ def health(version: str, latencies, errors: int) -> VersionHealth:
     values, counts = np.unique(np.round(np.asarray(latencies, dtype=float), 1),
                                return_counts=True)
     return VersionHealth(version, len(latencies), errors,
-                         tuple(zip(values.tolist(), counts.tolist())))
+                         tuple(zip(values.tolist(), counts.tolist(), strict=True)))
 
 
 def look(champion, challenger, *, now=1000.0, measure_from=0.0, extensions=0, early_looks=0,

@@ -9,8 +9,9 @@ The job passes the trigger's batch, `{{job.trigger.model.updates}}` — a JSON l
         --url https://<app>/api/registry/forwarded
 
 with the secret shared with the Function App read from a Databricks secret scope
-(`--secret-scope gatehouse --secret-key forwarder-secret`) or from GATEHOUSE_FORWARDER_SECRET. Each event's
-delivery id is derived from the job run and the update, so a retried job run is deduplicated.
+(`--secret-scope gatehouse --secret-key forwarder-secret`) or from GATEHOUSE_FORWARDER_SECRET.
+Each event's delivery id is derived from the job run and the update, so a retried job run is
+deduplicated.
 infra/databricks/gatehouse_forwarder.job.yml is the bundle definition.
 """
 
@@ -24,6 +25,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TypeAlias
 
 if __package__ in (None, ""):  # run as a file by a Databricks spark_python_task
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -35,12 +37,16 @@ from shared.intake.signatures import signed_headers  # noqa: E402
 CONDITIONS = ("MODEL_CREATED", "MODEL_VERSION_READY", "MODEL_ALIAS_SET")
 SOURCE = "/gatehouse/databricks/model-update-trigger"
 
+# The registry events a model update trigger stands for.
+Forwarded: TypeAlias = (events.RegisteredModelCreated | events.ModelVersionCreated
+                        | events.ModelVersionAliasCreated)
 
-def events_for(condition: str, updates: list[dict]) -> list[events.Payload]:
+
+def events_for(condition: str, updates: list[dict]) -> list[Forwarded]:
     """The registry events a batch of trigger updates stands for (pure)."""
     if condition not in CONDITIONS:
         raise ValueError(f"unknown trigger condition {condition!r}; expected one of {CONDITIONS}")
-    found: list[events.Payload] = []
+    found: list[Forwarded] = []
     for index, update in enumerate(updates):
         name = update.get("full_name")
         if not isinstance(name, str) or not name:
@@ -67,7 +73,7 @@ def delivery_id(run_id: str, payload: events.Payload) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
-def forward(url: str, secret: str, run_id: str, payloads: list[events.Payload], session=None,
+def forward(url: str, secret: str, run_id: str, payloads: list[Forwarded], session=None,
             attempts: int = 5) -> list[str]:
     """POST each event, signed; retries 429/5xx and connection errors with backoff."""
     import requests

@@ -128,6 +128,7 @@ class NotificationState:
         except ConcurrencyConflict:
             raise ChannelError(f"state row {partition}/{key} kept changing under us",
                                transient=True) from None
+        assert saved is not None, "`update` always returns a row to save"
         return saved.properties
 
     # dedup
@@ -254,7 +255,7 @@ class Dispatcher:
             results[name] = outcome
             if outcome.get("failed") and outcome.get("transient"):
                 retry.append(name)
-        summary = {"channels": results}
+        summary: dict[str, object] = {"channels": results}
         if repeat is not None:
             summary["repeat_of"] = repeat.original_event_id
             summary["seen"] = repeat.count

@@ -45,12 +45,15 @@ def events_client(routing_key: str, events_url: str | None = None, ca_bundle: st
         base = events_url.rstrip("/")
         if base.endswith("/v2/enqueue"):
             base = base[:-len("/v2/enqueue")]
-    options = {"verify": ssl.create_default_context(cafile=ca_bundle)} if ca_bundle else {}
-    client = pagerduty.EventsApiV2Client(routing_key, base_url=base, **options)
+    if ca_bundle:
+        client = pagerduty.EventsApiV2Client(
+            routing_key, base_url=base, verify=ssl.create_default_context(cafile=ca_bundle))
+    else:
+        client = pagerduty.EventsApiV2Client(routing_key, base_url=base)
     client.retry[429] = 3
     client.max_network_attempts = 2
     client.sleep_timer = sleep_timer
-    client.timeout = 10.0
+    client.timeout = 10  # seconds (the library declares it an int)
     return client
 
 
@@ -211,7 +214,7 @@ class OpenIncidents:
 
     def hold(self, scope: str, key: str, entry: dict) -> bool:
         """Keep a storm-suppressed alert for later; False when the scope holds too many."""
-        kept = []
+        kept: list[str] = []
 
         def add(incidents: dict, held: dict) -> None:
             kept.clear()
@@ -268,16 +271,17 @@ class PagerDutyChannel:
         if plan.action == "nothing":
             return {"action": plan.action, "incident": plan.key, "reason": plan.reason}
         if plan.action == "suppress":
-            held = plan.hold and self.incidents.hold(scope, plan.key, {
+            was_held = plan.hold and self.incidents.hold(scope, plan.key, {
                 "held_at": delivery.now, "endpoint": note.facts.get("endpoint"),
                 "version": note.version, "trigger": trigger_request(note, delivery, plan.key)})
             return {"action": plan.action, "incident": plan.key, "reason": plan.reason,
-                    "held": bool(held)}
+                    "held": bool(was_held)}
         if plan.action == "resolve":
             for key in plan.resolve_keys:
                 self.client.resolve(key)
             incidents, held = self.incidents.closed(scope, plan.resolve_keys, note)
-            result = {"action": "resolve", "incidents": list(plan.resolve_keys)}
+            result: dict[str, object] = {"action": "resolve",
+                                         "incidents": list(plan.resolve_keys)}
             # Triggered before it is recorded: a retry triggers the same dedup key again, which
             # PagerDuty folds into the incident it opened.
             after_storm = page_after_storm(held, incidents, delivery.now, window)

@@ -217,6 +217,7 @@ class SlackThreads:
         except ConcurrencyConflict:
             raise ChannelError(f"the Slack thread for {key} kept changing",
                                transient=True) from None
+        assert row is not None, "claim keeps the open row or saves a claim"
         if row.properties.get("state") == "open":
             return _thread(key, row.properties)
         return row.etag
@@ -344,7 +345,7 @@ def verify_request(headers: Mapping[str, str], body: bytes, signing_secret: str 
     401 that says why."""
     from slack_sdk.signature import Clock, SignatureVerifier
 
-    now = time.time() if now is None else now
+    at = time.time() if now is None else now
     if not signing_secret:
         raise SlackRequestError(401, "Slack request signing is not configured "
                                      "(SLACK_SIGNING_SECRET); refusing unverified actions")
@@ -359,14 +360,14 @@ def verify_request(headers: Mapping[str, str], body: bytes, signing_secret: str 
         stamp = int(timestamp)
     except ValueError:
         raise SlackRequestError(401, "X-Slack-Request-Timestamp is not a Unix time") from None
-    if abs(now - stamp) > SIGNATURE_TOLERANCE_SECONDS:
+    if abs(at - stamp) > SIGNATURE_TOLERANCE_SECONDS:
         raise SlackRequestError(401, f"stale request: X-Slack-Request-Timestamp is "
-                                     f"{abs(int(now) - stamp)} s from now (tolerance "
+                                     f"{abs(int(at) - stamp)} s from now (tolerance "
                                      f"{SIGNATURE_TOLERANCE_SECONDS} s)")
 
     class _Now(Clock):
         def now(self) -> float:
-            return now
+            return at
 
     if not SignatureVerifier(signing_secret, clock=_Now()).is_valid(body, timestamp, signature):
         raise SlackRequestError(401, "X-Slack-Signature does not match the request")
@@ -423,13 +424,15 @@ def rollback_click(payload: dict) -> RollbackClick | None:
                    if isinstance(a, dict) and a.get("action_id") == ROLLBACK_ACTION_ID), None)
     if action is None:
         return None
-    try:
-        target = parse_rollback_value(action.get("value"))
+    value = action.get("value")
+    try:  # a missing or non-text value is "not JSON", as "" is
+        target = parse_rollback_value(value if isinstance(value, str) else "")
     except ValueError as exc:
         raise SlackRequestError(400, str(exc)) from None
     user = payload["user"]
-    container = payload.get("container") if isinstance(payload.get("container"), dict) else {}
-    channel = payload.get("channel") if isinstance(payload.get("channel"), dict) else {}
+    given_container, given_channel = payload.get("container"), payload.get("channel")
+    container: dict = given_container if isinstance(given_container, dict) else {}
+    channel: dict = given_channel if isinstance(given_channel, dict) else {}
     return RollbackClick(target=target, user_id=str(user["id"]),
                          user_name=user.get("username") or user.get("name"),
                          action_ts=str(action.get("action_ts") or ""),

@@ -117,7 +117,8 @@ class Story:
         def verdict():
             self.reactions()
             tags = self.client.get_model_version(MODEL, version).tags
-            if tags.get("gatehouse.gates.decided_at"):  # written after the verdict and blocking list
+            # decided_at is written after the verdict and the blocking list
+            if tags.get("gatehouse.gates.decided_at"):
                 return tags
         tags = wait_for(f"the gate verdict on v{version}", verdict, timeout=240)
         blocking = tags.get("gatehouse.gates.blocking") or "none"
@@ -255,7 +256,8 @@ PAGE_MARK = {"trigger": " [pages on-call]", "resolve": " [resolves the page]"}
 
 
 def describe_note(note: dict) -> str:
-    return f"[{note.get('severity', 'info')}] {note['title']}{PAGE_MARK.get(note.get('page'), '')}"
+    mark = PAGE_MARK.get(note.get("page") or "", "")
+    return f"[{note.get('severity', 'info')}] {note['title']}{mark}"
 
 
 def summary(story: Story) -> None:

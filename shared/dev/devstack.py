@@ -75,7 +75,7 @@ class ManagedProcess:
         while time.monotonic() < deadline:
             if text in self.log():
                 return
-            if self.process.poll() is not None:
+            if self.process is None or self.process.poll() is not None:  # not running
                 break
             time.sleep(0.1)
         raise TimeoutError(f"{self.name} never logged {text!r}:\n{self.log()[-3000:]}")

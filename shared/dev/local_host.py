@@ -508,7 +508,8 @@ class LocalHost:
                                        route_params=route_params, body=body)
             ok, response = self._invoke(route.fn, request, "This function was programmatically "
                                                            "called via the host APIs.")
-            status, headers_out, body_out = 500, [], b""
+            status, body_out = 500, b""
+            headers_out: list[tuple[str, str]] = []
             try:
                 if ok:
                     status, headers_out, body_out = _convert_response(response)
@@ -548,7 +549,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _read_body(h: BaseHTTPRequestHandler) -> bytes:
     if "chunked" in h.headers.get("Transfer-Encoding", "").lower():
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             size = int(h.rfile.readline(65537).split(b";")[0].strip() or b"0", 16)
             if size == 0:
@@ -633,8 +634,9 @@ def ensure_storage(app_root) -> Azurite | None:
     workspace.mkdir(parents=True, exist_ok=True)
     azurite = Azurite(str(workspace)).start()
     os.environ[STORAGE_SETTING] = azurite.connection_string
+    pid = azurite.process.pid if azurite.process is not None else None  # started: never None
     log.info("%s is not set: started Azurite (pid %s, queue port %d, workspace %s)",
-             STORAGE_SETTING, azurite.process.pid, azurite.ports["queue"], workspace)
+             STORAGE_SETTING, pid, azurite.ports["queue"], workspace)
     return azurite
 
 

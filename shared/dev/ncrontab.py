@@ -82,7 +82,7 @@ class Schedule:
                              f"or a TimeSpan 'hh:mm:ss', got {len(parts)} field(s)")
         try:
             (self.seconds, self.minutes, self.hours, self.days, self.months,
-             self.weekdays) = [_field(p, *f) for p, f in zip(parts, FIELDS)]
+             self.weekdays) = [_field(p, *f) for p, f in zip(parts, FIELDS, strict=True)]
         except ValueError as exc:
             raise ValueError(f"invalid schedule {expression!r}: {exc}") from None
         longest = max(calendar.monthrange(2000, m)[1] for m in self.months)  # 2000: a leap year

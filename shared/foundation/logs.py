@@ -20,14 +20,16 @@ from typing import Any
 
 EVENT_FIELDS = ("event_id", "event_type", "model", "version", "endpoint")
 
-_event: ContextVar[Mapping[str, str]] = ContextVar("gatehouse_log_event", default={})
+# None until an invocation sets its event (a shared mutable default would leak between contexts)
+_event: ContextVar[Mapping[str, str] | None] = ContextVar("gatehouse_log_event", default=None)
 
 
 def event_fields(envelope) -> dict[str, str]:
     """The log fields of an Envelope (or of its JSON document), whatever its payload type;
     those the event does not have are left out."""
     if isinstance(envelope, Mapping):
-        data = envelope.get("data") if isinstance(envelope.get("data"), Mapping) else {}
+        given = envelope.get("data")
+        data: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
         found = {"event_id": envelope.get("id"), "event_type": envelope.get("type"),
                  "model": data.get("model_name"), "version": data.get("version"),
                  "endpoint": data.get("endpoint")}
@@ -41,7 +43,8 @@ def event_fields(envelope) -> dict[str, str]:
 
 
 def current_fields() -> Mapping[str, str]:
-    return _event.get()
+    fields = _event.get()
+    return {} if fields is None else fields
 
 
 @contextmanager
@@ -85,7 +88,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         for name in EVENT_FIELDS:
-            value = getattr(record, name, None) or _event.get().get(name)
+            value = getattr(record, name, None) or current_fields().get(name)
             if value:
                 document[name] = value
         if record.exc_info:

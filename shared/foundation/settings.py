@@ -12,13 +12,16 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.foundation.paths import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
 
 
 def _stripped(value: Any) -> Any:
@@ -218,7 +221,7 @@ def env_name(field: FieldInfo) -> str:
     return str(field.validation_alias)
 
 
-def _problem(error: dict) -> str:
+def _problem(error: ErrorDetails) -> str:
     name = str(error["loc"][0]) if error["loc"] else "?"
     message = error["msg"].removeprefix("Value error, ")
     field = next((f for f in Settings.model_fields.values() if env_name(f) == name), None)
@@ -228,13 +231,13 @@ def _problem(error: dict) -> str:
 
 # -- documentation ------------------------------------------------------------------------------
 
-TYPE_NAMES = {str: "text", Path: "path", float: "number", int: "integer"}
+TYPE_NAMES: dict[object, str] = {str: "text", Path: "path", float: "number", int: "integer"}
 
 
 def _type_name(field: FieldInfo) -> str:
     if not field.repr:
         return "secret"
-    annotation = field.annotation
+    annotation: object = field.annotation  # a class or a typing form (Union, Annotated, Literal)
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
     if typing.get_origin(annotation) is Annotated:

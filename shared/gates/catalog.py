@@ -68,6 +68,8 @@ def _ece(context: SuiteContext, blocking: bool) -> Findings:
     if not context.predicted:
         return Findings(skipped("ece", blocking, context.no_predictions))
     assessment = context.assessment
+    if assessment is None:  # the context assesses calibration whenever this gate is enabled
+        return Findings(calibration.ece_gate(None, context.policy.ece.threshold, blocking))
     headline = {"ece": assessment.ece, "ece_lower": assessment.lower,
                 "ece_upper": assessment.upper}
     if context.champion_ece is not None:
@@ -96,16 +98,19 @@ def _conformal(context: SuiteContext, blocking: bool) -> Findings:
 def _coverage(context: SuiteContext) -> conformal.CoverageReport:
     policy, inputs = context.policy, context.inputs
     settings, outputs = policy.conformal, inputs.candidate
-    common = {"level": settings.level, "calibration_fraction": settings.calibration_fraction,
-              "seed": policy.seed, "confidence_level": policy.confidence_level,
-              "ordered": settings.split == "ordered"}
+    labels, scores = context.predictions()
+    ordered = settings.split == "ordered"
     if policy.task == "regression":
         return conformal.regression_coverage(
-            inputs.labels, outputs.scores, score=settings.regression_score,
-            difficulty=outputs.difficulty, lower=outputs.lower, upper=outputs.upper, **common)
+            labels, scores, score=settings.regression_score,
+            difficulty=outputs.difficulty, lower=outputs.lower, upper=outputs.upper,
+            level=settings.level, calibration_fraction=settings.calibration_fraction,
+            seed=policy.seed, confidence_level=policy.confidence_level, ordered=ordered)
     return conformal.classifier_coverage(
-        inputs.labels, outputs.scores, score=settings.classifier_score,
-        mondrian=settings.mondrian, class_names=inputs.class_names, **common)
+        labels, scores, score=settings.classifier_score,
+        mondrian=settings.mondrian, class_names=inputs.class_names,
+        level=settings.level, calibration_fraction=settings.calibration_fraction,
+        seed=policy.seed, confidence_level=policy.confidence_level, ordered=ordered)
 
 
 def _comparison(context: SuiteContext, blocking: bool) -> Findings:
@@ -152,10 +157,11 @@ def _fairness(context: SuiteContext, blocking: bool) -> Findings:
                              "fairness differences need a binary classifier"))
     if not context.predicted:
         return Findings(skipped("fairness", blocking, context.no_predictions))
-    scores = np.asarray(inputs.candidate.scores)
+    labels, candidate_scores = context.predictions()
+    scores = np.asarray(candidate_scores)
     positive = ((scores[:, 1] if scores.ndim == 2 else scores)
                 >= policy.fairness.decision_threshold)
-    report = fairness.fairness_report(inputs.labels, positive, inputs.sensitive)
+    report = fairness.fairness_report(labels, positive, inputs.sensitive)
     return Findings(fairness.fairness_gate(report,
                                         policy.fairness.max_demographic_parity_difference,
                                         policy.fairness.max_equalized_odds_difference, blocking),

@@ -33,6 +33,20 @@ class SuiteContext:
     champion_ece: float | None = None
     comparisons: list[comparison.MetricComparison] = field(default_factory=list)
 
+    def predictions(self) -> tuple[np.ndarray, np.ndarray]:
+        """The holdout's labels and the candidate's scores, for the code that runs only when
+        `predicted` (which says both are there)."""
+        labels, scores = self.inputs.labels, self.inputs.candidate.scores
+        if labels is None or scores is None:
+            raise ValueError(f"no predictions to judge: {self.no_predictions}")
+        return labels, scores
+
+    @property
+    def champion_scores(self) -> np.ndarray | None:
+        """The champion's scores on the holdout when `champion_ok`, else None."""
+        champion = self.inputs.champion
+        return champion.scores if self.champion_ok and champion is not None else None
+
 
 def suite_context(inputs: SuiteInputs, policy: GatePolicy) -> SuiteContext:
     have_data = inputs.data_error is None and inputs.labels is not None
@@ -51,22 +65,25 @@ def suite_context(inputs: SuiteInputs, policy: GatePolicy) -> SuiteContext:
 
 
 def _with_calibration(context: SuiteContext) -> SuiteContext:
-    policy, inputs = context.policy, context.inputs
+    policy = context.policy
     ece_enabled = policy.ece.enabled
     if not (context.classifier and context.predicted
             and (ece_enabled or policy.reliability.enabled)):
         return context
+    labels, scores = context.predictions()
     assessment = calibration.assess_calibration(
-        inputs.labels, inputs.candidate.scores, policy.ece.kind, policy.ece.n_bins,
+        labels, scores, policy.ece.kind, policy.ece.n_bins,
         policy.ece.binning, policy.confidence_level, policy.n_bootstrap, policy.seed)
     if not ece_enabled:  # only the ECE gate draws the diagram
         return replace(context, assessment=assessment)
     candidate_table = (assessment.primary_table if assessment.kind != "classwise" else
-                       _tables(inputs.labels, inputs.candidate.scores, "top_label", policy)[0])
-    champion_table, champion_ece = None, None
-    if context.champion_ok:
+                       _tables(labels, scores, "top_label", policy)[0])
+    champion_table: ReliabilityTable | None = None
+    champion_ece: float | None = None
+    champion_scores = context.champion_scores
+    if champion_scores is not None:
         champion_table, champion_ece = _champion_calibration(
-            inputs.labels, inputs.champion.scores, assessment.kind, policy)
+            labels, champion_scores, assessment.kind, policy)
     return replace(context, assessment=assessment, candidate_table=candidate_table,
                     champion_table=champion_table, champion_ece=champion_ece)
 
@@ -74,14 +91,14 @@ def _with_calibration(context: SuiteContext) -> SuiteContext:
 def _with_comparisons(context: SuiteContext) -> SuiteContext:
     if not (context.policy.comparison.enabled and context.predicted):
         return context
-    policy, inputs = context.policy, context.inputs
+    policy = context.policy
+    labels, scores = context.predictions()
     return replace(context, comparisons=comparison.compare_metrics(
-        policy.task, inputs.labels, inputs.candidate.scores,
-        inputs.champion.scores if context.champion_ok else None, policy.metric_specs(),
+        policy.task, labels, scores, context.champion_scores, policy.metric_specs(),
         policy.confidence_level, policy.n_bootstrap, policy.seed))
 
 
-def _champion_calibration(labels, scores, kind: str,
+def _champion_calibration(labels: np.ndarray, scores: np.ndarray, kind: str,
                           policy: GatePolicy) -> tuple[ReliabilityTable, float]:
     """The champion's table for the diagram (top-label when the gate is classwise) and its ECE
     of the gate's kind."""
@@ -90,6 +107,7 @@ def _champion_calibration(labels, scores, kind: str,
     return shown, float(np.mean([table.ece for table in of_kind]))
 
 
-def _tables(labels, scores, kind: str, policy: GatePolicy) -> list[ReliabilityTable]:
+def _tables(labels: np.ndarray, scores: np.ndarray, kind: str,
+            policy: GatePolicy) -> list[ReliabilityTable]:
     return [calibration.reliability_table(c, o, policy.ece.n_bins, policy.ece.binning)
             for _, c, o in calibration.calibration_tracks(labels, scores, kind)]

@@ -45,7 +45,8 @@ def gather_inputs(registry, policy: GatePolicy, model_name: str, version: str,
         inputs = replace(inputs, champion=outputs)
     if policy.latency.enabled and inputs.candidate.error is None:
         champion_latency = None
-        if champion_features is not None and inputs.champion.error is None:
+        if (champion_features is not None and inputs.champion is not None
+                and inputs.champion.error is None):
             champion_latency = latency(champion_model, holdout[champion_features], policy)
         inputs = replace(inputs, champion_latency=champion_latency,
                          candidate_latency=latency(candidate_model, holdout[features], policy))
@@ -83,11 +84,11 @@ def read_data(policy: GatePolicy, model_name: str):
         if column and column not in holdout.columns:
             raise EvaluationDataError(
                 f"{path}: no {role} column {column!r} (columns: {list(holdout.columns)[:20]})")
-    if not (data.reference_path and policy.drift.enabled):
+    reference_path = policy.resolved_path(data.reference_path, model_name)
+    if reference_path is None or not policy.drift.enabled:
         return holdout, None, None
     try:
-        reference = evaluation.read_table(policy.resolved_path(data.reference_path, model_name),
-                                          data.reference_format)
+        reference = evaluation.read_table(reference_path, data.reference_format)
     except EvaluationDataError as exc:
         return holdout, None, str(exc)
     return holdout, reference.drop(columns=[policy.label_column], errors="ignore"), None
@@ -113,9 +114,10 @@ def with_candidate_predictions(inputs: SuiteInputs, model, holdout, features: li
             return replace(inputs, data_error=f"label column {policy.label_column!r} is not "
                                               f"numeric, as a regression needs")
         return replace(inputs, labels=labels, class_names=None, candidate=outputs)
-    if outputs.error is not None:
+    scores = outputs.scores
+    if outputs.error is not None or scores is None:  # a classifier's outputs are one or the other
         return replace(inputs, labels=labels, class_names=None, candidate=outputs)
-    width = 2 if outputs.scores.ndim == 1 else outputs.scores.shape[1]
+    width = 2 if scores.ndim == 1 else scores.shape[1]
     try:
         labels, class_names = evaluation.encode_labels(labels, classes, width)
     except EvaluationDataError as exc:
@@ -150,10 +152,10 @@ def predict(model, features, policy: GatePolicy) -> tuple[ModelOutputs, list | N
 
 def as_scores(outputs: ModelOutputs, classes, class_names, task: str) -> ModelOutputs:
     """Classifier probabilities in the candidate's class order, binary ones as P(positive)."""
-    if outputs.error is not None or task == "regression":
+    scores = outputs.scores
+    if outputs.error is not None or task == "regression" or scores is None:
         return outputs
     try:
-        scores = outputs.scores
         if scores.ndim == 2:
             scores = evaluation.align_probabilities(scores, classes, class_names)
         return ModelOutputs(scores=evaluation.positive_scores(scores, task))

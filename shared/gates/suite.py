@@ -2,9 +2,10 @@
 both models' predictions and the facts read from the registry.
 
 The gates and their order are the table in shared/gates/catalog.py (lineage, schema, ece,
-reliability, conformal, comparison, drift, fairness, latency). A gate the policy disables is reported as skipped. When the holdout could not be loaded or the candidate
-could not predict on it, a failing, blocking `evaluation` / `prediction` result says so and the
-gates that needed it are skipped, so the verdict is always explained by a result.
+reliability, conformal, comparison, drift, fairness, latency). A gate the policy disables is
+reported as skipped. When the holdout could not be loaded or the candidate could not predict on
+it, a failing, blocking `evaluation` / `prediction` result says so and the gates that needed it
+are skipped, so the verdict is always explained by a result.
 
 Verdict: `passed` when no blocking gate fails or is inconclusive; `failed` when a blocking gate
 fails; `inconclusive` when none fails but one cannot resolve its threshold.

@@ -32,7 +32,8 @@ def poll_registry(timer: func.TimerRequest) -> None:
     models = settings.poll_model_names()
     tracking_uri = settings.mlflow_tracking_uri or registry_uri
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
-    store = poller.SnapshotStore(StateTable(runtime.storage_connection(), poller.TABLE), registry_uri)
+    store = poller.SnapshotStore(StateTable(runtime.storage_connection(), poller.TABLE),
+                                 registry_uri)
     emitted = poller.poll_once(client, store, lambda e: runtime.bus().send(REGISTRY_EVENTS, e),
                                poller.registry_kind(registry_uri), models or None)
     log.info("registry poll of %s: %d change(s)", registry_uri, len(emitted))

@@ -6,14 +6,19 @@ receiver and the storage SDKs load inside the handlers, on the first request tha
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import azure.functions as func
 
 from shared.foundation.http import Reply, respond
 
+if TYPE_CHECKING:
+    from shared.intake.receiver import Sender
+
 bp = func.Blueprint()
 
 
-def _receive(sender: str, req: func.HttpRequest) -> func.HttpResponse:
+def _receive(sender: Sender, req: func.HttpRequest) -> func.HttpResponse:
     from shared.foundation import runtime
     from shared.intake import receiver
 

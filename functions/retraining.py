@@ -24,13 +24,14 @@ def handle(body: bytes, reactions=None) -> dict | None:
     from shared.foundation.handling import process_once
 
     envelope = Envelope.from_json_expecting(body, MonitoringAlert)
+    alert = envelope.data_as(MonitoringAlert)
     if reactions is None:
         from shared.monitoring.reactions import reactions_from_env
 
         reactions = reactions_from_env()
     result = process_once(runtime.idempotency(), "trigger_retraining", envelope.id,
                           lambda: reactions.react(envelope))
-    log.info("alert %s (%s): %s", envelope.id, envelope.data.fingerprint, result)
+    log.info("alert %s (%s): %s", envelope.id, alert.fingerprint, result)
     return result
 
 

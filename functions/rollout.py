@@ -41,7 +41,7 @@ def start_canary(msg: func.QueueMessage) -> None:
     from shared.foundation.handling import process_once
 
     envelope = Envelope.from_json_expecting(msg.get_body(), GatesPassed)
-    data = envelope.data
+    data = envelope.data_as(GatesPassed)
     service = _service()
     process_once(runtime.idempotency(), "start_canary", envelope.id, lambda: service.start(
         data.model_name, data.version, actor=data.decision.actor,
@@ -68,7 +68,7 @@ def open_rollback(msg: func.QueueMessage) -> None:
     from shared.foundation.handling import process_once
 
     envelope = Envelope.from_json_expecting(msg.get_body(), RollbackRequested)
-    data = envelope.data
+    data = envelope.data_as(RollbackRequested)
     service = _service()
     process_once(runtime.idempotency(), "open_rollback", envelope.id, lambda: service.open_rollback(
         data.endpoint, data.version, actor=data.decision.actor, reason=data.decision.reason))

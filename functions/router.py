@@ -17,7 +17,7 @@ bp = func.Blueprint()
 log = logging.getLogger("gatehouse.router")
 
 
-def route(body: bytes) -> dict:
+def route(body: bytes) -> dict | None:
     from shared import routing
     from shared.events import Envelope
     from shared.foundation import runtime

@@ -92,6 +92,8 @@ class Policy:
 
     def for_model(self, name: str | None) -> ModelPolicy:
         """The model's policy; the defaults for a model the file does not name, or for None."""
+        if name is None:
+            return self.defaults
         return self._validated.get(name, self.defaults)
 
     @property

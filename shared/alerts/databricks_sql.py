@@ -98,7 +98,7 @@ def _identity(inner: dict) -> tuple[object, str]:
                (("alert.alert.id", alert_id in (None, "")),
                 ("alert.alert.name", not isinstance(name, str) or not name.strip()))
                if absent]
-    if missing:
+    if missing or not isinstance(name, str):  # a non-str name is in `missing` already
         problems = [f"{where}: Field required" for where in missing]
         raise BodyError("not a valid Databricks SQL alert webhook: " + "; ".join(problems),
                         problems)

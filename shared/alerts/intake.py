@@ -111,7 +111,8 @@ def receive(source: str, headers: Mapping[str, str], body: bytes, *, max_body_by
                           inbound.alert.fingerprint)
             return unavailable(STORAGE_UNAVAILABLE)
     published = any(o["outcome"] == "accepted" for o in outcomes)
-    reply = {"status": "accepted" if published else "nothing new", "alerts": outcomes}
+    reply: dict[str, object] = {"status": "accepted" if published else "nothing new",
+                                "alerts": outcomes}
     if batch.ignored:
         reply["ignored"] = batch.ignored
     return Reply(202 if published else 200, reply)

@@ -58,7 +58,7 @@ class LabelTable(StateTable):
             self._table.submit_transaction(operations)
 
     def get_many(self, partition: str, rows: list[str]) -> list[dict]:
-        found = []
+        found: list[dict] = []
         for start in range(0, len(rows), QUERY_CHUNK):
             chunk = rows[start:start + QUERY_CHUNK]
             keys = " or ".join(f"RowKey eq '{row}'" for row in chunk)

@@ -116,10 +116,10 @@ def launcher_for(model_name: str, policy: MonitoringPolicy, app_settings: Settin
                  local_runner: LocalRunner | None = None) -> Launcher | None:
     app_settings = runtime.settings() if app_settings is None else app_settings
     settings = policy.retraining
-    if app_settings.databricks_host and settings.job_id:
+    job_id = settings.job_id
+    if app_settings.databricks_host and job_id:
         runner = DatabricksJobRunner.from_settings(app_settings)
-        return Launcher(runner, lambda start: runner.start(settings.job_id, start.parameters,
-                                                           start.token))
+        return Launcher(runner, lambda start: runner.start(job_id, start.parameters, start.token))
     command = settings.command(model_name)
     if command:
         local = local_runner or LocalRunner(app_settings.retraining_runs_dir)
@@ -170,6 +170,11 @@ class Reactions:
         if decision.action == "skip":
             return {"action": "skip", "reason": decision.reason}
         start = decision.start
+        if start is None or launcher is None:
+            # decide() gives every start and resume its PendingStart, and _judge skips a start
+            # without a launcher; a resume whose runner was unconfigured since cannot go on.
+            raise RuntimeError(f"cannot {decision.action} the retraining of {alert.model_name}: "
+                               f"{'no runner is configured' if start else 'no pending start'}")
         run_id = launcher.start(start)
         self._confirm(alert.model_name, start, run_id)
         triggered = RetrainingTriggered(

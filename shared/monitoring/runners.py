@@ -95,7 +95,8 @@ class LocalRunner:
             raise RunnerError("no training entrypoint: set monitoring.retraining.entrypoint")
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         marker = self.marker(token)
-        record = {"run_id": token, "command": self.resolve(command), "parameters": parameters,
+        resolved = self.resolve(command)
+        record = {"run_id": token, "command": resolved, "parameters": parameters,
                   "status": "starting", "started_at": time.time()}
         try:
             with open(marker, "x") as handle:
@@ -107,12 +108,12 @@ class LocalRunner:
         log = open(self.runs_dir / f"{token}.log", "ab")
         try:
             subprocess.Popen([sys.executable, "-m", "shared.monitoring.runners", "--marker",
-                              str(marker), "--", *record["command"]],
+                              str(marker), "--", *resolved],
                              env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, start_new_session=True)
         except OSError as exc:
             marker.unlink(missing_ok=True)
-            raise RunnerError(f"could not start {record['command']}: {exc}") from exc
+            raise RunnerError(f"could not start {resolved}: {exc}") from exc
         finally:
             log.close()
         return token

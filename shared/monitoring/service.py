@@ -29,6 +29,7 @@ from shared.monitoring.monitor import (
 )
 from shared.monitoring.payloads import read_records
 from shared.monitoring.policy import METRICS, MonitoringPolicy
+from shared.monitoring.reference import ReferenceDistribution
 
 log = logging.getLogger("gatehouse.monitor")
 TABLE = "gatehousemonitor"
@@ -97,7 +98,10 @@ class MlflowMonitorLog:
         try:
             return self.client.create_experiment(self.experiment)
         except MlflowException:  # created concurrently
-            return self.client.get_experiment_by_name(self.experiment).experiment_id
+            found = self.client.get_experiment_by_name(self.experiment)
+            if found is None:
+                raise
+            return found.experiment_id
 
     def run_id(self, endpoint: str) -> str:
         if endpoint not in self._runs:
@@ -135,7 +139,8 @@ class Monitor:
     states: MonitorStateStore
     publish: Callable[[Envelope], object]
     policy_for: Callable[[str | None], MonitoringPolicy]
-    reference_for: Callable[[str, str], object] = lambda model, version: None
+    reference_for: Callable[[str, str], ReferenceDistribution | None] = (
+        lambda model, version: None)
     labels_for: Callable[[str, list[str]], dict] = lambda endpoint, keys: {}
     metrics_log: MlflowMonitorLog | None = None
     endpoints: list[str] | None = None                       # default: those in the records
@@ -153,9 +158,10 @@ class Monitor:
         by_endpoint: dict[str, list] = defaultdict(list)
         for record in self.records(since, until):
             by_endpoint[record.endpoint].append(record)
-        summary = {"windows_up_to": last_complete, "window_seconds": width, "endpoints": {}}
+        endpoints: dict[str, dict] = {}
+        summary = {"windows_up_to": last_complete, "window_seconds": width, "endpoints": endpoints}
         for endpoint in sorted(set(self.endpoints or []) | set(by_endpoint)):
-            summary["endpoints"][endpoint] = self._endpoint(
+            endpoints[endpoint] = self._endpoint(
                 endpoint, by_endpoint.get(endpoint, []), first, last_complete, width)
         return summary
 
@@ -208,7 +214,7 @@ class Monitor:
             self.states.save(state)
         except ConcurrencyConflict:
             log.info("%s: another host judged these windows too; its state stands", endpoint)
-        for alert in published:
-            log.info("%s v%s window %s: %s %s (%.4g)", endpoint, alert["version"],
-                     alert["window"], alert["metric"], alert["status"], alert["value"])
+        for entry in published:
+            log.info("%s v%s window %s: %s %s (%.4g)", endpoint, entry["version"],
+                     entry["window"], entry["metric"], entry["status"], entry["value"])
         return {"windows": windows, "alerts": published}

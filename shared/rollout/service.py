@@ -33,7 +33,7 @@ from shared.rollout.machine import (
 )
 from shared.rollout.policy import RolloutPolicy
 from shared.rollout.store import Loaded, RolloutStore
-from shared.serving.base import ServingBackend, ServingError
+from shared.serving.base import ServingBackend, ServingError, VersionHealth
 
 log = logging.getLogger("gatehouse.rollout")
 SOURCE = "/gatehouse/rollout"
@@ -163,11 +163,15 @@ class RolloutService:
             self.registry.client.transition_model_version_stage(model, version, stage)
 
     def _emit(self, effect: Emit) -> None:
-        from pydantic import TypeAdapter
+        from shared.events import EVENT_CLASSES, Envelope, kind_of
 
-        from shared.events import Envelope, EventData
-
-        data = TypeAdapter(EventData).validate_python({
+        # The payload class of the effect's kind, as the discriminated EventData union picks it.
+        # (Not TypeAdapter(EventData): mypy reads that as an error once shared.events comes from
+        # its incremental cache.)
+        payload_class = next((c for c in EVENT_CLASSES if kind_of(c) == effect.kind), None)
+        if payload_class is None:
+            raise ValueError(f"{effect.kind!r} is no event kind of shared.events")
+        data = payload_class.model_validate({
             "kind": effect.kind, "registry": registry_kind(effect.payload["model_name"]),
             **effect.payload})
         self.bus.publish(Envelope.wrap(data, source=SOURCE, dedupe_key=effect.key))
@@ -218,19 +222,20 @@ class RolloutService:
             return {"endpoint": endpoint, "error": str(exc), **result}
 
     def _begin_if_pending(self, loaded: Loaded) -> dict:
-        record = loaded.record
+        record = loaded.existing()
         if record.active is None or record.active.phase is not Phase.PENDING:
             return self.describe(record)
         active = record.active
         policy = self.policy_for(record.model_name)
         ok, detail = self._replay(record.endpoint, record.model_name, active.challenger, policy)
 
-        def decide(current: Loaded):
-            now_active = current.record.active if current.record else None
-            if (now_active is None or now_active.id != active.id
+        def decide(current: Loaded) -> machine.Step | None:
+            now_record = current.record
+            now_active = now_record.active if now_record else None
+            if (now_record is None or now_active is None or now_active.id != active.id
                     or now_active.phase is not Phase.PENDING):
                 return None
-            return machine.begin(current.record, policy=policy, replay_ok=ok, replay_detail=detail,
+            return machine.begin(now_record, policy=policy, replay_ok=ok, replay_detail=detail,
                                  now=self.clock())
 
         return self.describe(self._drain(self._transact(record.endpoint, decide)).record)
@@ -289,13 +294,14 @@ class RolloutService:
         if loaded.record is None:
             return {"endpoint": endpoint, "status": "no rollout"}
         loaded = self._drain(loaded)
-        record = loaded.record
+        record = loaded.existing()
         active = record.active
         policy = self.policy_for(record.model_name)
         now = self.clock()
         if active is None:
-            def retire(current: Loaded):
-                return machine.retire_previous(current.record, policy=policy, now=self.clock())
+            def retire(current: Loaded) -> machine.Step | None:
+                return machine.retire_previous(current.existing(), policy=policy,
+                                               now=self.clock())
 
             if machine.retire_previous(record, policy=policy, now=now) is not None:
                 loaded = self._drain(self._transact(endpoint, retire))
@@ -308,12 +314,10 @@ class RolloutService:
             return self.describe(record)
         if not active.routes_applied:
             return self.describe(record)
-        return self._judge(loaded, policy)
+        return self._judge(record, active, policy)
 
-    def _judge(self, loaded: Loaded, policy: RolloutPolicy) -> dict:
-        from shared.serving.base import VersionHealth
-
-        record, active = loaded.record, loaded.record.active
+    def _judge(self, record: EndpointRecord, active: machine.Rollout,
+               policy: RolloutPolicy) -> dict:
         now = self.clock()
         state = self.backend.state(record.endpoint)
         since = active.measure_from
@@ -333,19 +337,21 @@ class RolloutService:
             else:
                 evidence = machine.accumulate(active.evidence, report, since)
                 versions = machine.evidence_health(evidence)
-            champion = versions.get(active.champion) or VersionHealth(active.champion, 0, 0)
-            challenger = versions.get(active.challenger) or VersionHealth(active.challenger, 0, 0)
+            champion = _health_of(versions, active.champion)
+            challenger = _health_of(versions, active.challenger)
         window = Window(ready=ready, start=since or now, end=now, champion=champion,
                         challenger=challenger, detail=detail)
         verdict = judge(policy, window, now=now, measure_from=since,
                         extensions=active.extensions, early_looks=active.early_looks,
                         step_percent=active.traffic_percent)
 
-        def decide(current: Loaded):
-            now_active = current.record.active if current.record else None
-            if now_active is None or now_active.id != active.id or now_active != active:
+        def decide(current: Loaded) -> machine.Step | None:
+            now_record = current.record
+            now_active = now_record.active if now_record else None
+            if (now_record is None or now_active is None or now_active.id != active.id
+                    or now_active != active):
                 return None  # someone else judged this state already
-            step = machine.judged(current.record, verdict, policy=policy, now=now)
+            step = machine.judged(now_record, verdict, policy=policy, now=now)
             if evidence is not None and step.record.active is not None and \
                     step.record.active.step_index == active.step_index:
                 step = step.model_copy(update={"record": machine.note(
@@ -406,7 +412,7 @@ class RolloutService:
             loaded = self._drain(loaded)
         except Exception as exc:  # saved with its outbox: the next ramp tick announces it
             log.warning("%s: rollback requested; announcing it failed for now: %s", endpoint, exc)
-        active = loaded.record.active
+        active = loaded.existing().active
         return Reply(202, {"status": "rollback requested", "endpoint": endpoint,
                            "rollout_id": active.id if active else None,
                            "version": active.challenger if active else None})
@@ -459,6 +465,12 @@ class RolloutService:
             return None
         return {**self.describe(record),
                 "history": [t.model_dump(mode="json") for t in self.store.history(endpoint)]}
+
+
+def _health_of(versions: dict[str, VersionHealth], version: str | None) -> VersionHealth:
+    """A version's figures in the window; none measured (or no champion): zero requests."""
+    found = versions.get(version) if version is not None else None
+    return found or VersionHealth(version or "", 0, 0)
 
 
 @lru_cache(maxsize=4)

@@ -36,6 +36,7 @@ class RolloutTable(StateTable):
         from azure.data.tables import TableTransactionError, UpdateMode
 
         entity = {"PartitionKey": partition, "RowKey": row, **properties}
+        first: tuple[str, dict] | tuple[str, dict, dict[str, object]]
         if etag is None:
             first = ("create", entity)
         else:
@@ -60,6 +61,13 @@ class Loaded:
 
     def __init__(self, record: EndpointRecord | None, etag: str | None):
         self.record, self.etag = record, etag
+
+    def existing(self) -> EndpointRecord:
+        """The record of an endpoint known to have one. Records are never deleted, so an
+        endpoint that had a record has one on every later load; None here is a broken store."""
+        if self.record is None:
+            raise LookupError("the endpoint's rollout record is gone (records are never deleted)")
+        return self.record
 
 
 class RolloutStore:

@@ -130,7 +130,9 @@ class ServingHost:
                     raise BadRequest(f"cannot load {model_name} version {version}: {exc}") from None
             return self._models[key]
 
-    def configure(self, name: str, model_name: str, routes: dict, now: float | None = None) -> dict:
+    def configure(self, name: str, model_name: object, routes: dict,
+                  now: float | None = None) -> dict:
+        """`model_name` as a request gave it: checked to be a non-empty string here."""
         if not model_name or not isinstance(model_name, str):
             raise BadRequest("model_name (the registered model) is required")
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import requests
 
@@ -25,7 +26,15 @@ class EmbeddedServing(ServingBackend):
         self.timeout = timeout
         self._session = requests.Session()
 
-    def _call(self, method: str, path: str, **kwargs) -> dict | None:
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict:
+        """The reply's JSON body, for calls whose 404 is an error like any other."""
+        body = self._call_or_missing(method, path, **kwargs)
+        if body is None:
+            raise ServingError(f"{method} {path}: 404 not found")
+        return body
+
+    def _call_or_missing(self, method: str, path: str, **kwargs: Any) -> dict | None:
+        """The reply's JSON body; None when GET of an endpoint itself says it does not exist."""
         url = f"{self.base_url}/gatehouse/endpoints/{path}"
         try:
             reply = self._session.request(method, url, timeout=self.timeout, **kwargs)
@@ -49,7 +58,7 @@ class EmbeddedServing(ServingBackend):
                              config_updated_at=body.get("config_updated_at"))
 
     def state(self, endpoint: str) -> EndpointState | None:
-        body = self._call("GET", endpoint)
+        body = self._call_or_missing("GET", endpoint)
         return self._state(body) if body is not None else None
 
     def set_traffic(self, endpoint: str, model_name: str, routes: Routes,

@@ -12,8 +12,6 @@ import os
 import sys
 from pathlib import Path
 
-from shared.foundation import runtime
-
 EPILOG = """examples:
   python -m shared.ops.cli replay event.json --dry-run       what would happen, no side effects
   python -m shared.ops.cli replay webhook.json --format mlflow
@@ -28,6 +26,8 @@ EPILOG = """examples:
 
 
 def _storage() -> str:
+    from shared.foundation import runtime
+
     return runtime.storage_connection()
 
 
@@ -121,6 +121,8 @@ def cmd_poison(args) -> int:
 
 def _client(args):
     from mlflow import MlflowClient
+
+    from shared.foundation import runtime
 
     uri = args.tracking_uri or runtime.settings().mlflow_tracking_uri
     if not uri:

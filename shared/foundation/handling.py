@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from shared.foundation.idempotency import AlreadyCompleted, IdempotencyStore
+from shared.foundation.idempotency import AlreadyCompleted, IdempotencyStore, Result
 
 log = logging.getLogger("gatehouse")
 
 
 def process_once(store: IdempotencyStore, scope: str, key: str,
-                 work: Callable[[], dict | None]) -> dict | None:
+                 work: Callable[[], Result]) -> Result:
     """Do `work` unless `key` was done already in `scope`; returns work's (or the stored) result.
 
     A failure releases the key and re-raises, so the queue redelivers and a retry can do the work;

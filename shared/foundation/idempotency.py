@@ -12,8 +12,12 @@ import json
 import time
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from shared.foundation.state import ConcurrencyConflict, Row, StateTable, safe_row_key
+
+Result = dict[str, Any] | None
+"""What a unit of work returned, kept with its record (JSON)."""
 
 IN_PROGRESS = "IN_PROGRESS"
 COMPLETED = "COMPLETED"
@@ -26,7 +30,7 @@ class Verdict(str, Enum):
     BUSY = "busy"            # someone else holds a live lease: try again later
 
 
-def judge_record(record: dict | None, now: float) -> Verdict:
+def judge_record(record: dict[str, Any] | None, now: float) -> Verdict:
     """What an existing record means for a new caller (pure)."""
     if record is None:
         return Verdict.TAKE
@@ -38,7 +42,7 @@ def judge_record(record: dict | None, now: float) -> Verdict:
 
 
 class AlreadyCompleted(Exception):
-    def __init__(self, result: dict | None):
+    def __init__(self, result: Result):
         super().__init__("already completed")
         self.result = result
 
@@ -96,7 +100,7 @@ class IdempotencyStore:
                 raise AlreadyInProgress(self.lease_seconds) from None
         raise AlreadyInProgress(1.0)
 
-    def complete(self, claim: Claim, result: dict | None = None,
+    def complete(self, claim: Claim, result: Result = None,
                  ttl_seconds: float = 7 * 24 * 3600, now: float | None = None) -> None:
         now = time.time() if now is None else now
         done = {"key": claim.key, "status": COMPLETED, "expires_at": now + ttl_seconds,

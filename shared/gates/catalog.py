@@ -25,7 +25,7 @@ from shared.gates import (
     schema,
 )
 from shared.gates.context import SuiteContext
-from shared.gates.policy import GatePolicy
+from shared.gates.policy import GatePolicy, GateSection
 from shared.gates.results import FAIL, INCONCLUSIVE, GateResult, skipped
 
 NEEDS_A_CLASSIFIER = "calibration gates need a classifier"
@@ -43,8 +43,10 @@ class Gate:
     section: str  # the GatePolicy field holding `enabled`, `blocking` and the gate's settings
     judge: Callable[[SuiteContext, bool], Findings]
 
-    def settings(self, policy: GatePolicy):
-        return getattr(policy, self.section)
+    def settings(self, policy: GatePolicy) -> GateSection:
+        section = getattr(policy, self.section)
+        assert isinstance(section, GateSection), f"{self.section} is not a gate's policy section"
+        return section
 
 
 def _lineage(context: SuiteContext, blocking: bool) -> Findings:

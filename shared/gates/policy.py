@@ -28,7 +28,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _Gate(_Strict):
+class GateSection(_Strict):
     enabled: bool = True
     blocking: bool = True
 
@@ -46,7 +46,7 @@ class EvaluationData(_Strict):
                           "column except the label and the sensitive column")
 
 
-class EceGate(_Gate):
+class EceGate(GateSection):
     threshold: float = Field(0.02, gt=0, le=1, description="ECE must be below this")
     n_bins: int = Field(15, ge=2, le=1000)
     binning: Literal["equal_width", "equal_mass"] = "equal_width"
@@ -54,12 +54,12 @@ class EceGate(_Gate):
         "auto", description="auto: positive-class for binary, top-label for multiclass")
 
 
-class ReliabilityGate(_Gate):
+class ReliabilityGate(GateSection):
     max_gap: float = Field(0.05, gt=0, le=1, description="no bin may deviate by more")
     min_bin_count: int = Field(10, ge=1, description="smaller bins are reported as too small")
 
 
-class ConformalGate(_Gate):
+class ConformalGate(GateSection):
     level: float = Field(0.90, gt=0, lt=1, description="stated coverage level")
     tolerance: float = Field(0.02, gt=0, lt=1, description="allowed |coverage - level|")
     calibration_fraction: float = Field(0.5, gt=0, lt=1)
@@ -93,7 +93,7 @@ class MetricSpec(_Strict):
                              "precision, recall)")
 
 
-class ComparisonGate(_Gate):
+class ComparisonGate(GateSection):
     metrics: list[MetricSpec] | None = Field(
         None, description="default: auc, accuracy, log_loss, brier (binary); accuracy, "
                           "log_loss, brier (multiclass); rmse, mae, r2 (regression)")
@@ -106,7 +106,7 @@ class ComparisonGate(_Gate):
         return value
 
 
-class DriftGate(_Gate):
+class DriftGate(GateSection):
     psi_warn: float = Field(0.1, gt=0)
     psi_fail: float = Field(0.2, gt=0)
     n_bins: int = Field(10, ge=2, le=100, description="quantile bins of the reference")
@@ -123,7 +123,7 @@ class DriftGate(_Gate):
         return self
 
 
-class LatencyGate(_Gate):
+class LatencyGate(GateSection):
     warmup_requests: int = Field(20, ge=0)
     requests: int = Field(200, ge=10, le=100_000)
     max_p99_ms: float = Field(100.0, gt=0)
@@ -132,17 +132,17 @@ class LatencyGate(_Gate):
                                   "judged: timer noise dominates")
 
 
-class SchemaGate(_Gate):
+class SchemaGate(GateSection):
     pass
 
 
-class FairnessGate(_Gate):
+class FairnessGate(GateSection):
     max_demographic_parity_difference: float = Field(0.1, gt=0, le=1)
     max_equalized_odds_difference: float = Field(0.1, gt=0, le=1)
     decision_threshold: float = Field(0.5, gt=0, lt=1)
 
 
-class LineageGate(_Gate):
+class LineageGate(GateSection):
     required_tags: list[str] = Field(
         default_factory=lambda: ["dataset_version", "feature_store_table", "team"])
     require_run_id: bool = True
@@ -184,7 +184,7 @@ class GatePolicy(_Strict):
                 raise ValueError(f"metric {spec.name!r} at a threshold needs a binary task")
         return self
 
-    def gate(self, name: str) -> _Gate:
+    def gate(self, name: str) -> GateSection:
         return self.schema_ if name == "schema" else getattr(self, name)
 
     def metric_specs(self) -> list[MetricSpec]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.events import Envelope, ModelVersionCreated, ModelVersionTagSet
+from shared.events import Envelope, ModelVersionCreated, ModelVersionTagSet, Payload
 
 RERUN_TAG = "gatehouse.rerun"
 RERUN_REASON_TAG = "gatehouse.rerun.reason"
@@ -35,7 +35,7 @@ class GateRequest:
         return f"{base}/rerun/{self.rerun}" if self.rerun else base
 
 
-def gate_request(data) -> GateRequest | None:
+def gate_request(data: Payload) -> GateRequest | None:
     """What an event asks of the run-gates handler; None for events it does not act on."""
     if isinstance(data, ModelVersionCreated):
         return GateRequest(data.model_name, data.version, data.registry)

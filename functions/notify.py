@@ -16,16 +16,13 @@ bp = func.Blueprint()
 
 def deliver_notification(body: bytes | str) -> dict | None:
     from shared.channels.factory import dispatcher_from_runtime
-    from shared.events import Envelope, NotificationRequested
-    from shared.foundation import runtime
-    from shared.foundation.handling import process_once
+    from shared.events import NotificationRequested
+    from shared.foundation.handling import process_event
 
     # A message that does not parse raises: after maxDequeueCount tries it lands on the poison
     # queue, intact, instead of being dropped.
-    envelope = Envelope.from_json_expecting(body, NotificationRequested)
-    dispatcher = dispatcher_from_runtime()
-    return process_once(runtime.idempotency(), "notify", envelope.id,
-                        lambda: dispatcher.deliver(envelope))
+    return process_event(body, NotificationRequested, "notify",
+                         lambda envelope, _: dispatcher_from_runtime().deliver(envelope))
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=NOTIFICATIONS, connection="AzureWebJobsStorage")

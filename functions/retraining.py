@@ -19,20 +19,16 @@ log = logging.getLogger("gatehouse.retraining")
 
 
 def handle(body: bytes, reactions=None) -> dict | None:
-    from shared.events import Envelope, MonitoringAlert
-    from shared.foundation import runtime
-    from shared.foundation.handling import process_once
+    from shared.events import MonitoringAlert
+    from shared.foundation.handling import process_event
+    from shared.monitoring.reactions import reactions_from_env
 
-    envelope = Envelope.from_json_expecting(body, MonitoringAlert)
-    alert = envelope.data_as(MonitoringAlert)
-    if reactions is None:
-        from shared.monitoring.reactions import reactions_from_env
+    def react(envelope, alert) -> dict | None:
+        result = (reactions or reactions_from_env()).react(envelope)
+        log.info("alert %s (%s): %s", envelope.id, alert.fingerprint, result)
+        return result
 
-        reactions = reactions_from_env()
-    result = process_once(runtime.idempotency(), "trigger_retraining", envelope.id,
-                          lambda: reactions.react(envelope))
-    log.info("alert %s (%s): %s", envelope.id, alert.fingerprint, result)
-    return result
+    return process_event(body, MonitoringAlert, "trigger_retraining", react)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=TRIGGER_RETRAINING, connection="AzureWebJobsStorage")

@@ -37,15 +37,14 @@ def _service():
 @event_log_context
 def start_canary(msg: func.QueueMessage) -> None:
     from shared.events import Envelope, GatesPassed
-    from shared.foundation import runtime
-    from shared.foundation.handling import process_once
+    from shared.foundation.handling import process_event
 
-    envelope = Envelope.from_json_expecting(msg.get_body(), GatesPassed)
-    data = envelope.data_as(GatesPassed)
-    service = _service()
-    process_once(runtime.idempotency(), "start_canary", envelope.id, lambda: service.start(
-        data.model_name, data.version, actor=data.decision.actor,
-        reason=f"gates passed: {data.decision.reason}", source_event_id=envelope.id))
+    def start(envelope: Envelope, passed: GatesPassed) -> dict:
+        return _service().start(passed.model_name, passed.version, actor=passed.decision.actor,
+                                reason=f"gates passed: {passed.decision.reason}",
+                                source_event_id=envelope.id)
+
+    process_event(msg.get_body(), GatesPassed, "start_canary", start)
 
 
 @bp.timer_trigger(arg_name="timer", schedule="*/30 * * * * *", run_on_startup=False,
@@ -64,14 +63,13 @@ def ramp_endpoint(req: func.HttpRequest) -> func.HttpResponse:
 @event_log_context
 def open_rollback(msg: func.QueueMessage) -> None:
     from shared.events import Envelope, RollbackRequested
-    from shared.foundation import runtime
-    from shared.foundation.handling import process_once
+    from shared.foundation.handling import process_event
 
-    envelope = Envelope.from_json_expecting(msg.get_body(), RollbackRequested)
-    data = envelope.data_as(RollbackRequested)
-    service = _service()
-    process_once(runtime.idempotency(), "open_rollback", envelope.id, lambda: service.open_rollback(
-        data.endpoint, data.version, actor=data.decision.actor, reason=data.decision.reason))
+    def roll_back(_: Envelope, asked: RollbackRequested) -> dict:
+        return _service().open_rollback(asked.endpoint, asked.version,
+                                        actor=asked.decision.actor, reason=asked.decision.reason)
+
+    process_event(msg.get_body(), RollbackRequested, "open_rollback", roll_back)
 
 
 @bp.route(route="rollouts/{endpoint}/rollback", methods=["POST"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from shared.events import Envelope, PayloadT
 from shared.foundation.idempotency import AlreadyCompleted, IdempotencyStore, Result
 
 log = logging.getLogger("gatehouse")
@@ -29,3 +30,14 @@ def process_once(store: IdempotencyStore, scope: str, key: str,
         raise
     store.complete(claim, result)
     return result
+
+
+def process_event(body: bytes | str, payload_type: type[PayloadT], scope: str,
+                  work: Callable[[Envelope, PayloadT], Result]) -> Result:
+    """A handler queue's message, which must carry `payload_type` (anything else raises, so it
+    ends on the poison queue intact), processed once per event id in `scope`."""
+    from shared.foundation import runtime
+
+    envelope = Envelope.from_json_expecting(body, payload_type)
+    data = envelope.data_as(payload_type)
+    return process_once(runtime.idempotency(), scope, envelope.id, lambda: work(envelope, data))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.foundation.logs import event_log_context
 from shared.foundation.queues import NOTIFICATIONS
 
 bp = func.Blueprint()
@@ -26,6 +25,5 @@ def deliver_notification(body: bytes | str) -> dict | None:
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=NOTIFICATIONS, connection="AzureWebJobsStorage")
-@event_log_context
 def notify(msg: func.QueueMessage) -> None:
     deliver_notification(msg.get_body())

@@ -11,7 +11,6 @@ import logging
 
 import azure.functions as func
 
-from shared.foundation.logs import event_log_context
 from shared.foundation.queues import TRIGGER_RETRAINING
 
 bp = func.Blueprint()
@@ -32,6 +31,5 @@ def handle(body: bytes, reactions=None) -> dict | None:
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=TRIGGER_RETRAINING, connection="AzureWebJobsStorage")
-@event_log_context
 def trigger_retraining(msg: func.QueueMessage) -> None:
     handle(msg.get_body())

@@ -20,7 +20,6 @@ import logging
 import azure.functions as func
 
 from shared.foundation.http import BodyError, Reply, parse_body, respond
-from shared.foundation.logs import event_log_context
 from shared.foundation.queues import OPEN_ROLLBACK, START_CANARY
 
 bp = func.Blueprint()
@@ -34,7 +33,6 @@ def _service():
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=START_CANARY, connection="AzureWebJobsStorage")
-@event_log_context
 def start_canary(msg: func.QueueMessage) -> None:
     from shared.events import Envelope, GatesPassed
     from shared.foundation.handling import process_event
@@ -60,7 +58,6 @@ def ramp_endpoint(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=OPEN_ROLLBACK, connection="AzureWebJobsStorage")
-@event_log_context
 def open_rollback(msg: func.QueueMessage) -> None:
     from shared.events import Envelope, RollbackRequested
     from shared.foundation.handling import process_event

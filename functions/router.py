@@ -10,7 +10,6 @@ import logging
 
 import azure.functions as func
 
-from shared.foundation.logs import event_log_context
 from shared.foundation.queues import GATEHOUSE_EVENTS, REGISTRY_EVENTS
 
 bp = func.Blueprint()
@@ -22,23 +21,23 @@ def route(body: bytes) -> dict | None:
     from shared.events import Envelope
     from shared.foundation import runtime
     from shared.foundation.handling import process_once
+    from shared.foundation.logs import log_context
 
     # A message that does not parse raises: after maxDequeueCount tries it lands on the poison
     # queue, intact, instead of being dropped.
     envelope = Envelope.from_json(body)
-    result = process_once(runtime.idempotency(), "router", envelope.id,
-                          lambda: routing.forward(envelope, runtime.bus()))
-    log.info("routed %s (%s): %s", envelope.id, envelope.type, result)
+    with log_context(envelope):
+        result = process_once(runtime.idempotency(), "router", envelope.id,
+                              lambda: routing.forward(envelope, runtime.bus()))
+        log.info("routed %s (%s): %s", envelope.id, envelope.type, result)
     return result
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=REGISTRY_EVENTS, connection="AzureWebJobsStorage")
-@event_log_context
 def route_registry_event(msg: func.QueueMessage) -> None:
     route(msg.get_body())
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=GATEHOUSE_EVENTS, connection="AzureWebJobsStorage")
-@event_log_context
 def route_gatehouse_event(msg: func.QueueMessage) -> None:
     route(msg.get_body())

@@ -20,7 +20,6 @@ import logging
 
 import azure.functions as func
 
-from shared.foundation.logs import event_log_context
 from shared.foundation.queues import RUN_GATES
 
 bp = func.Blueprint()
@@ -34,6 +33,7 @@ def handle(body: bytes) -> dict | None:
     from shared.events import Envelope
     from shared.foundation import runtime
     from shared.foundation.handling import process_once
+    from shared.foundation.logs import log_context
     from shared.gates.request import gate_request
     from shared.gates.service import from_runtime
 
@@ -42,14 +42,14 @@ def handle(body: bytes) -> dict | None:
     if request is None:
         log.info("run-gates: %s (%s) asks for no gate run; ignored", envelope.id, envelope.type)
         return None
-    result = process_once(runtime.idempotency(), SCOPE, request.key,
-                          lambda: from_runtime().run(envelope, request))
-    log.info("run-gates %s: %s", request.key, result)
+    with log_context(envelope):
+        result = process_once(runtime.idempotency(), SCOPE, request.key,
+                              lambda: from_runtime().run(envelope, request))
+        log.info("run-gates %s: %s", request.key, result)
     return result
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=RUN_GATES, connection="AzureWebJobsStorage")
-@event_log_context
 def run_gates(msg: func.QueueMessage) -> None:
     handle(msg.get_body())
 
@@ -67,8 +67,6 @@ def request_rerun(req: func.HttpRequest) -> func.HttpResponse:
         return respond(error_reply(400, BAD_ROUTE))
     try:
         body = parse_body(RerunBody, req.get_body() or b"", optional=True)
-    except BodyError as exc:  # `error` names each bad field, as this route's always has
-        problems = "; ".join(exc.problems)
-        return respond(error_reply(400, f"{exc.message}: {problems}" if problems else exc.message,
-                                   exc.problems))
+    except BodyError as exc:
+        return respond(exc.reply())
     return respond(from_runtime().request_rerun(model, version, body))

@@ -9,14 +9,16 @@ import threading
 
 import pytest
 
-from shared.events import Envelope
+from shared.events import Envelope, RollbackRequested
+from shared.foundation.handling import process_event
+from shared.foundation.idempotency import IdempotencyStore
 from shared.foundation.logs import (
     JsonFormatter,
     current_fields,
     event_fields,
-    event_log_context,
     log_context,
 )
+from shared.foundation.state import MemoryTable
 from tests.notifications import builders
 
 
@@ -32,12 +34,8 @@ def captured():
     logger.removeHandler(handler)
 
 
-class Message:
-    def __init__(self, body: str):
-        self.body = body
-
-    def get_body(self) -> bytes:
-        return self.body.encode()
+def canary_started() -> Envelope:
+    return Envelope.wrap(builders.canary_started("fraud", "fraud-prod"), source="/gatehouse/test")
 
 
 def rollback_envelope(model: str = "fraud", endpoint: str = "fraud-prod") -> Envelope:
@@ -86,21 +84,24 @@ def test_exceptions_are_in_the_record(captured):
     assert record["model"] == "fraud"
 
 
-def test_a_queue_trigger_logs_with_its_message_event_and_only_during_its_call(captured):
+def test_a_handler_logs_with_its_event_only_while_it_processes_it(captured):
     logger, records = captured
+    store = IdempotencyStore(MemoryTable())
     first, second = rollback_envelope(), rollback_envelope("churn", "churn-prod")
 
-    @event_log_context
-    def trigger(msg) -> str:
-        logger.info("handling")
-        return current_fields().get("event_id")
+    def work(envelope: Envelope, data: RollbackRequested) -> dict:
+        logger.info("rolling back %s", data.version)
+        return {"event_id": current_fields().get("event_id")}
 
-    assert trigger(Message(first.to_json())) == first.id
-    assert trigger(Message(second.to_json())) == second.id
-    trigger(Message("not json"))
+    assert process_event(first.to_json(), RollbackRequested, "test", work, store) == {
+        "event_id": first.id}
+    assert process_event(second.to_json(), RollbackRequested, "test", work, store) == {
+        "event_id": second.id}
+    with pytest.raises(ValueError):
+        process_event(canary_started().to_json(), RollbackRequested, "test", work, store)
     logger.info("after")
-    assert [r.get("model") for r in records()] == ["fraud", "churn", None, None]
-    assert [r.get("event_id") for r in records()][:2] == [first.id, second.id]
+    assert [r.get("model") for r in records()] == ["fraud", "churn", None]
+    assert [r.get("endpoint") for r in records()][:2] == ["fraud-prod", "churn-prod"]
 
 
 def test_concurrent_invocations_keep_their_own_event(captured):

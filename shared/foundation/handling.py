@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from shared.events import Envelope, PayloadT
 from shared.foundation.idempotency import AlreadyCompleted, IdempotencyStore, Result
+from shared.foundation.logs import log_context
 
 log = logging.getLogger("gatehouse")
 
@@ -33,11 +34,15 @@ def process_once(store: IdempotencyStore, scope: str, key: str,
 
 
 def process_event(body: bytes | str, payload_type: type[PayloadT], scope: str,
-                  work: Callable[[Envelope, PayloadT], Result]) -> Result:
+                  work: Callable[[Envelope, PayloadT], Result],
+                  store: IdempotencyStore | None = None) -> Result:
     """A handler queue's message, which must carry `payload_type` (anything else raises, so it
-    ends on the poison queue intact), processed once per event id in `scope`."""
+    ends on the poison queue intact), processed once per event id in `scope`; everything logged
+    meanwhile carries the event's fields."""
     from shared.foundation import runtime
 
     envelope = Envelope.from_json_expecting(body, payload_type)
     data = envelope.data_as(payload_type)
-    return process_once(runtime.idempotency(), scope, envelope.id, lambda: work(envelope, data))
+    with log_context(envelope):
+        return process_once(store or runtime.idempotency(), scope, envelope.id,
+                            lambda: work(envelope, data))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from shared.foundation.state import ConcurrencyConflict, Row, StateTable, safe_row_key
+from shared.foundation.state import ConcurrencyConflict, Row, StateTable, Table, safe_row_key
 
 Result = dict[str, Any] | None
 """What a unit of work returned, kept with its record (JSON)."""
@@ -67,7 +67,7 @@ class Claim:
 
 
 class IdempotencyStore:
-    def __init__(self, table: StateTable, lease_seconds: float = 300.0):
+    def __init__(self, table: Table, lease_seconds: float = 300.0):
         self.table = table
         self.lease_seconds = lease_seconds
 

@@ -1,7 +1,7 @@
 """Structured logs: one JSON object per record, carrying the event the invocation works on.
 
-A queue handler sets the event once (`@event_log_context` on the trigger, or `with
-log_context(envelope):`); every record logged inside, by any module, then carries its
+A queue handler sets the event once, where it parsed the envelope (`process_event` does it, or
+`with log_context(envelope):`); every record logged inside, by any module, then carries its
 `event_id`, `event_type`, `model`, `version` and `endpoint`, so one model version's story can be
 filtered out of the Functions host's logs. The context is a contextvar, reset when the
 invocation ends.
@@ -9,10 +9,9 @@ invocation ends.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -55,25 +54,6 @@ def log_context(envelope) -> Iterator[None]:
         yield
     finally:
         _event.reset(token)
-
-
-def _message_document(body: bytes | str) -> Mapping[str, Any]:
-    """The queue message's JSON object, or {} when it is not one (the handler reports that)."""
-    try:
-        document = json.loads(body)
-    except ValueError:
-        return {}
-    return document if isinstance(document, Mapping) else {}
-
-
-def event_log_context(trigger: Callable) -> Callable:
-    """Wrap a queue trigger `(msg: func.QueueMessage) -> None` so its whole invocation logs
-    with the fields of the envelope the message carries."""
-    @functools.wraps(trigger)
-    def invoke(msg, *args, **kwargs):
-        with log_context(_message_document(msg.get_body())):
-            return trigger(msg, *args, **kwargs)
-    return invoke
 
 
 class JsonFormatter(logging.Formatter):

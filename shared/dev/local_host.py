@@ -41,6 +41,7 @@ from shared.dev.ncrontab import Schedule
 from shared.foundation.logs import configure_logging
 from shared.foundation.settings import Settings
 from shared.foundation.storage import (
+    SCRIPT_ROOT_SETTING,
     STORAGE_SETTING,
     Azurite,
     QueueOptions,
@@ -220,6 +221,7 @@ class LocalHost:
                       host: str = "127.0.0.1") -> LocalHost:
         """Like `func start`: load local.settings.json, provide storage, import the app."""
         app_root = Path(app_root).resolve()
+        os.environ[SCRIPT_ROOT_SETTING] = str(app_root)  # as the Functions host sets it
         load_local_settings(app_root)
         azurite = ensure_storage(app_root)
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import random
 import shutil
 import socket
@@ -20,6 +21,7 @@ from pathlib import Path
 from shared.foundation.paths import PROJECT_ROOT
 
 STORAGE_SETTING = "AzureWebJobsStorage"
+SCRIPT_ROOT_SETTING = "AzureWebJobsScriptRoot"
 
 # Azurite's well-known development account (published in Azure's docs; not a secret).
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -142,12 +144,17 @@ class QueueOptions:
 
 
 @lru_cache(maxsize=4)
-def load_host_json(app_root: str = str(PROJECT_ROOT)) -> dict:
-    path = Path(app_root) / "host.json"
+def script_root() -> Path:
+    """The app's root folder: the Functions host names it in AzureWebJobsScriptRoot."""
+    return Path(os.environ.get(SCRIPT_ROOT_SETTING) or PROJECT_ROOT)
+
+
+def load_host_json(app_root: str | None = None) -> dict:
+    path = Path(app_root or script_root()) / "host.json"
     return json.loads(path.read_text()) if path.exists() else {"version": "2.0"}
 
 
-def queue_options(app_root: str = str(PROJECT_ROOT)) -> QueueOptions:
+def queue_options(app_root: str | None = None) -> QueueOptions:
     return QueueOptions.from_host_json(load_host_json(app_root))
 
 

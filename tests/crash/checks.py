@@ -1,0 +1,54 @@
+"""Exactly-once, seen from the targets: what the host wrote to MLflow, serving, Slack and PagerDuty,
+and what is left on the queues. Each function returns the problems it found (empty: fine)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from tests.crash.stack import RecordingProxy, queue_depths
+
+
+def doubled(counter: Counter, what: str) -> list[str]:
+    return [f"{what} {key} happened {count} times" for key, count in counter.items() if count > 1]
+
+
+def mlflow_writes(proxy: RecordingProxy, model: str) -> list[str]:
+    tags = Counter((w.body.get("version"), w.body.get("key"), w.body.get("value"))
+                   for w in proxy.matching("/model-versions/set-tag", name=model))
+    aliases = Counter((w.body.get("alias"), w.body.get("version"))
+                      for w in proxy.matching("/registered-models/alias", name=model))
+    return doubled(tags, "version tag write") + doubled(aliases, "alias write")
+
+
+def report_runs(client, model: str, experiment: str) -> Counter:
+    """Report runs per version (deleted ones do not count)."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return Counter()
+    runs = client.search_runs([found.experiment_id],
+                              filter_string=f"tags.`gatehouse.model` = '{model}'")
+    return Counter(run.data.tags.get("gatehouse.version") for run in runs)
+
+
+def serving_writes(proxy: RecordingProxy, endpoint: str) -> list[str]:
+    """The same routes set twice in a row is a redone deployment step."""
+    configs = [w.body.get("routes") for w in proxy.matching(f"/gatehouse/endpoints/{endpoint}/config")]
+    return [f"serving config {a} applied twice in a row" for a, b in zip(configs, configs[1:])
+            if a == b]
+
+
+def slack_posts(peer, marker: str) -> list[str]:
+    with peer.lock:
+        posts = Counter((m["text"], m["thread_ts"]) for m in peer.messages.values()
+                        if marker in m["text"])
+    return doubled(posts, "Slack message")
+
+
+def pagerduty_incidents(peer, marker: str) -> list[str]:
+    opened = Counter(i["dedup_key"] for i in peer.incidents if marker in i["summary"])
+    return doubled(opened, "PagerDuty incident")
+
+
+def stranded(storage: str) -> list[str]:
+    return [f"{count} message(s) left on {queue}"
+            for queue, count in queue_depths(storage).items() if count]

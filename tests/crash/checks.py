@@ -32,9 +32,10 @@ def report_runs(client, model: str, experiment: str) -> Counter:
 
 def serving_writes(proxy: RecordingProxy, endpoint: str) -> list[str]:
     """The same routes set twice in a row is a redone deployment step."""
-    configs = [w.body.get("routes") for w in proxy.matching(f"/gatehouse/endpoints/{endpoint}/config")]
-    return [f"serving config {a} applied twice in a row" for a, b in zip(configs, configs[1:])
-            if a == b]
+    configs = [w.body.get("routes")
+               for w in proxy.matching(f"/gatehouse/endpoints/{endpoint}/config")]
+    return [f"serving config {a} applied twice in a row"
+            for a, b in zip(configs, configs[1:], strict=False) if a == b]
 
 
 def slack_posts(peer, marker: str) -> list[str]:

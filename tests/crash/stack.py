@@ -147,6 +147,15 @@ class CrashHost:
         devstack.host_ready(self.process.launch())
         return self
 
+    def key_headers(self) -> dict[str, str]:
+        return {}
+
+    def alive(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/api/health", timeout=5).status_code == 200
+        except requests.RequestException:
+            return False
+
     def crashed(self) -> bool:
         """True once the host has ended with the failpoint's status."""
         assert self.process is not None and self.process.process is not None

@@ -10,7 +10,7 @@ idempotency claims) run out quickly, as they would after a real function timeout
 
 from __future__ import annotations
 
-import json
+import os
 import re
 import secrets
 import sys
@@ -62,9 +62,9 @@ enabled = false
 metrics = [{{name = "auc", tolerance = 0.05, relative = true}}]
 
 [defaults.rollout]
-steps = [5, 100]
+steps = [50, 100]
 min_bake_seconds = 0
-min_requests_per_step = 20
+min_requests_per_step = 10
 warmup_seconds = 0
 max_p99_latency_ratio = 50.0
 max_error_rate = 0.5
@@ -97,7 +97,8 @@ class Stack:
     mlflow_url: str
     secret: str
     client: object = None
-    models: list[str] = field(default_factory=list)
+    pool: dict[str, list[str]] = field(default_factory=dict)
+    accepted: set[str] = field(default_factory=set)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +108,8 @@ def stack(tmp_path_factory, server_logs, moto_s3, mlflow_server):
 
     work = tmp_path_factory.mktemp("crash")
     azurite = Azurite(str(work / "azurite")).start()
-    client_env = {**devstack.mlflow_client_env(moto_s3.url), "MLFLOW_TRACKING_URI": mlflow_server.url}
+    client_env = {**devstack.mlflow_client_env(moto_s3.url),
+                  "MLFLOW_TRACKING_URI": mlflow_server.url}
     serving_port = free_port()
     serving = devstack.ManagedProcess(
         "crash-serving", [sys.executable, "-m", "shared.serving.embedded", "--port",
@@ -143,17 +145,10 @@ def stack(tmp_path_factory, server_logs, moto_s3, mlflow_server):
         "AzureWebJobs.poll_registry.Disabled": "true",
     })
     mlflow.set_tracking_uri(mlflow_server.url)
-    for name, value in client_env.items():
-        import os
-        os.environ[name] = value
+    os.environ.update(client_env)
     built = Stack(work, azurite.connection_string, host, mlflow_proxy, serving_proxy, serving.url,
                   slack, pagerduty, mlflow_server.url, secret, MlflowClient(mlflow_server.url))
-    hook = built.client.create_webhook(
-        name=f"gatehouse-crash-{uuid.uuid4().hex[:6]}", url=f"{host.url}/api/registry/mlflow",
-        secret=secret, events=["model_version.created", "model_version_alias.created",
-                               "model_version_tag.set"])
     yield built
-    built.client.delete_webhook(hook.webhook_id)
     host.stop()
     for part in (mlflow_proxy, serving_proxy, slack, pagerduty):
         part.stop()
@@ -163,12 +158,8 @@ def stack(tmp_path_factory, server_logs, moto_s3, mlflow_server):
 
 # ---- the flows: prepare (no failpoint), act (the armed host does the work), done ----
 
-def new_model(stack: Stack) -> str:
-    """A model with v1 as @champion, served at 100% (set up directly, not through Gatehouse:
-    the webhook subscribes to version and alias events, and v1's are let through unarmed)."""
-    model = f"crash-{uuid.uuid4().hex[:8]}"
-    stack.models.append(model)
-    return model
+def serving_share(state: dict, version: str) -> int:
+    return (state.get("routes") or {}).get(version, 0)
 
 
 def register_champion(stack: Stack, model: str) -> None:
@@ -184,37 +175,130 @@ def register_challenger(stack: Stack, model: str) -> None:
 
 def canary_started(stack: Stack, model: str) -> bool:
     state = requests.get(f"{stack.serving_url}/gatehouse/endpoints/{model}", timeout=30)
-    return state.ok and state.json().get("routes") == {"1": 95, "2": 5}
+    return state.ok and serving_share(state.json(), "2") == 50
 
 
 @dataclass(frozen=True)
 class Flow:
+    """A unit of work: `canary` says whether it starts from a running canary of v2 (else from
+    champion v1 alone); `act` starts it on the armed host; `done` is polled until it is over."""
+
     name: str
-    prepare: Callable[[Stack, str], None]
+    canary: bool
     act: Callable[[Stack, str], None]
     done: Callable[[Stack, str], bool]
 
 
+def host_post(stack: Stack, route: str, body: dict | None = None) -> int | None:
+    """A call to the host as a client makes it: a host dying under it is an error to retry."""
+    try:
+        return requests.post(f"{stack.host.url}/api/{route}", json=body or {}, timeout=60,
+                             headers=stack.host.key_headers()).status_code
+    except requests.RequestException:
+        return None
+
+
+def send_traffic(stack: Stack, model: str, count: int = 20) -> None:
+    rows = demo_models.generate(count, seed=7)[demo_models.FEATURES].to_dict(orient="records")
+    for index, row in enumerate(rows):
+        requests.post(f"{stack.serving_url}/serving-endpoints/{model}/invocations",
+                      json={"dataframe_records": [row]}, timeout=30,
+                      headers={"X-Request-Id": f"{model}-{uuid.uuid4().hex[:8]}-{index}"})
+
+
+def promoted(stack: Stack, model: str) -> bool:
+    """Polled: traffic and a ramp tick each time (what the timer does), until v2 is champion."""
+    state = requests.get(f"{stack.serving_url}/gatehouse/endpoints/{model}", timeout=30).json()
+    champion = stack.client.get_model_version_by_alias(model, "champion").version
+    if serving_share(state, "2") == 100 and champion == "2":
+        return True
+    send_traffic(stack, model)
+    host_post(stack, f"rollouts/{model}/ramp")
+    return False
+
+
+def raise_latency_alert(stack: Stack, model: str) -> bool:
+    """Post a critical latency alert on v2; True once the host accepted it (an alerting
+    system retries until then)."""
+    if model in stack.accepted:
+        return True
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    status = host_post(stack, "alerts/gatehouse", {
+        "schema": "gatehouse.monitor.alerts/v1",
+        "alerts": [{"alert_kind": "latency", "status": "firing", "severity": "critical",
+                    "title": f"{model} v2 p99 latency too high", "model_name": model,
+                    "version": "2", "endpoint": model, "figures": {"p99_ms": 900.0},
+                    "starts_at": now}]})
+    assert status is None or status in (202, 503), status
+    if status == 202:
+        stack.accepted.add(model)
+    return status == 202
+
+
+def rolled_back(stack: Stack, model: str) -> bool:
+    if not raise_latency_alert(stack, model):
+        return False
+    state = requests.get(f"{stack.serving_url}/gatehouse/endpoints/{model}", timeout=30).json()
+    return serving_share(state, "1") == 100 and any(
+        model in i["summary"] for i in stack.pagerduty.incidents)
+
+
+def nothing(stack: Stack, model: str) -> None:
+    pass
+
+
 REGISTER = Flow("a new version: webhook, router, gates, @challenger, canary, notifications",
-                register_champion, register_challenger, canary_started)
+                False, register_challenger, canary_started)
+PROMOTE = Flow("a canary ramped on live traffic and promoted", True, nothing, promoted)
+ROLLBACK = Flow("a critical alert on the canary: rollback and a page", True, nothing, rolled_back)
+BASELINE = (REGISTER, PROMOTE, ROLLBACK)
 
 # Which flow reaches each failpoint. A failpoint placed in the code without a flow fails
 # test_every_failpoint_has_a_crash_scenario.
 FLOWS: dict[str, Flow] = {}
 
 
+@pytest.fixture(scope="module")
+def ready(stack):
+    """Models for every crash run, made up front: champion v1 for each (before the webhook
+    exists, so Gatehouse does not see them), then, for the flows that start from a canary, v2
+    registered and its canary started by an unarmed host."""
+    wanted = [flow for flow in BASELINE] + list(FLOWS.values())
+    models = {flow.name: [] for flow in BASELINE}
+    for flow in wanted:
+        model = f"crash-{uuid.uuid4().hex[:8]}"
+        register_champion(stack, model)
+        models[flow.name].append(model)
+    hook = stack.client.create_webhook(
+        name=f"gatehouse-crash-{uuid.uuid4().hex[:6]}",
+        url=f"{stack.host.url}/api/registry/mlflow", secret=stack.secret,
+        events=["model_version.created", "model_version_alias.created", "model_version_tag.set"])
+    canaries = [m for flow in BASELINE if flow.canary for m in models[flow.name]]
+    if canaries:
+        stack.host.start()
+        for model in canaries:
+            register_challenger(stack, model)
+        for model in canaries:
+            wait_for(f"the canary of {model}", lambda m=model: canary_started(stack, m), 180)
+        wait_drained(stack.storage, stack.host)
+        stack.host.stop()
+    stack.pool = models
+    yield stack
+    stack.client.delete_webhook(hook.webhook_id)
+
+
 def run_crash(stack: Stack, failpoint: str | None, flow: Flow) -> str:
-    model = new_model(stack)
-    stack.host.start()
-    flow.prepare(stack, model)
-    wait_drained(stack.storage, stack.host)
-    stack.host.stop()
+    model = stack.pool[flow.name].pop()
     stack.host.start(failpoint)
     flow.act(stack, model)
-    if failpoint:
-        wait_for(f"the host to reach {failpoint}", stack.host.crashed, timeout=120)
-        stack.host.start()
-    wait_for(f"{flow.name} to finish", lambda: flow.done(stack, model), timeout=120)
+    deadline = time.monotonic() + 180
+    crashed = False
+    while not (crashed or not failpoint) or not flow.done(stack, model):
+        assert time.monotonic() < deadline, f"{flow.name}: unfinished (crashed: {crashed})"
+        if failpoint and not crashed and stack.host.crashed():
+            crashed = True
+            stack.host.start()
+        time.sleep(0.5)
     wait_drained(stack.storage, stack.host)
     time.sleep(1.0)  # notifications in flight reach the peers
     stack.host.stop()
@@ -239,14 +323,17 @@ def test_every_failpoint_has_a_crash_scenario():
     assert set(FLOWS) - placed == set(), "crash scenarios for failpoints no longer in the code"
 
 
-def test_without_a_crash_each_flow_happens_once(stack):
-    for flow in {REGISTER}:
+@pytest.mark.timeout(900)
+def test_without_a_crash_each_flow_happens_once(ready):
+    stack = ready
+    for flow in BASELINE:
         model = run_crash(stack, None, flow)
-        assert exactly_once_problems(stack, model) == []
-        assert json.dumps(checks.report_runs(stack.client, model, GATE_EXPERIMENT)) == '{"2": 1}'
+        assert exactly_once_problems(stack, model) == [], flow.name
+        assert checks.report_runs(stack.client, model, GATE_EXPERIMENT) == {"2": 1}, flow.name
 
 
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("failpoint", sorted(FLOWS))
-def test_crash_at_failpoint_loses_and_doubles_nothing(stack, failpoint):
-    model = run_crash(stack, failpoint, FLOWS[failpoint])
-    assert exactly_once_problems(stack, model) == []
+def test_crash_at_failpoint_loses_and_doubles_nothing(ready, failpoint):
+    model = run_crash(ready, failpoint, FLOWS[failpoint])
+    assert exactly_once_problems(ready, model) == []

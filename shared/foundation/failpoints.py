@@ -10,6 +10,9 @@ unless the environment arms it:
   no lease given back, no message deleted.
 - `raise` raises `FailpointError` there, so the caller's error handling runs.
 - `sleep(S)` waits S seconds (a slow handler, for lease tests).
+- `trace` only logs that the point was reached (which flow reaches which point).
+
+`*=trace` arms every point not named otherwise.
 
 A point fires every time it is reached while armed; the crash suite restarts the host without the
 variable. Names are `<component>.<what just happened>`; `tests/crash` checks that each one placed
@@ -48,10 +51,13 @@ def failpoint(name: str) -> None:
     spec = os.environ.get(ENVIRONMENT)
     if not spec:
         return
-    action = armed(spec).get(name)
+    points = armed(spec)
+    action = points.get(name, points.get("*"))
     if action is None:
         return
     log.warning("failpoint %s: %s", name, action)
+    if action == "trace":
+        return
     if action == "exit":
         os._exit(EXIT_STATUS)
     if action == "raise":
@@ -59,4 +65,4 @@ def failpoint(name: str) -> None:
     if action.startswith("sleep(") and action.endswith(")"):
         time.sleep(float(action[6:-1]))
         return
-    raise ValueError(f"failpoint {name}: unknown action {action!r} (exit, raise, sleep(S))")
+    raise ValueError(f"failpoint {name}: unknown action {action!r} (exit, raise, sleep(S), trace)")

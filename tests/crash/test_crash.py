@@ -243,15 +243,27 @@ def rolled_back(stack: Stack, model: str) -> bool:
         model in i["summary"] for i in stack.pagerduty.incidents)
 
 
+def set_alias(stack: Stack, model: str) -> None:
+    stack.client.set_registered_model_alias(model, "crash-test", "1")
+
+
+def alias_announced(stack: Stack, model: str) -> bool:
+    with stack.slack.lock:
+        return any(model in m["text"] and "@crash-test" in m["text"]
+                   for m in stack.slack.messages.values())
+
+
 def nothing(stack: Stack, model: str) -> None:
     pass
 
 
+ALIAS = Flow("an alias set in MLflow: webhook, router, a Slack notification", False, set_alias,
+             alias_announced)
 REGISTER = Flow("a new version: webhook, router, gates, @challenger, canary, notifications",
                 False, register_challenger, canary_started)
 PROMOTE = Flow("a canary ramped on live traffic and promoted", True, nothing, promoted)
 ROLLBACK = Flow("a critical alert on the canary: rollback and a page", True, nothing, rolled_back)
-BASELINE = (REGISTER, PROMOTE, ROLLBACK)
+BASELINE = (ALIAS, REGISTER, PROMOTE, ROLLBACK)
 
 # Which flow reaches each failpoint. A failpoint placed in the code without a flow fails
 # test_every_failpoint_has_a_crash_scenario.

@@ -41,3 +41,11 @@ def test_exit_ends_the_process_without_cleanup():
                           env={**os.environ, ENVIRONMENT: "p=exit"}, timeout=60)
     assert done.returncode == EXIT_STATUS
     assert "cleanup ran" not in done.stdout
+
+
+def test_trace_and_the_wildcard(monkeypatch, caplog):
+    monkeypatch.setenv(ENVIRONMENT, "*=trace;a.one=raise")
+    failpoint("b.two")
+    assert "failpoint b.two: trace" in caplog.text
+    with pytest.raises(FailpointError):
+        failpoint("a.one")

@@ -75,6 +75,10 @@ class ChannelError(Exception):
 class Channel(Protocol):
     name: str
     updates_in_place: bool  # a repeat updates what the original posted (else it is collapsed)
+    # Sending the same delivery again cannot make a second copy: the target deduplicates it
+    # (PagerDuty's dedup_key, the outbox file's event id). Channels without it are sent at most
+    # once per delivery (see shared/channels/dispatch.py).
+    resends_safely: bool
 
     def deliver(self, delivery: Delivery) -> dict:
         """Deliver once; return where it went (recorded, and handed back for repeats)."""

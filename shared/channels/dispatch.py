@@ -6,6 +6,16 @@ them), records on the state table which channel got which notification (so a red
 never re-posts), collapses repeats within the policy's window, and keeps going when one channel
 fails: the failure is recorded with the notification, and a transient one makes the message come
 back later for that channel only.
+
+Each (notification, channel) is delivered once across retries and crashes. A crash between a
+send and the record of it is the one place a redo could send twice, so:
+- channels whose target drops a repeat (`resends_safely`: PagerDuty by dedup_key, the outbox by
+  event id) are simply sent again: at least once at the wire, once at the target;
+- the others (Slack, Teams) record their intent (`sending`) before the send. A redo that finds
+  an intent with no outcome does not send again: the message may well have gone, and a second
+  copy in a chat channel is the worse failure. That is at most once: a host killed after the
+  intent and before the send loses that channel's copy, a window of one network call, against
+  a double post on every crash after a send.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from shared.channels.base import (
 )
 from shared.channels.policy import NotificationPolicy
 from shared.events import Envelope, NotificationRequested
+from shared.foundation.failpoints import failpoint
 from shared.foundation.state import ConcurrencyConflict, StateTable, Table, safe_row_key
 
 log = logging.getLogger("gatehouse.notify")
@@ -40,6 +51,16 @@ ROLLBACKABLE_KINDS = frozenset({"rollout.canary_started", "rollout.traffic_rampe
                                 "monitoring.alert"})
 MAX_REMEMBERED_REPEATS = 20
 STATE_ATTEMPTS = 8
+SENDING, DELIVERED, FAILED = "sending", "delivered", "failed"
+
+# Just after a channel's send, before it is recorded: one literal point per channel, so the crash
+# suite finds each name in the source.
+AFTER_SEND: dict[str, Callable[[], None]] = {
+    "outbox": lambda: failpoint("notify.sent_outbox"),
+    "slack": lambda: failpoint("notify.sent_slack"),
+    "teams": lambda: failpoint("notify.sent_teams"),
+    "pagerduty": lambda: failpoint("notify.sent_pagerduty"),
+}
 
 
 # ---- pure decisions ----
@@ -178,16 +199,25 @@ class NotificationState:
         row = self.table.get(self.DELIVERIES, safe_row_key(f"{event_id}|{channel}"))
         return row.properties if row else None
 
+    def record_sending(self, event_id: str, channel: str) -> None:
+        """The intent to send, before the send (see the module docstring)."""
+        def update(record: dict | None) -> dict:
+            attempts = int((record or {}).get("attempts", 0))
+            return {"event_id": event_id, "channel": channel, "status": SENDING,
+                    "attempts": attempts, "updated_at": time.time()}
+
+        self._put(self.DELIVERIES, f"{event_id}|{channel}", update)
+
     def record_delivered(self, event_id: str, channel: str, ref: dict) -> None:
         self._put(self.DELIVERIES, f"{event_id}|{channel}", lambda _: {
-            "event_id": event_id, "channel": channel, "status": "delivered",
+            "event_id": event_id, "channel": channel, "status": DELIVERED,
             "ref": json.dumps(ref), "updated_at": time.time()})
 
     def record_failure(self, envelope: Envelope, channel: str, error: str,
                        transient: bool) -> dict:
         def update(record: dict | None) -> dict:
             attempts = int((record or {}).get("attempts", 0)) + 1
-            return {"event_id": envelope.id, "channel": channel, "status": "failed",
+            return {"event_id": envelope.id, "channel": channel, "status": FAILED,
                     "error": error, "transient": transient, "attempts": attempts,
                     "updated_at": time.time(), "envelope": envelope.to_json()}
 
@@ -196,7 +226,7 @@ class NotificationState:
     def failures(self) -> list[dict]:
         """Notifications some channel did not get: the envelope is kept for a replay."""
         rows = [row.properties for row in self.table.rows(self.DELIVERIES)]
-        return [row for row in rows if row.get("status") == "failed"]
+        return [row for row in rows if row.get("status") == FAILED]
 
 
 # ---- the shell ----
@@ -262,19 +292,27 @@ class Dispatcher:
         if retry:
             raise DeliveryIncomplete(f"notification {envelope.id}: {', '.join(retry)} failed; "
                                      f"it will be retried for those channels only")
+        failpoint("notify.delivered")
         return summary
 
     def _deliver_to(self, name: str, envelope: Envelope, delivery: Delivery) -> dict:
         done = self.state.delivery(envelope.id, name)
-        if done and done.get("status") == "delivered":
+        status = done.get("status") if done else None
+        if done and status == DELIVERED:
             return {"already": True, **json.loads(done.get("ref") or "{}")}
-        if done and done.get("status") == "failed" and not done.get("transient"):
+        if done and status == FAILED and not done.get("transient"):
             return {"failed": done.get("error"), "transient": False}
         channel = self.channels[name]
+        collapsed = delivery.repeat is not None and not channel.updates_in_place
+        if status == SENDING and not collapsed and not channel.resends_safely:
+            return self._unconfirmed(name, envelope)
         try:
-            if delivery.repeat is not None and not channel.updates_in_place:
+            if collapsed:
+                assert delivery.repeat is not None
                 ref = {"collapsed_into": delivery.repeat.original_event_id}
             else:
+                if not channel.resends_safely:
+                    self.state.record_sending(envelope.id, name)
                 ref = channel.deliver(delivery)
         except Exception as exc:  # one channel's failure, whatever it is, must not stop the rest
             transient = exc.transient if isinstance(exc, ChannelError) else True
@@ -284,7 +322,18 @@ class Dispatcher:
             log.warning("notification %s to %s failed (%s): %s", envelope.id, name,
                         "will retry" if transient else "permanent", message)
             return {"failed": message, "transient": transient}
+        if not collapsed:
+            AFTER_SEND.get(name, lambda: None)()  # sent, not yet recorded: a crash lands here
         self.state.record_delivered(envelope.id, name, ref)
         if delivery.repeat is None:
             self.state.remember_ref(delivery.note.dedup_key, envelope.id, name, ref)
+        return ref
+
+    def _unconfirmed(self, name: str, envelope: Envelope) -> dict:
+        """An earlier attempt was cut short between its intent and its outcome: it may have
+        sent, so this one does not (at most once), and says so."""
+        ref = {"unconfirmed": True, "detail": "an earlier attempt stopped after its intent to "
+                                              "send; not sent again"}
+        log.warning("notification %s to %s: %s", envelope.id, name, ref["detail"])
+        self.state.record_delivered(envelope.id, name, ref)
         return ref

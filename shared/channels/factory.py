@@ -2,7 +2,8 @@
 
 Each channel has a builder in CHANNEL_BUILDERS: given the settings and the resources channels
 share, it returns the channel, or None when the settings do not configure it. Adding a channel is
-its module (a class with `name`, `updates_in_place` and `deliver`, see base.py) and one entry here.
+its module (a class with `name`, `updates_in_place`, `resends_safely` and `deliver`, see base.py)
+and one entry here (and one in dispatch.AFTER_SEND, its failpoint after a send).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ log = logging.getLogger("gatehouse.outbox")
 class OutboxChannel:
     name = "outbox"
     updates_in_place = False
+    resends_safely = True  # a line is written once per event id
 
     def __init__(self, path: Path):
         self.path = Path(path)

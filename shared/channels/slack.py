@@ -258,6 +258,7 @@ def _is_newer(occurred: str, than: str) -> bool:
 class SlackChannel:
     name = "slack"
     updates_in_place = True
+    resends_safely = False  # a re-sent chat.postMessage is a second message
 
     def __init__(self, client, channel: str, threads: SlackThreads):
         self.client = client

@@ -69,6 +69,7 @@ def teams_session(retries: int = 3, backoff: float = 0.5):
 class TeamsChannel:
     name = "teams"
     updates_in_place = False  # a workflow webhook cannot edit what it posted
+    resends_safely = False  # a re-sent card is a second card
 
     def __init__(self, webhook_url: str, *, session=None, backoff: float = 0.5,
                  timeout: float = 10.0):

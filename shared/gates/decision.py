@@ -4,6 +4,10 @@
   `first_version_becomes_champion`, it also gets @champion.
 - failed or inconclusive: no alias; if the version held @challenger (a re-run that now fails),
   that alias is removed.
+- stale: a version that passed but is older than the current @champion or @challenger (a
+  redelivery delayed by a crash, a re-run of an old version) gets no alias: a version never
+  displaces a newer one. It is still recorded and announced as passed, with the reason; the
+  rollout refuses to start it for the same rule (shared/rollout/machine.py).
 Every outcome is recorded on the version as `gatehouse.gates.*` tags (verdict, report run, who,
 when, why, the headline metrics) and announced as GatesPassed or GatesFailed.
 """
@@ -14,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 
 from shared.gates.suite import SuiteReport
+from shared.registry.versions import newer_holder
 
 TAG_PREFIX = "gatehouse.gates."
 ACTOR = "gatehouse"
@@ -46,17 +51,32 @@ def reason_for(report: SuiteReport, requested_by: str | None = None) -> str:
     return reason
 
 
+def stale_reason(version: str, current_champion: str | None,
+                 current_challenger: str | None) -> str | None:
+    """Why a passing version gets no alias (a newer one holds @champion or @challenger)."""
+    newer = newer_holder(version, {"champion": current_champion,
+                                   "challenger": current_challenger})
+    if newer is None:
+        return None
+    role, holder = newer
+    return f"not made @challenger: v{holder} is @{role} and newer than v{version}"
+
+
 def plan_promotion(report: SuiteReport, first_version_becomes_champion: bool,
                    current_challenger: str | None, report_run_id: str | None,
                    report_url: str | None, decided_at: str,
-                   requested_by: str | None = None) -> PromotionPlan:
+                   requested_by: str | None = None, *,
+                   current_champion: str | None = None) -> PromotionPlan:
     passed = report.verdict == "passed"
     aliases: tuple[str, ...] = ()
-    if passed:
+    reason = reason_for(report, requested_by)
+    stale = stale_reason(report.version, current_champion, current_challenger) if passed else None
+    if stale is not None:
+        reason += f"; {stale}"
+    elif passed:
         aliases = ("challenger",)
         if report.champion_version is None and first_version_becomes_champion:
             aliases = ("challenger", "champion")
-    reason = reason_for(report, requested_by)
     tags = {
         "verdict": report.verdict,
         "report_run_id": report_run_id or "",

@@ -1,18 +1,43 @@
 """What a gate run leaves in MLflow: one finished run of the gate experiment holding the policy
 as params, the headline and per-gate metrics, report.json, report.md and the reliability diagram.
+
+One run per gate request: the run carries the request's key, and a request redone after a crash
+reuses its finished run (`recorded_report` reads the verdict back from its report.json) or
+replaces an unfinished one (shared/gates/mlflow_report.py says why).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from shared.gates import report as rendering
 from shared.gates.inputs import SuiteInputs
-from shared.gates.mlflow_report import flatten, log_report_run, run_url
+from shared.gates.mlflow_report import (
+    discard_run,
+    find_report_runs,
+    flatten,
+    load_json,
+    log_report_run,
+    run_key_tags,
+    run_url,
+)
 from shared.gates.policy import GatePolicy
+from shared.gates.results import GateResult
 from shared.gates.suite import SuiteReport
+
+
+@dataclass(frozen=True)
+class RecordedReport:
+    """A finished report run found by its request key, read back from its report.json."""
+
+    report: SuiteReport
+    decided_at: str
+    run_id: str
+    url: str | None
 
 
 def params(policy: GatePolicy, inputs: SuiteInputs) -> dict[str, Any]:
@@ -51,14 +76,44 @@ def diagrams(report: SuiteReport) -> dict[str, bytes]:
 
 
 def record_report(registry, policy: GatePolicy, inputs: SuiteInputs, report: SuiteReport,
-                  context: dict[str, Any], event_id: str) -> tuple[str, str | None]:
-    """Log the report run; returns (its run id, its address in the MLflow UI when it has one)."""
+                  context: dict[str, Any], event_id: str, run_key: str,
+                  before_finish: Callable[[str], None] | None = None) -> tuple[str, str | None]:
+    """Log the report run; returns (its run id, its address in the MLflow UI when it has one).
+    `before_finish(run_id)` completes the report (the monitoring reference) before it counts as
+    recorded."""
     experiment, run_id = log_report_run(
         registry.client, policy.experiment, f"{report.model_name} v{report.version}",
         tags={"gatehouse.model": report.model_name, "gatehouse.version": report.version,
-              "gatehouse.verdict": report.verdict, "gatehouse.event_id": event_id},
+              "gatehouse.verdict": report.verdict, "gatehouse.event_id": event_id,
+              **run_key_tags(run_key)},
         params=params(policy, inputs), metrics=metrics(report),
         texts={"report.json": rendering.report_json(report, policy, context),
                "report.md": rendering.report_markdown(report, context)},
-        binaries=diagrams(report))
+        binaries=diagrams(report), before_finish=before_finish)
     return run_id, run_url(registry.tracking_uri, experiment, run_id)
+
+
+def recorded_report(registry, policy: GatePolicy, run_key: str) -> RecordedReport | None:
+    """The finished report run of `run_key`, read back; None when there is none. Unfinished runs
+    with the key (left by a crash) are discarded, so the caller logs the one report anew."""
+    runs = find_report_runs(registry.client, policy.experiment, run_key)
+    finished = next((run for run in runs if run.finished), None)
+    if finished is None:
+        for run in runs:
+            discard_run(registry.client, run.run_id)
+        return None
+    document = load_json(registry.client, finished.run_id, "report.json")
+    return RecordedReport(report_from_document(document), str(document.get("generated_at", "")),
+                          finished.run_id,
+                          run_url(registry.tracking_uri, finished.experiment_id, finished.run_id))
+
+
+def report_from_document(document: dict[str, Any]) -> SuiteReport:
+    """The parts of a SuiteReport a decision needs, from the report.json that recorded it."""
+    results = [GateResult(g["name"], g["status"], bool(g["blocking"]), g.get("observed"),
+                          g.get("threshold"), g.get("detail") or "", g.get("evidence") or {})
+               for g in document.get("gates", [])]
+    champion = document.get("champion_version")
+    return SuiteReport(str(document["model"]), str(document["version"]),
+                       str(champion) if champion is not None else None, document["verdict"],
+                       results, {k: float(v) for k, v in document.get("headline", {}).items()})

@@ -4,9 +4,15 @@ A run reads the policy's `gates` section for the model, the candidate version an
 (@champion, unless that is the candidate itself), gathers the evaluation data and both models'
 predictions, runs the suite, logs the report run in MLflow, then acts on the plan the decision
 made: tags the version with the verdict and why, sets @challenger when every blocking gate passed
-(and @champion for a first version when the policy says so), saves the monitoring reference of a
-version that passed, and publishes GatesPassed or GatesFailed. Everything before the report run
-is read-only, so `evaluate` is the same suite with no side effects (the CLI's `gates`).
+(and @champion for a first version when the policy says so; never over a newer version), and
+publishes GatesPassed or GatesFailed. The monitoring reference of a version that passed is saved
+with its report run. Everything before the report run is read-only, so `evaluate` is the same
+suite with no side effects (the CLI's `gates`).
+
+Each effect is idempotent at its target, so a run killed anywhere and redone from the start does
+each one once: one report run per request key (reused when finished, replaced when a crash left
+it unfinished), tags and aliases written only where the registry differs, and the announcement's
+id derived from the request key (the router drops a repeat).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.events import Decision, Envelope, GatesFailed, GatesPassed
+from shared.foundation.failpoints import failpoint
 from shared.foundation.http import Reply, error_reply, unavailable
 from shared.foundation.queues import RUN_GATES
 from shared.gates import decision, evidence
@@ -73,8 +80,9 @@ class GateService:
         champion = self.registry.version_by_alias(model_name, "champion")
         return None if champion is not None and champion.version == candidate.version else champion
 
-    def _evaluate(self, model_name: str, version: str, candidate: VersionInfo) -> Evaluation:
-        policy = self.policy_for(model_name)
+    def _evaluate(self, model_name: str, version: str, candidate: VersionInfo,
+                  policy: GatePolicy | None = None) -> Evaluation:
+        policy = policy or self.policy_for(model_name)
         champion = self._champion(model_name, candidate)
         inputs = gather_inputs(self.registry, policy, model_name, version, candidate, champion)
         return Evaluation(policy, inputs, run_suite(inputs, policy))
@@ -82,28 +90,56 @@ class GateService:
     # -- a gate run ------------------------------------------------------------------------------
 
     def run(self, envelope: Envelope, request: GateRequest) -> dict[str, Any]:
-        """Judge the version, record the report, act on the decision; the handler's result."""
+        """Judge the version, record the report, act on the decision; the handler's result.
+
+        Safe to redo from the start after a crash at any point: the report run is found by the
+        request's key (a finished one is reused, verdict and all), tags and aliases are written
+        only where the registry differs, and the announcement's id follows from the key."""
         model, version = request.model_name, request.version
         candidate = self._candidate(model, version)
         if candidate is None:
             log.warning("%s no longer exists; nothing to gate", request.key)
             return {"verdict": None, "skipped": "the version no longer exists"}
+        policy = self.policy_for(model)
+        recorded = evidence.recorded_report(self.registry, policy, request.key)
+        if recorded is None:
+            recorded = self._judge_and_record(envelope, request, policy, candidate)
+        else:
+            log.info("%s: report run %s is recorded already; acting on it", request.key,
+                     recorded.run_id)
+        failpoint("gates.report_logged")
+        report, run_id = recorded.report, recorded.run_id
+        champion = self.registry.version_by_alias(model, "champion")
         challenger = self.registry.version_by_alias(model, "challenger")
-        evaluation = self._evaluate(model, version, candidate)
-        report, decided_at = evaluation.report, self._now()
-        run_id, url = evidence.record_report(
-            self.registry, evaluation.policy, evaluation.inputs, report,
-            self._report_context(envelope, request, evaluation.policy, decided_at), envelope.id)
-        plan = decision.plan_promotion(report, evaluation.policy.first_version_becomes_champion,
-                                       challenger.version if challenger else None, run_id, url,
-                                       decided_at, request.requested_by)
+        plan = decision.plan_promotion(
+            report, policy.first_version_becomes_champion,
+            challenger.version if challenger else None, run_id, recorded.url,
+            recorded.decided_at, request.requested_by,
+            current_champion=champion.version if champion else None)
         self._apply(request, plan)
-        if plan.event_kind == "gates.passed":
-            self._save_monitoring_reference(evaluation.inputs, run_id)
-        self.bus.publish(envelope.derived(self._announcement(request, report, plan, run_id),
-                                          source=SOURCE))
+        self.bus.publish(Envelope.wrap(self._announcement(request, report, plan, run_id),
+                                       source=SOURCE, dedupe_key=f"gates|{request.key}"))
+        failpoint("gates.published")
         return {"verdict": report.verdict, "report_run_id": run_id,
                 "aliases": list(plan.set_aliases), "blocking": [r.name for r in report.blocking]}
+
+    def _judge_and_record(self, envelope: Envelope, request: GateRequest, policy: GatePolicy,
+                          candidate: VersionInfo) -> evidence.RecordedReport:
+        """Run the suite and log its report run (with the monitoring reference of a version
+        that passed, saved before the run counts as finished)."""
+        evaluation = self._evaluate(request.model_name, request.version, candidate, policy)
+        inputs, report, decided_at = evaluation.inputs, evaluation.report, self._now()
+
+        def save_reference(run_id: str) -> None:
+            if report.verdict == "passed":
+                self._save_monitoring_reference(inputs, run_id)
+                failpoint("gates.reference_saved")
+
+        run_id, url = evidence.record_report(
+            self.registry, policy, inputs, report,
+            self._report_context(envelope, request, policy, decided_at), envelope.id,
+            request.key, before_finish=save_reference)
+        return evidence.RecordedReport(report, decided_at, run_id, url)
 
     def _now(self) -> str:
         return datetime.fromtimestamp(self.clock(), UTC).isoformat()
@@ -121,10 +157,12 @@ class GateService:
     def _apply(self, request: GateRequest, plan: PromotionPlan) -> None:
         model, version = request.model_name, request.version
         self.registry.set_version_tags(model, version, plan.version_tags)
+        failpoint("gates.tags_written")
         for alias in plan.set_aliases:
             self.registry.set_alias(model, alias, version)
         if plan.remove_challenger:
             self.registry.delete_alias(model, "challenger")
+        failpoint("gates.alias_set")
 
     def _save_monitoring_reference(self, inputs: SuiteInputs, run_id: str) -> None:
         """The monitor compares live traffic with the data this version was judged on."""

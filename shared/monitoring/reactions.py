@@ -7,6 +7,12 @@
    once per cooldown and within the cap on runs in flight, and announce RetrainingTriggered.
 
 Notifications for the alert itself come from the router, for every alert, firing or resolved.
+
+Redone from the start after a crash, each effect happens once: the rollback request and the
+RetrainingTriggered announcement have ids derived from the alert event (the router drops a
+repeat), and a start saved in the ledger is resumed with its idempotency token (the runner
+returns the run it started). The announcement goes out before the run is confirmed in the
+ledger: a redo after the confirmation finds the cooldown and announces nothing new.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from shared.events import (
     RollbackRequested,
 )
 from shared.foundation import runtime
+from shared.foundation.failpoints import failpoint
 from shared.foundation.settings import Settings
 from shared.foundation.state import StateTable, Table, safe_row_key
 from shared.monitoring import retraining
@@ -154,6 +161,7 @@ class Reactions:
             return {"requested": False, "reason": "no active canary of this version"}
         published = envelope.derived(request, source=SOURCE)
         self.publish(published)
+        failpoint("monitoring.rollback_requested")
         log.warning("alert %s implicates challenger v%s on %s: rollback requested (%s)",
                     alert.fingerprint, alert.version, alert.endpoint, published.id)
         return {"requested": True, "event_id": published.id}
@@ -172,11 +180,10 @@ class Reactions:
         start = decision.start
         if start is None or launcher is None:
             # decide() gives every start and resume its PendingStart, and _judge skips a start
-            # without a launcher; a resume whose runner was unconfigured since cannot go on.
-            raise RuntimeError(f"cannot {decision.action} the retraining of {alert.model_name}: "
-                               f"{'no runner is configured' if start else 'no pending start'}")
+            # without a launcher: this is a resume whose runner was unconfigured since.
+            return self._abandon(alert.model_name, start, decision.action)
         run_id = launcher.start(start)
-        self._confirm(alert.model_name, start, run_id)
+        failpoint("monitoring.retraining_started")
         triggered = RetrainingTriggered(
             model_name=alert.model_name, registry=registry_of(alert.model_name),
             reason=start.reason, alert_fingerprint=alert.fingerprint, job_run_id=run_id,
@@ -184,10 +191,24 @@ class Reactions:
                               metrics=dict(alert.figures)))
         published = envelope.derived(triggered, source=SOURCE)
         self.publish(published)
+        failpoint("monitoring.retraining_announced")
+        self._confirm(alert.model_name, start, run_id)
+        failpoint("monitoring.retraining_confirmed")
         log.info("retraining %s started as run %s for alert %s", alert.model_name, run_id,
                  alert.fingerprint)
         return {"action": decision.action, "run_id": run_id, "event_id": published.id,
                 "token": start.token}
+
+    def _abandon(self, model_name: str, start: retraining.PendingStart | None,
+                 action: str) -> dict:
+        """A saved start that cannot go on (no runner is configured any more): skipped, and
+        taken off the ledger so it does not count as a run in flight."""
+        reason = (f"cannot {action} the retraining: no retraining job (job_id with "
+                  f"DATABRICKS_HOST) or local entrypoint is configured for this model any more")
+        log.warning("%s: %s", model_name, reason)
+        if start is not None:
+            self.ledgers.update(model_name, lambda ledger: retraining.drop_pending(ledger, start))
+        return {"action": "skip", "reason": reason}
 
     def _decide(self, envelope, alert, policy, launcher) -> retraining.RetrainingDecision:
         decided: list[retraining.RetrainingDecision] = []

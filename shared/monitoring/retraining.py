@@ -144,6 +144,13 @@ def confirm(ledger: Ledger, start: PendingStart, run_id: str, now: float) -> Led
     return ledger.model_copy(update={"runs": tuple(runs[-MAX_RUNS:]), "pending": pending})
 
 
+def drop_pending(ledger: Ledger, start: PendingStart) -> Ledger:
+    """The ledger without `start` waiting (it will not run); the cooldown it began stays."""
+    if ledger.pending is None or ledger.pending.token != start.token:
+        return ledger
+    return ledger.model_copy(update={"pending": None})
+
+
 def mark_finished(ledger: Ledger, finished: set[str]) -> Ledger:
     if not any(r.run_id in finished and not r.finished for r in ledger.runs):
         return ledger

@@ -1,6 +1,8 @@
 """The MLflow model-registry adapter: versions, aliases, tags, lineage and model loading.
 
 Works with any tracking/registry URI (a local `mlflow server`, Databricks, Unity Catalog).
+Writes are idempotent at the registry: a tag or alias is read first and written only when it
+differs, so a handler redone after a crash changes nothing that is already in place.
 mlflow is imported lazily: this module is safe to import on the webhook path.
 """
 
@@ -57,8 +59,13 @@ class Registry:
                 return None
             raise
 
-    def set_alias(self, model_name: str, alias: str, version: str) -> None:
+    def set_alias(self, model_name: str, alias: str, version: str) -> bool:
+        """Point `alias` at `version` unless it already does; True when it was moved."""
+        current = self.version_by_alias(model_name, alias)
+        if current is not None and current.version == str(version):
+            return False
         self.client.set_registered_model_alias(model_name, alias, str(version))
+        return True
 
     def delete_alias(self, model_name: str, alias: str) -> None:
         from mlflow.exceptions import MlflowException
@@ -69,9 +76,16 @@ class Registry:
             if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
                 raise
 
-    def set_version_tags(self, model_name: str, version: str, tags: dict[str, str]) -> None:
-        for key, value in tags.items():
-            self.client.set_model_version_tag(model_name, str(version), key, str(value))
+    def set_version_tags(self, model_name: str, version: str,
+                         tags: dict[str, str]) -> dict[str, str]:
+        """Write the tags whose value differs from what the version has (a redo writes none);
+        returns the tags written."""
+        current = self.version(model_name, version).tags
+        changed = {key: str(value) for key, value in tags.items()
+                   if current.get(key) != str(value)}
+        for key, value in changed.items():
+            self.client.set_model_version_tag(model_name, str(version), key, value)
+        return changed
 
     def run_tags(self, run_id: str | None) -> dict[str, str]:
         if not run_id:

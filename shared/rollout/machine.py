@@ -9,6 +9,15 @@ so a crash between saving a decision and acting on it is finished by the next ti
     QUEUED -> PENDING -> CANARY(step 0..n-1) -> PROMOTED
                  |            |   \\-> (extend: same step, longer bake)
                  \\----> ROLLING_BACK -> ROLLED_BACK          superseded: ABORTED
+
+The stale version rule: a version never displaces a newer one. A start for version N is refused
+when the endpoint's champion, its active rollout or its queued one is a newer version than N (a
+GatesPassed redelivered late after a crash, a re-run of an old version). The refusal is recorded
+as a `superseded` transition of an ABORTED rollout of N (the audit trail, with the reason also
+tagged on the version); nothing else on the record changes.
+
+Each start's source event is remembered (`decided_starts`), so the same GatesPassed delivered
+again - after a crash, after its rollout has finished even - never starts a second rollout.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict, Unpack
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.registry.versions import newer_holder
 from shared.rollout.policy import RolloutPolicy
 
 if TYPE_CHECKING:
@@ -39,6 +49,8 @@ class Phase(str, Enum):
 
 ACTIVE = frozenset({Phase.PENDING, Phase.CANARY, Phase.ROLLING_BACK})
 SERVICE = "gatehouse"
+SUPERSEDED = "superseded"  # the action of a start refused by the stale version rule
+MAX_DECIDED_STARTS = 50
 
 
 class Refused(Exception):
@@ -140,6 +152,7 @@ class EndpointRecord(_Model):
     last: Rollout | None = None
     seq: int = 0
     outbox: tuple[Effect, ...] = ()
+    decided_starts: tuple[str, ...] = ()  # source event ids of the latest starts decided
 
     def rollouts(self) -> list[Rollout]:
         return [r for r in (self.active, self.queued, self.last) if r is not None]
@@ -257,6 +270,13 @@ def start(record: EndpointRecord | None, *, model_name: str, endpoint: str, vers
     if record is None:
         record = EndpointRecord(endpoint=endpoint, model_name=model_name, champion=champion)
     _refuse_unless_startable(record, request)
+    return _remember_start(_decide_start(record, request, policy), source_event_id)
+
+
+def _decide_start(record: EndpointRecord, request: _StartRequest, policy: RolloutPolicy) -> Step:
+    stale = stale_reason(record, request.version)
+    if stale is not None:
+        return _refuse_stale(record, request, stale)
     if record.champion is None and record.active is None:
         return _bootstrap(record, request, policy)
     active = record.active
@@ -266,6 +286,36 @@ def start(record: EndpointRecord | None, *, model_name: str, endpoint: str, vers
                                                                         Phase.CANARY):
         return _supersede(record, active, request)
     return _queue(record, active, request)
+
+
+def stale_reason(record: EndpointRecord, version: str) -> str | None:
+    """Why a start of `version` would displace a newer version (None: it would not)."""
+    newer = newer_holder(version, {
+        "the champion": record.champion,
+        "the active rollout's challenger": record.active.challenger if record.active else None,
+        "the queued challenger": record.queued.challenger if record.queued else None})
+    if newer is None:
+        return None
+    role, holder = newer
+    return (f"superseded: v{holder} ({role}) is newer than v{version}; a version never "
+            f"displaces a newer one")
+
+
+def _refuse_stale(record: EndpointRecord, request: _StartRequest, reason: str) -> Step:
+    """The refusal, recorded: a transition of an ABORTED rollout that never ran (and the reason
+    tagged on the version); the record's rollouts are left as they are."""
+    refused = request.rollout(record.champion, Phase.ABORTED).model_copy(update={
+        "finished_at": request.now, "reason": reason})
+    return _step(record, None, refused, action=SUPERSEDED, actor=request.actor, reason=reason,
+                 now=request.now, effects=[])
+
+
+def _remember_start(step: Step, source_event_id: str | None) -> Step:
+    if not source_event_id:
+        return step
+    decided = (*step.record.decided_starts, source_event_id)[-MAX_DECIDED_STARTS:]
+    return step.model_copy(update={"record": step.record.model_copy(
+        update={"decided_starts": decided})})
 
 
 @dataclass(frozen=True)
@@ -287,6 +337,8 @@ class _StartRequest:
 
 def _refuse_unless_startable(record: EndpointRecord, request: _StartRequest) -> None:
     model_name, version = request.model_name, request.version
+    if request.source_event_id and request.source_event_id in record.decided_starts:
+        raise Refused(f"the start asked by event {request.source_event_id} was decided already")
     if record.model_name != model_name:
         raise Refused(f"endpoint {request.endpoint} serves {record.model_name}, not {model_name}")
     if version == record.champion:

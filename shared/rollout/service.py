@@ -1,9 +1,16 @@
 """The rollout's imperative shell: load a record, ask the machine (and the judge), save with the
 ETag it was read with, then carry out the effects waiting in the record's outbox.
 
-Side effects happen only after a save succeeded, so of two hosts that judged the same state only
-the one whose save landed acts; effects are idempotent (traffic set to a value, aliases set,
-events with ids derived from the transition), so finishing an outbox twice is harmless.
+Every save is a compare-and-set on the record's ETag: decisions (`_transact`), each effect taken
+off the outbox (`_drain`) and the error notes. Side effects happen only after a save succeeded,
+so of two hosts that judged the same state only the one whose save landed acts. Each effect is
+idempotent at its target, so an outbox finished twice - by two hosts, or by a handler redone
+after a crash between an effect and the save that drops it - changes nothing the second time:
+- traffic: the endpoint's routes are read first, and a config that already holds is not sent
+  again (a re-sent config would restart the endpoint's warm-up);
+- aliases and version tags: written only where the registry differs (shared/registry/client.py);
+  @challenger is never moved off a newer version (the stale version rule, machine.py);
+- events: ids derived from the transition (`Emit.key`), so the router drops a repeat.
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.foundation.failpoints import failpoint
 from shared.foundation.http import Reply, error_reply
 from shared.foundation.state import ConcurrencyConflict
+from shared.registry.versions import is_newer
 from shared.rollout import machine
 from shared.rollout.judge import Window, judge
 from shared.rollout.machine import (
@@ -33,7 +42,7 @@ from shared.rollout.machine import (
 )
 from shared.rollout.policy import RolloutPolicy
 from shared.rollout.store import Loaded, RolloutStore
-from shared.serving.base import ServingBackend, ServingError, VersionHealth
+from shared.serving.base import EndpointState, ServingBackend, ServingError, VersionHealth
 
 log = logging.getLogger("gatehouse.rollout")
 SOURCE = "/gatehouse/rollout"
@@ -81,6 +90,7 @@ class RolloutService:
                 saved = self.store.save(loaded, step.record, step.transitions)
             except ConcurrencyConflict:
                 continue
+            failpoint("rollout.saved")
             for transition in step.transitions:
                 log.info("%s: %s v%s %s -> %s by %s: %s", endpoint, transition.rollout_id,
                          transition.version, transition.from_phase and transition.from_phase.value,
@@ -95,17 +105,18 @@ class RolloutService:
             record = loaded.record
             effect = record.outbox[0]
             updated = self._carry_out(record, effect)
+            failpoint("rollout.action_done")
             try:
                 loaded = self.store.save(loaded, machine.drop_effect(updated, effect))
             except ConcurrencyConflict:
                 return self.store.load(record.endpoint)
+            failpoint("rollout.action_cleared")
         return loaded
 
     def _carry_out(self, record: EndpointRecord, effect) -> EndpointRecord:
         model = record.model_name
         if isinstance(effect, ApplyTraffic):
-            state = self.backend.set_traffic(record.endpoint, model, effect.routes,
-                                             wait_seconds=self.traffic_wait_seconds)
+            state = self._serve(record.endpoint, model, effect.routes)
             if state.updating or state.routes != effect.routes:
                 raise ServingError(f"{record.endpoint}: still updating towards {effect.routes} "
                                    f"(serves {state.routes}); will check again")
@@ -113,7 +124,7 @@ class RolloutService:
                 record, effect.routes, config_updated_at=state.config_updated_at,
                 warmup_seconds=self.policy_for(model).warmup_seconds, now=self.clock())
         if isinstance(effect, SetChallengerAlias):
-            self.registry.set_alias(model, "challenger", effect.version)
+            self._set_challenger(model, effect.version)
         elif isinstance(effect, PromoteAliases):
             self._promote_aliases(model, effect)
         elif isinstance(effect, RestoreAliases):
@@ -124,18 +135,45 @@ class RolloutService:
             self._emit(effect)
         return record
 
+    def _serve(self, endpoint: str, model: str, routes: dict[str, int]) -> EndpointState:
+        """The endpoint serving `routes`: the config is sent only when it does not hold yet."""
+        state = self.backend.state(endpoint)
+        if (state is not None and state.routes == routes and state.ready and not state.updating
+                and state.model_name in (None, model)):
+            return state
+        return self.backend.set_traffic(endpoint, model, routes,
+                                        wait_seconds=self.traffic_wait_seconds)
+
+    def _set_challenger(self, model: str, version: str) -> None:
+        """@challenger on `version`, unless it points at a newer version (which stays)."""
+        current = self.registry.version_by_alias(model, "challenger")
+        if current is not None and is_newer(current.version, version):
+            log.info("%s: @challenger stays on v%s, newer than v%s", model, current.version,
+                     version)
+            return
+        self.registry.set_alias(model, "challenger", version)
+
     def _promote_aliases(self, model: str, effect: PromoteAliases) -> None:
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
         self.registry.set_alias(model, "champion", effect.version)
         challenger = self.registry.version_by_alias(model, "challenger")
         if challenger is not None and challenger.version == effect.version:
             self.registry.delete_alias(model, "challenger")
         self._legacy_stage(model, effect.version, "Production")
         if effect.previous:
-            self.registry.set_version_tags(model, effect.previous, {
-                "gatehouse.archived": "true", "gatehouse.archived_at": now,
-                "gatehouse.superseded_by": effect.version})
+            self._archive(model, effect.previous, superseded_by=effect.version)
             self._legacy_stage(model, effect.previous, "Archived")
+
+    def _archive(self, model: str, version: str, *, superseded_by: str) -> None:
+        """Tag the previous champion archived, once: a redo finds it archived by the same
+        promotion and leaves the time it was archived at as it is."""
+        tags = self.registry.version(model, version).tags
+        if tags.get("gatehouse.archived") == "true" and \
+                tags.get("gatehouse.superseded_by") == superseded_by:
+            return
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
+        self.registry.set_version_tags(model, version, {
+            "gatehouse.archived": "true", "gatehouse.archived_at": now,
+            "gatehouse.superseded_by": superseded_by})
 
     def _restore_aliases(self, model: str, effect: RestoreAliases) -> None:
         if effect.restored:
@@ -197,11 +235,14 @@ class RolloutService:
         if self.store.load(endpoint).record is None:
             champion = self._current_champion(model, endpoint)
 
+        decided: list[machine.Step] = []
+
         def decide(loaded: Loaded):
-            return machine.start(loaded.record, model_name=model, endpoint=endpoint,
-                                 version=version, champion=champion, policy=policy,
-                                 now=self.clock(), actor=actor, reason=reason,
-                                 source_event_id=source_event_id)
+            decided[:] = [machine.start(loaded.record, model_name=model, endpoint=endpoint,
+                                        version=version, champion=champion, policy=policy,
+                                        now=self.clock(), actor=actor, reason=reason,
+                                        source_event_id=source_event_id)]
+            return decided[0]
 
         result: dict = {}
         try:
@@ -210,6 +251,12 @@ class RolloutService:
             log.info("start of %s v%s refused: %s", model, version, refused)
             result["refused"] = str(refused)
             loaded = self.store.load(endpoint)
+        else:
+            superseded = [t for t in decided[0].transitions if t.action == machine.SUPERSEDED]
+            if superseded:
+                log.warning("start of %s v%s refused: %s", model, version,
+                            superseded[0].reason)
+                result.update(refused=superseded[0].reason, superseded=True)
         if loaded.record is None:
             return {"endpoint": endpoint, **result}
         try:

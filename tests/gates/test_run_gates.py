@@ -314,3 +314,44 @@ def test_rerun_of_an_unknown_version_gets_404(world):
     assert "no version 999" in json.loads(reply.get_body())["error"]
     missing = run_gates.request_rerun(http_request(f"nobody-{uuid.uuid4().hex[:6]}", "1"))
     assert missing.status_code == 404
+
+
+@pytest.mark.parametrize("point", ["gates.report_run_created", "gates.report_logged",
+                                   "gates.published"])
+def test_a_run_killed_after_a_side_effect_and_redelivered_does_it_once(world, point,
+                                                                      monkeypatch):
+    """The handler fails at the failpoint (its claim is released, as after a crash once the
+    lease runs out), and the queue delivers the same message again."""
+    from mlflow import MlflowClient
+
+    from shared.foundation.failpoints import ENVIRONMENT, FailpointError
+
+    version = register(world)
+    deliver(created(world, version))
+    tag_writes: list[tuple[str, str]] = []
+    real_set_tag = MlflowClient.set_model_version_tag
+
+    def counting_set_tag(client, name, version_, key, value):
+        tag_writes.append((str(version_), key))
+        return real_set_tag(client, name, version_, key, value)
+
+    monkeypatch.setattr(MlflowClient, "set_model_version_tag", counting_set_tag)
+    rerun = Envelope.wrap(ModelVersionTagSet(model_name=world["model"], version=version,
+                                             tags={RERUN_TAG: f"redo-{point}"}),
+                          source="/tests")
+    monkeypatch.setenv(ENVIRONMENT, f"{point}=raise")
+    with pytest.raises(FailpointError):
+        deliver(rerun)
+    monkeypatch.delenv(ENVIRONMENT)
+    deliver(rerun)
+
+    key = f"{world['model']}/{version}/rerun/redo-{point}"
+    runs = [r for r in report_runs(world, version) if r.data.tags["gatehouse.run_key"] == key]
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    assert len(tag_writes) == len(set(tag_writes)), "a tag was written twice"
+    assert version_of(world, version).tags["gatehouse.gates.report_run_id"] == runs[0].info.run_id
+    announcements = [e for e in published(world, version)
+                     if e.data.report_run_id == runs[0].info.run_id]
+    assert len({e.id for e in announcements}) == 1  # a second copy has the same id
+    store = IdempotencyStore.connect(world["storage"])
+    assert store.status(run_gates.SCOPE, key) == COMPLETED

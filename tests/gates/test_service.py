@@ -3,6 +3,8 @@ run's effects when the evaluation data is missing (no MLflow server, no storage)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, RESOURCE_DOES_NOT_EXIST
@@ -16,37 +18,62 @@ from shared.registry.client import VersionInfo
 
 
 class FakeRun:
-    def __init__(self, run_id):
-        self.info = type("Info", (), {"run_id": run_id})()
+    def __init__(self, run_id, tags):
+        self.info = type("Info", (), {"run_id": run_id, "status": "RUNNING"})()
+        self.data = type("Data", (), {"tags": dict(tags)})()
+        self.texts: dict[str, str] = {}
+        self.deleted = False
 
 
 class FakeClient:
-    """The few MlflowClient calls a report run makes."""
+    """The few MlflowClient calls a report run makes, keeping runs as MLflow would."""
 
     def __init__(self):
-        self.runs, self.texts, self.terminated = [], {}, []
+        self.runs: list[FakeRun] = []
 
     def get_experiment_by_name(self, name):
         return type("Experiment", (), {"experiment_id": "7"})()
 
     def create_run(self, experiment, run_name, tags):
-        self.runs.append((experiment, run_name, tags))
-        return FakeRun(f"run-{len(self.runs)}")
+        run = FakeRun(f"run-{len(self.runs) + 1}", tags)
+        self.runs.append(run)
+        return run
+
+    def search_runs(self, experiment_ids, filter_string, order_by=None, max_results=1000):
+        digest = filter_string.rsplit("=", 1)[1].strip(" '")
+        return [r for r in self.runs
+                if not r.deleted and r.data.tags.get("gatehouse.run_digest") == digest]
 
     def log_batch(self, run_id, params=(), metrics=()):
         pass
 
     def log_text(self, run_id, text, name):
-        self.texts[name] = text
+        self.run(run_id).texts[name] = text
 
     def log_artifact(self, run_id, path):
         pass
 
+    def download_artifacts(self, run_id, path, dst_path):
+        target = Path(dst_path) / path
+        target.write_text(self.run(run_id).texts[path])
+        return str(target)
+
     def set_terminated(self, run_id, status):
-        self.terminated.append((run_id, status))
+        self.run(run_id).info.status = status
+
+    def delete_run(self, run_id):
+        self.run(run_id).deleted = True
+
+    def run(self, run_id) -> FakeRun:
+        return next(r for r in self.runs if r.info.run_id == run_id)
+
+    def live_runs(self) -> list[FakeRun]:
+        return [r for r in self.runs if not r.deleted]
 
 
 class FakeRegistry:
+    """The registry adapter's contract: tags and aliases are written only when they differ."""
+
     tracking_uri = "http://mlflow.invalid"
 
     def __init__(self, versions=(), aliases=None, lookup_error=None):
@@ -54,6 +81,8 @@ class FakeRegistry:
         self.aliases = dict(aliases or {})
         self.lookup_error = lookup_error
         self.tags, self.client = {}, FakeClient()
+        self.tag_writes: list[tuple[str, str]] = []
+        self.alias_writes: list[tuple[str, str]] = []
 
     def version(self, model, version):
         if self.lookup_error is not None:
@@ -73,10 +102,18 @@ class FakeRegistry:
         return {}
 
     def set_version_tags(self, model, version, tags):
-        self.tags.setdefault(version, {}).update(tags)
+        current = self.tags.setdefault(version, {})
+        changed = {k: v for k, v in tags.items() if current.get(k) != v}
+        current.update(changed)
+        self.tag_writes.extend((version, key) for key in changed)
+        return changed
 
     def set_alias(self, model, alias, version):
+        if self.aliases.get(alias) == version:
+            return False
         self.aliases[alias] = version
+        self.alias_writes.append((alias, version))
+        return True
 
     def delete_alias(self, model, alias):
         self.aliases.pop(alias, None)
@@ -167,11 +204,14 @@ def test_a_run_without_evaluation_data_is_refused_recorded_and_announced():
     assert tags["gatehouse.gates.report_url"] == "http://mlflow.invalid/#/experiments/7/runs/run-1"
     assert tags["gatehouse.gates.decided_at"] == "2027-01-15T08:00:00+00:00"
     assert "challenger" not in registry.aliases  # a re-run that fails loses @challenger
-    assert registry.client.runs[0][2]["gatehouse.event_id"] == envelope.id
-    assert set(registry.client.texts) == {"report.json", "report.md"}
+    [run] = registry.client.runs
+    assert run.data.tags["gatehouse.event_id"] == envelope.id
+    assert run.data.tags["gatehouse.run_key"] == "fraud/2" and run.info.status == "FINISHED"
+    assert set(run.texts) == {"report.json", "report.md"}
     [announced] = bus.published
     assert isinstance(announced.data, GatesFailed) and announced.data.report_run_id == "run-1"
-    assert announced.id == envelope.derived(announced.data, source="/gatehouse/run-gates").id
+    assert announced.id == Envelope.wrap(announced.data, source="/gatehouse/run-gates",
+                                         dedupe_key="gates|fraud/2").id
 
 
 def test_a_run_on_a_deleted_version_does_nothing():
@@ -181,3 +221,114 @@ def test_a_run_on_a_deleted_version_does_nothing():
     result = service(registry, bus).run(envelope, GateRequest("fraud", "4", "mlflow"))
     assert result == {"verdict": None, "skipped": "the version no longer exists"}
     assert registry.tags == {} and bus.published == []
+
+
+# ---- redoing a run after a crash at each of its side effects ----
+
+GATE_FAILPOINTS = ["gates.report_run_created", "gates.reference_saved", "gates.report_logged",
+                   "gates.tags_written", "gates.alias_set", "gates.published"]
+
+
+@pytest.fixture
+def passing_suite(monkeypatch):
+    """The suite passes every version (the gates themselves are tested elsewhere); the
+    monitoring references saved are kept by report run."""
+    from shared.gates import service as service_module
+    from shared.gates.inputs import SuiteInputs
+    from shared.gates.results import GateResult
+    from shared.gates.suite import SuiteReport
+
+    def gather(registry, policy, model, version, candidate, champion):
+        return SuiteInputs(model, version, champion_version=champion.version if champion else None)
+
+    def suite(inputs, policy):
+        return SuiteReport(inputs.model_name, inputs.version, inputs.champion_version, "passed",
+                           [GateResult("ece", "pass", True, 0.01, 0.02, "calibrated")],
+                           {"ece": 0.01})
+
+    references: list[str] = []
+    monkeypatch.setattr(service_module, "gather_inputs", gather)
+    monkeypatch.setattr(service_module, "run_suite", suite)
+    monkeypatch.setattr(GateService, "_save_monitoring_reference",
+                        lambda self, inputs, run_id: references.append(run_id))
+    return references
+
+
+def gate_once(gates: GateService, store, envelope: Envelope, request: GateRequest):
+    """What the run-gates handler does with one message: the run, once per request key."""
+    from shared.foundation.handling import process_once
+
+    return process_once(store, "run-gates", request.key, lambda: gates.run(envelope, request))
+
+
+@pytest.mark.parametrize("point", GATE_FAILPOINTS)
+def test_a_run_redone_after_a_crash_does_each_effect_once(point, passing_suite, monkeypatch):
+    from shared.foundation.failpoints import ENVIRONMENT, FailpointError
+    from shared.foundation.idempotency import IdempotencyStore
+    from shared.foundation.state import MemoryTable
+
+    registry = FakeRegistry(versions=["1", "2"], aliases={"champion": "1"})
+    bus, store = FakeBus(), IdempotencyStore(MemoryTable())
+    gates = service(registry, bus)
+    envelope = Envelope.wrap(ModelVersionCreated(model_name="fraud", version="2"),
+                             source="/tests")
+    request = GateRequest("fraud", "2", "mlflow")
+    monkeypatch.setenv(ENVIRONMENT, f"{point}=raise")
+    with pytest.raises(FailpointError):
+        gate_once(gates, store, envelope, request)
+    monkeypatch.delenv(ENVIRONMENT)
+    gates.clock = lambda: 1_800_000_900.0  # the redo comes later
+    result = gate_once(gates, store, envelope, request)
+
+    [run] = registry.client.live_runs()
+    assert run.info.status == "FINISHED" and result["report_run_id"] == run.info.run_id
+    assert passing_suite.count(run.info.run_id) == 1  # its monitoring reference, once
+    assert len(registry.tag_writes) == len(set(registry.tag_writes))  # no tag written twice
+    assert registry.tags["2"]["gatehouse.gates.report_run_id"] == run.info.run_id
+    assert registry.alias_writes == [("challenger", "2")]
+    assert {e.id for e in bus.published} == {Envelope.wrap(
+        bus.published[0].data, source="/gatehouse/run-gates", dedupe_key="gates|fraud/2").id}
+    assert all(e.data.report_run_id == run.info.run_id for e in bus.published)
+    # The redo read the verdict and the decision time back from the finished run's report.
+    if point not in ("gates.report_run_created", "gates.reference_saved"):
+        assert registry.tags["2"]["gatehouse.gates.decided_at"] == "2027-01-15T08:00:00+00:00"
+
+
+def test_an_unfinished_report_run_is_replaced_by_one_finished_run(passing_suite, monkeypatch):
+    from shared.foundation.failpoints import ENVIRONMENT, FailpointError
+
+    registry = FakeRegistry(versions=["1", "2"], aliases={"champion": "1"})
+    gates = service(registry)
+    envelope = Envelope.wrap(ModelVersionCreated(model_name="fraud", version="2"),
+                             source="/tests")
+    monkeypatch.setenv(ENVIRONMENT, "gates.reference_saved=raise")
+    with pytest.raises(FailpointError):
+        gates.run(envelope, GateRequest("fraud", "2", "mlflow"))
+    [failed] = registry.client.runs
+    assert failed.info.status == "FAILED" and not failed.deleted
+    monkeypatch.delenv(ENVIRONMENT)
+    gates.run(envelope, GateRequest("fraud", "2", "mlflow"))
+    first, second = registry.client.runs
+    assert first.deleted and not second.deleted and second.info.status == "FINISHED"
+
+
+def test_an_old_version_that_passes_never_takes_challenger_from_a_newer_one(passing_suite):
+    registry = FakeRegistry(versions=[str(v) for v in range(1, 9)],
+                            aliases={"champion": "3", "challenger": "7"})
+    bus = FakeBus()
+    late = Envelope.wrap(ModelVersionCreated(model_name="fraud", version="1"), source="/tests")
+    result = service(registry, bus).run(late, GateRequest("fraud", "1", "mlflow"))
+    assert result["verdict"] == "passed" and result["aliases"] == []
+    assert registry.aliases == {"champion": "3", "challenger": "7"}
+    assert registry.alias_writes == []
+    tags = registry.tags["1"]
+    assert tags["gatehouse.gates.verdict"] == "passed" and tags["gatehouse.gates.aliases"] == ""
+    assert "v3 is @champion and newer than v1" in tags["gatehouse.gates.reason"]
+    [announced] = bus.published
+    assert "not made @challenger" in announced.data.decision.reason
+
+    # v5 is newer than the champion but older than @challenger v7: it does not take it either.
+    five = Envelope.wrap(ModelVersionCreated(model_name="fraud", version="5"), source="/tests")
+    service(registry, bus).run(five, GateRequest("fraud", "5", "mlflow"))
+    assert registry.aliases["challenger"] == "7"
+    assert "v7 is @challenger and newer than v5" in registry.tags["5"]["gatehouse.gates.reason"]

@@ -166,6 +166,36 @@ def test_duplicates_and_wrong_models_are_refused():
                       policy=POLICY, now=0, actor="a", reason="r")
 
 
+def test_a_version_never_displaces_a_newer_one():
+    record = machine.begin(started(version="5", champion="3").record, policy=POLICY,
+                           replay_ok=True, replay_detail="", now=1).record
+    record = started(version="7", record=record, now=2).record
+    late = started(version="1", record=record, now=3)
+    assert (late.record.active, late.record.queued) == (record.active, record.queued)
+    [refusal] = late.transitions
+    assert (refusal.action, refusal.version, refusal.to_phase) == ("superseded", "1",
+                                                                   Phase.ABORTED)
+    assert "v3 (the champion) is newer than v1" in refusal.reason
+    assert [type(e).__name__ for e in late.effects] == ["RecordOnVersion"]
+    between = started(version="6", record=record, now=3)
+    assert "v7 (the queued challenger)" in between.transitions[0].reason
+    supersede = POLICY.model_copy(update={"on_newer_challenger": "supersede"})
+    older = started(version="4", record=record, policy=supersede, now=3)
+    assert older.record.active == record.active and "v5 (the active" in older.transitions[0].reason
+
+
+def test_a_start_event_is_decided_once_even_after_its_rollout_ended():
+    step = machine.start(None, model_name="fraud", endpoint="fraud", version="2", champion="1",
+                         policy=POLICY, now=0, actor="gates", reason="r", source_event_id="e-2")
+    record = machine.begin(step.record, policy=POLICY, replay_ok=False, replay_detail="broken",
+                           now=1).record
+    record = machine.complete_rollback(record, actor="gatehouse", now=2).record
+    assert record.active is None and record.decided_starts == ("e-2",)
+    with pytest.raises(Refused, match="decided already"):
+        machine.start(record, model_name="fraud", endpoint="fraud", version="2", champion="1",
+                      policy=POLICY, now=3, actor="gates", reason="r", source_event_id="e-2")
+
+
 def test_accumulate_counts_each_metrics_window_once():
     from shared.serving.base import HealthReport, VersionHealth
 

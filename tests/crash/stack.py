@@ -135,10 +135,8 @@ class CrashHost:
         self.lives += 1
         env = {"AzureWebJobsStorage": self.storage, "PYTHONUNBUFFERED": "1",
                **devstack.NO_TELEMETRY, **self.env}
-        if failpoint:
-            env[ENVIRONMENT] = f"{failpoint}=exit"
-        else:
-            env.pop(ENVIRONMENT, None)
+        # Unarmed, every point only logs that it was reached.
+        env[ENVIRONMENT] = f"{failpoint}=exit" if failpoint else "*=trace"
         command = [sys.executable, "-m", "shared.dev.local_host", "--port", str(self.port),
                    "--app-root", str(self.root)]
         self.process = devstack.ManagedProcess(f"host-{self.lives}", command, env, self.port,
@@ -171,6 +169,14 @@ class CrashHost:
 
     def log(self) -> str:
         return self.process.log() if self.process else ""
+
+    def all_logs(self) -> str:
+        """Every life's log, and forget them (the next flow starts afresh)."""
+        text = ""
+        for path in sorted(self.log_dir.glob("host-*.log")):
+            text += path.read_text(errors="replace")
+            path.unlink()
+        return text
 
 
 def queue_depths(storage: str) -> dict[str, int]:

@@ -76,11 +76,11 @@ def test_a_twin_in_progress_is_put_back_quietly_and_done_once(storage, caplog):
 
 
 def test_the_heartbeat_keeps_a_long_unit_of_work_leased(storage):
-    store = IdempotencyStore.connect(storage, lease_seconds=1.5)
+    store = IdempotencyStore.connect(storage, lease_seconds=3)
     key, verdicts = uuid.uuid4().hex, []
 
     def long_work() -> dict:
-        time.sleep(2.5)  # past the lease: only renewals keep it
+        time.sleep(4)  # past the lease: only renewals (every second) keep it
         try:
             store.claim("long", key)
             verdicts.append("taken over")

@@ -98,8 +98,7 @@ def poison_entry(poison_queue: str, message, encoding: str, failures) -> dict:
         body = decode_queue_message(message.content or "", encoding)
     except ValueError:
         body = None
-    record = failures.find(poison_queue.removesuffix("-poison"), body) if body is not None \
-        else None
+    record = None if body is None else failures.find(poison_queue.removesuffix("-poison"), body)
     if record is None:
         entry["last_error"] = ("no failure recorded: the host gave up on it without the handler "
                                "failing (a crash, or a message that could not be decoded)")

@@ -21,7 +21,8 @@ def deliver_notification(body: bytes | str) -> dict | None:
     # A message that does not parse raises: after maxDequeueCount tries it lands on the poison
     # queue, intact, instead of being dropped.
     return process_event(body, NotificationRequested, "notify",
-                         lambda envelope, _: dispatcher_from_runtime().deliver(envelope))
+                         lambda envelope, _: dispatcher_from_runtime().deliver(envelope),
+                         queue=NOTIFICATIONS)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=NOTIFICATIONS, connection="AzureWebJobsStorage")

@@ -23,7 +23,7 @@ def _receive(sender: Sender, req: func.HttpRequest) -> func.HttpResponse:
     from shared.intake import receiver
 
     return respond(receiver.receive(sender, req.headers, req.get_body() or b"", runtime.settings(),
-                                    queue=runtime.bus(), dedupe=runtime.idempotency()))
+                                    queue=runtime.bus()))
 
 
 @bp.route(route="registry/mlflow", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)

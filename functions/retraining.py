@@ -27,7 +27,8 @@ def handle(body: bytes, reactions=None) -> dict | None:
         log.info("alert %s (%s): %s", envelope.id, alert.fingerprint, result)
         return result
 
-    return process_event(body, MonitoringAlert, "trigger_retraining", react)
+    return process_event(body, MonitoringAlert, "trigger_retraining", react,
+                         queue=TRIGGER_RETRAINING)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=TRIGGER_RETRAINING, connection="AzureWebJobsStorage")

@@ -42,7 +42,7 @@ def start_canary(msg: func.QueueMessage) -> None:
                                 reason=f"gates passed: {passed.decision.reason}",
                                 source_event_id=envelope.id)
 
-    process_event(msg.get_body(), GatesPassed, "start_canary", start)
+    process_event(msg.get_body(), GatesPassed, "start_canary", start, queue=START_CANARY)
 
 
 @bp.timer_trigger(arg_name="timer", schedule="*/30 * * * * *", run_on_startup=False,
@@ -66,7 +66,8 @@ def open_rollback(msg: func.QueueMessage) -> None:
         return _service().open_rollback(asked.endpoint, asked.version,
                                         actor=asked.decision.actor, reason=asked.decision.reason)
 
-    process_event(msg.get_body(), RollbackRequested, "open_rollback", roll_back)
+    process_event(msg.get_body(), RollbackRequested, "open_rollback", roll_back,
+                  queue=OPEN_ROLLBACK)
 
 
 @bp.route(route="rollouts/{endpoint}/rollback", methods=["POST"],

@@ -29,29 +29,33 @@ SCOPE = "run-gates"
 BAD_ROUTE = "the route is /api/gates/<model>/<version>/run with a numeric version"
 
 
-def handle(body: bytes) -> dict | None:
+def handle(body: bytes, queue: str = RUN_GATES) -> dict | None:
     from shared.events import Envelope
     from shared.foundation import runtime
-    from shared.foundation.handling import process_once
+    from shared.foundation.handling import consume, process_once
     from shared.foundation.logs import log_context
     from shared.gates.request import gate_request
     from shared.gates.service import from_runtime
 
-    envelope = Envelope.from_json(body)
-    request = gate_request(envelope.data)
-    if request is None:
-        log.info("run-gates: %s (%s) asks for no gate run; ignored", envelope.id, envelope.type)
-        return None
-    with log_context(envelope):
-        result = process_once(runtime.idempotency(), SCOPE, request.key,
-                              lambda: from_runtime().run(envelope, request))
-        log.info("run-gates %s: %s", request.key, result)
-    return result
+    def run(content: bytes) -> dict | None:
+        envelope = Envelope.from_json(content)
+        request = gate_request(envelope.data)
+        if request is None:
+            log.info("run-gates: %s (%s) asks for no gate run; ignored", envelope.id,
+                     envelope.type)
+            return None
+        with log_context(envelope):
+            result = process_once(runtime.idempotency(), SCOPE, request.key,
+                                  lambda: from_runtime().run(envelope, request))
+            log.info("run-gates %s: %s", request.key, result)
+        return result
+
+    return consume(queue, SCOPE, body, run)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=RUN_GATES, connection="AzureWebJobsStorage")
 def run_gates(msg: func.QueueMessage) -> None:
-    handle(msg.get_body())
+    handle(msg.get_body(), RUN_GATES)
 
 
 @bp.route(route="gates/{model}/{version}/run", methods=["POST"])

@@ -72,7 +72,7 @@ def test_live_replay_makes_the_decisions_the_dry_run_showed(tmp_path, storage_en
     mine = [m for m in queue.receive_messages(max_messages=32)
             if json.loads(decode_queue_message(m.content, bus.encoding))["id"] == envelope.id]
     assert len(mine) == 1
-    result = router.route(decode_queue_message(mine[0].content, bus.encoding))
+    result = router.route(decode_queue_message(mine[0].content, bus.encoding), REGISTRY_EVENTS)
     queue.delete_message(mine[0])
     assert result["forwarded_to"] == dry["handler_queues"] + [NOTIFICATIONS]
     notes = [n for n in bus.peek(NOTIFICATIONS) if n.data.about_event_id == envelope.id]

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -326,3 +327,86 @@ def test_subprocess_starts_its_own_azurite_and_exits_0_on_sigterm(tmp_path):
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", queue_port), timeout=1).close()
     assert (tmp_path / ".gatehouse" / "azurite").is_dir()
+
+
+# -- message leases ---------------------------------------------------------------------------
+
+def test_message_lease_is_one_function_timeout_at_most_ten_minutes():
+    from shared.dev.local_host import message_lease_seconds
+
+    assert message_lease_seconds({"functionTimeout": "00:00:08"}) == 8
+    assert message_lease_seconds({"functionTimeout": "00:00:00.5"}) == 1
+    assert message_lease_seconds({}) == 300  # the host's default functionTimeout
+    assert message_lease_seconds({"functionTimeout": "01:00:00"}) == 600
+    assert message_lease_seconds({"functionTimeout": "-1"}) == 600
+
+
+def short_timeout_root(root: Path, function_timeout: str) -> Path:
+    host_json = json.loads((APP_ROOT / "host.json").read_text())
+    host_json["functionTimeout"] = function_timeout
+    (root / "host.json").write_text(json.dumps(host_json))
+    return root
+
+
+def test_a_message_stays_leased_while_its_function_outlasts_the_lease(service, tmp_path):
+    queue, done = f"lh-slow-{uuid.uuid4().hex[:6]}", f"lh-slow-done-{uuid.uuid4().hex[:6]}"
+    for name in (queue, done):
+        service.create_queue(name)
+    slow_app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+    @slow_app.queue_trigger(arg_name="msg", queue_name=queue, connection="AzureWebJobsStorage")
+    @slow_app.queue_output(arg_name="$return", queue_name=done, connection="AzureWebJobsStorage")
+    def slow(msg: func.QueueMessage) -> str:
+        time.sleep(4.5)  # over two leases of 2 s: renewed at half of each
+        return json.dumps({"dequeue_count": msg.dequeue_count})
+
+    local = LocalHost(slow_app, short_timeout_root(tmp_path, "00:00:02"), port=0).start()
+    try:
+        service.get_queue_client(queue).send_message(b64("slow"))
+        [first] = receive(service, done, timeout=15)
+        time.sleep(2.5)  # a message whose lease had lapsed would run a second time by now
+        assert list(service.get_queue_client(done).receive_messages()) == []
+    finally:
+        local.stop()
+    assert json.loads(base64.b64decode(first)) == {"dequeue_count": 1}
+    assert queue_is_empty(service, queue)
+
+
+CRASHING_APP = '''
+import azure.functions as func
+
+from shared.foundation.failpoints import failpoint
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+
+@app.queue_trigger(arg_name="msg", queue_name="{queue}", connection="AzureWebJobsStorage")
+def crash(msg: func.QueueMessage) -> None:
+    failpoint("local_host_test.crashed")
+'''
+
+
+def test_a_message_whose_host_died_reappears_within_one_function_timeout(azurite, tmp_path):
+    from azure.storage.queue import QueueClient
+
+    queue = f"lh-crash-{uuid.uuid4().hex[:6]}"
+    client = QueueClient.from_connection_string(azurite.connection_string, queue)
+    client.create_queue()
+    root = short_timeout_root(tmp_path, "00:00:03")
+    (root / "function_app.py").write_text(CRASHING_APP.replace("{queue}", queue))
+    env = {**os.environ, "AzureWebJobsStorage": azurite.connection_string,
+           "GATEHOUSE_FAILPOINTS": "local_host_test.crashed=exit"}
+    client.send_message(b64("doomed host"))
+    process = subprocess.run([sys.executable, "-m", "shared.dev.local_host", "--app-root",
+                              str(root), "--port", "0"], cwd=PROJECT_ROOT, env=env,
+                             capture_output=True, text=True, timeout=60)
+    died = time.monotonic()
+    assert process.returncode == 137, process.stdout + process.stderr
+    deadline = died + 3 + 2  # one functionTimeout, and some slack for polling
+    while not (messages := list(client.receive_messages(max_messages=1))):
+        assert time.monotonic() < deadline, "the message did not reappear"
+        time.sleep(0.1)
+    [message] = messages
+    assert base64.b64decode(message.content).decode() == "doomed host"
+    assert message.dequeue_count == 2
+    client.delete_message(message)

@@ -10,6 +10,7 @@ import threading
 import pytest
 
 from shared.events import Envelope, RollbackRequested
+from shared.foundation.failures import FailureLog
 from shared.foundation.handling import process_event
 from shared.foundation.idempotency import IdempotencyStore
 from shared.foundation.logs import (
@@ -93,12 +94,16 @@ def test_a_handler_logs_with_its_event_only_while_it_processes_it(captured):
         logger.info("rolling back %s", data.version)
         return {"event_id": current_fields().get("event_id")}
 
-    assert process_event(first.to_json(), RollbackRequested, "test", work, store) == {
-        "event_id": first.id}
-    assert process_event(second.to_json(), RollbackRequested, "test", work, store) == {
-        "event_id": second.id}
+    failures = FailureLog(MemoryTable())
+
+    def handle(envelope: Envelope) -> object:
+        return process_event(envelope.to_json(), RollbackRequested, "test", work, store,
+                             queue="open-rollback", failures=failures)
+
+    assert handle(first) == {"event_id": first.id}
+    assert handle(second) == {"event_id": second.id}
     with pytest.raises(ValueError):
-        process_event(canary_started().to_json(), RollbackRequested, "test", work, store)
+        handle(canary_started())
     logger.info("after")
     assert [r.get("model") for r in records()] == ["fraud", "churn", None]
     assert [r.get("endpoint") for r in records()][:2] == ["fraud-prod", "churn-prod"]

@@ -13,8 +13,8 @@ resource "azurerm_user_assigned_identity" "app" {
   tags                = var.tags
 }
 
-# Queues (events between handlers), tables (idempotency records, rollouts, snapshots) and the
-# deployment package container. Reached with the managed identity, never with account keys.
+# Queues (events between handlers), tables (idempotency records, rollouts, snapshots, failures),
+# blobs (claim checks of large events) and the deployment package container. Reached with the managed identity, never with account keys.
 resource "azurerm_storage_account" "app" {
   #checkov:skip=CKV_AZURE_59:Flex Consumption without VNet integration reaches storage publicly; access is Entra-only (no keys)
   #checkov:skip=CKV2_AZURE_33:Private endpoints need the VNet integration this baseline leaves to the platform team
@@ -69,6 +69,27 @@ resource "azurerm_storage_container" "deployment" {
   name                  = "app-package"
   storage_account_id    = azurerm_storage_account.app.id
   container_access_type = "private"
+}
+
+# Claim checks: events too large for a queue message wait in `gatehouse-claims` for their
+# consumers (shared/foundation/claims.py). Consumers never delete them; this rule does, long after
+# every queue message that names one has expired.
+resource "azurerm_storage_management_policy" "claims" {
+  storage_account_id = azurerm_storage_account.app.id
+
+  rule {
+    name    = "expire-claim-checks"
+    enabled = true
+    filters {
+      prefix_match = ["gatehouse-claims/"]
+      blob_types   = ["blockBlob"]
+    }
+    actions {
+      base_blob {
+        delete_after_days_since_modification_greater_than = 30
+      }
+    }
+  }
 }
 
 resource "azurerm_role_assignment" "storage" {

@@ -7,6 +7,10 @@ Functions and bindings come from the FunctionApp itself.  Supported: HTTP trigge
 (host.json `extensions.queues`: batching, visibility timeout, poison queue, encoding, backoff),
 timer triggers (NCRONTAB or TimeSpan, runOnStartup) and queue output bindings (named or `$return`).
 Timer schedules are evaluated in UTC, as on Linux plans.
+
+A dequeued message stays invisible while its function runs under a lease of one functionTimeout
+(at most 10 minutes), renewed at half its length, as the WebJobs queue listener does: after a
+crash of the host, the message reappears within one function timeout.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import importlib
 import inspect
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -47,13 +52,14 @@ from shared.foundation.storage import (
     QueueOptions,
     decode_queue_message,
     encode_queue_message,
+    function_timeout,
     load_host_json,
     storage_connection_string,
 )
 
 log = logging.getLogger("gatehouse.host")
 MIN_POLL = 0.1              # seconds; queue polling backs off from here to maxPollingInterval
-RECEIVE_VISIBILITY = 600    # the host leases a dequeued message for 10 minutes while it runs
+RECEIVE_VISIBILITY = 600    # at most, the host leases a dequeued message for 10 minutes
 SHUTDOWN_GRACE = 30.0       # seconds stop() waits for in-flight invocations
 CONSTRAINTS = {"int": r"-?\d+", "long": r"-?\d+", "bool": r"(?:true|false)", "alpha": r"[A-Za-z]+",
                "float": r"-?\d+(?:\.\d+)?", "double": r"-?\d+(?:\.\d+)?",
@@ -188,6 +194,43 @@ class Route:
         return values
 
 
+def message_lease_seconds(host_json: dict) -> int:
+    """How long a dequeued message stays invisible while its function runs (renewed at half of
+    it): one functionTimeout, at most RECEIVE_VISIBILITY."""
+    timeout = function_timeout(host_json)
+    return max(1, math.ceil(min(timeout or RECEIVE_VISIBILITY, RECEIVE_VISIBILITY)))
+
+
+class _VisibilityLease:
+    """Keeps a dequeued message invisible while the block runs: renews its visibility at half
+    the lease from a daemon thread, keeping the pop receipt each renewal hands back."""
+
+    def __init__(self, client, message, seconds: int):
+        self.client, self.message_id, self.seconds = client, message.id, seconds
+        self.pop_receipt: str = message.pop_receipt
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, daemon=True,
+                                        name=f"visibility-{message.id}")
+
+    def __enter__(self) -> _VisibilityLease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.seconds / 2):
+            try:
+                renewed = self.client.update_message(self.message_id, self.pop_receipt,
+                                                     visibility_timeout=self.seconds)
+            except Exception as exc:
+                log.warning("Could not renew the lease on message %s: %s", self.message_id, exc)
+                continue
+            self.pop_receipt = renewed.pop_receipt
+
+
 class LocalHost:
     """Runs the app's functions: HTTP server, queue pollers and timers on background threads."""
 
@@ -223,6 +266,7 @@ class LocalHost:
         app_root = Path(app_root).resolve()
         os.environ[SCRIPT_ROOT_SETTING] = str(app_root)  # as the Functions host sets it
         load_local_settings(app_root)
+        os.environ[SCRIPT_ROOT_SETTING] = str(app_root)  # as the Functions host sets it
         azurite = ensure_storage(app_root)
         try:
             local = cls(load_app(app_spec, app_root), app_root, port, host)
@@ -385,6 +429,7 @@ class LocalHost:
 
     def _poll_queue(self, fn: Function, client, queue: str, pool: ThreadPoolExecutor) -> None:
         opts = self.options
+        lease = message_lease_seconds(load_host_json(str(self.app_root)))
         pending = [0]
         cond = threading.Condition()
 
@@ -404,7 +449,7 @@ class LocalHost:
                     continue
             try:
                 messages = list(client.receive_messages(messages_per_page=batch, max_messages=batch,
-                                                        visibility_timeout=RECEIVE_VISIBILITY))
+                                                        visibility_timeout=lease))
             except Exception as exc:
                 log.warning("Polling queue '%s' failed: %s", queue, exc)
                 messages = []
@@ -412,7 +457,7 @@ class LocalHost:
                 with cond:
                     pending[0] += 1
                 self._busy_add(1)
-                future = pool.submit(self._process_message, fn, client, queue, message)
+                future = pool.submit(self._process_message, fn, client, queue, message, lease)
                 future.add_done_callback(done)
             if messages:
                 delay = fast
@@ -421,7 +466,7 @@ class LocalHost:
                 break
             delay = min(delay * 2, opts.max_polling_interval)
 
-    def _process_message(self, fn: Function, client, queue: str, m) -> None:
+    def _process_message(self, fn: Function, client, queue: str, m, lease: int) -> None:
         opts = self.options
         try:
             if self._stopping.is_set():  # dequeued but not started before shutdown: hand it back
@@ -432,29 +477,32 @@ class LocalHost:
             except ValueError as exc:
                 log.error("Message %s on queue '%s' is not valid base64 (%s); moving it to "
                           "'%s-poison'", m.id, queue, exc, queue)
-                return self._poison(fn, client, queue, m)
+                return self._poison(fn, client, queue, m, m.pop_receipt)
             if m.dequeue_count > opts.max_dequeue_count:
-                return self._poison(fn, client, queue, m)
+                return self._poison(fn, client, queue, m, m.pop_receipt)
             message = QueueMessage(id=m.id, body=body, dequeue_count=m.dequeue_count,
                                    insertion_time=m.inserted_on, expiration_time=m.expires_on,
                                    time_next_visible=m.next_visible_on, pop_receipt=m.pop_receipt)
-            ok, _ = self._invoke(fn, message, f"New queue message detected on '{queue}'.")
+            with _VisibilityLease(client, m, lease) as held:
+                ok, _ = self._invoke(fn, message, f"New queue message detected on '{queue}'.")
             if ok:
-                client.delete_message(m.id, m.pop_receipt)
+                client.delete_message(m.id, held.pop_receipt)
             elif m.dequeue_count >= opts.max_dequeue_count:
-                self._poison(fn, client, queue, m)
+                self._poison(fn, client, queue, m, held.pop_receipt)
             else:
-                client.update_message(m.id, m.pop_receipt,
+                client.update_message(m.id, held.pop_receipt,
                                       visibility_timeout=int(round(opts.visibility_timeout)))
         except Exception:
             log.exception("Could not complete message %s on queue '%s'", m.id, queue)
 
-    def _poison(self, fn: Function, client, queue: str, m) -> None:
+    def _poison(self, fn: Function, client, queue: str, m, pop_receipt: str) -> None:
         poison = f"{queue}-poison"
         log.warning("Message %s has reached MaxDequeueCount of %d. Moving message to queue '%s'.",
                     m.id, self.options.max_dequeue_count, poison)
         self._queue_client(fn.trigger.get("connection"), poison).send_message(m.content or "")
-        client.delete_message(m.id, m.pop_receipt)
+        client.delete_message(m.id, pop_receipt)
+        log.info("Function '%s' failed on message %s %d time(s); `gatehouse poison list` shows "
+                 "the last error", fn.name, m.id, m.dequeue_count)
 
     # -- timers ------------------------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 One record per (scope, key): IN_PROGRESS while a handler works on it (with a lease, so a crashed
 holder does not block the key forever), COMPLETED once done (until it expires). A record is taken
 with a conditional insert; a stale one is taken over with an ETag-conditioned replace, so two
-workers racing for the same key cannot both win.
+workers racing for the same key cannot both win. The lease is the app's functionTimeout (runtime
+builds the store with it), and a holder that works longer renews it (`renew`, which
+`handling.process_once` calls from a heartbeat).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ Result = dict[str, Any] | None
 IN_PROGRESS = "IN_PROGRESS"
 COMPLETED = "COMPLETED"
 TABLE = "gatehouseidempotency"
+DEFAULT_LEASE_SECONDS = 300.0
 
 
 class Verdict(str, Enum):
@@ -67,12 +70,13 @@ class Claim:
 
 
 class IdempotencyStore:
-    def __init__(self, table: Table, lease_seconds: float = 300.0):
+    def __init__(self, table: Table, lease_seconds: float = DEFAULT_LEASE_SECONDS):
         self.table = table
         self.lease_seconds = lease_seconds
 
     @classmethod
-    def connect(cls, connection_string: str, lease_seconds: float = 300.0) -> IdempotencyStore:
+    def connect(cls, connection_string: str,
+                lease_seconds: float = DEFAULT_LEASE_SECONDS) -> IdempotencyStore:
         return cls(StateTable(connection_string, TABLE), lease_seconds)
 
     def claim(self, scope: str, key: str, now: float | None = None) -> Claim:
@@ -99,6 +103,18 @@ class IdempotencyStore:
             except ConcurrencyConflict:
                 raise AlreadyInProgress(self.lease_seconds) from None
         raise AlreadyInProgress(1.0)
+
+    def renew(self, claim: Claim, now: float | None = None) -> bool:
+        """Extend the holder's lease by `lease_seconds` from now; False (and nothing written)
+        when the record is no longer this claim's: completed, released or taken over."""
+        now = time.time() if now is None else now
+        fresh = {"key": claim.key, "status": IN_PROGRESS,
+                 "lease_expires_at": now + self.lease_seconds}
+        try:
+            claim.etag = self.table.replace(claim.scope, claim.row, fresh, claim.etag)
+        except ConcurrencyConflict:
+            return False
+        return True
 
     def complete(self, claim: Claim, result: Result = None,
                  ttl_seconds: float = 7 * 24 * 3600, now: float | None = None) -> None:

@@ -34,12 +34,23 @@ def bus():
 
 @lru_cache(maxsize=1)
 def idempotency():
-    from shared.foundation.idempotency import IdempotencyStore
+    """Idempotency records whose lease is one function timeout: no invocation holds a key
+    longer without renewing it, and a crashed one frees it within that time."""
+    from shared.foundation.idempotency import DEFAULT_LEASE_SECONDS, IdempotencyStore
+    from shared.foundation.storage import app_function_timeout
 
-    return IdempotencyStore.connect(storage_connection())
+    return IdempotencyStore.connect(storage_connection(),
+                                    lease_seconds=app_function_timeout() or DEFAULT_LEASE_SECONDS)
+
+
+@lru_cache(maxsize=1)
+def failures():
+    from shared.foundation.failures import FailureLog
+
+    return FailureLog.connect(storage_connection())
 
 
 def reset() -> None:
     """Forget cached adapters (tests that change the environment)."""
-    for cached in (settings, bus, idempotency):
+    for cached in (settings, bus, idempotency, failures):
         cached.cache_clear()

@@ -56,8 +56,8 @@ class Settings(BaseSettings):
     # -- storage: queues, tables, state
     storage_connection: Text | None = setting(
         "AzureWebJobsStorage", None,
-        "Queues and tables. `UseDevelopmentStorage=true` means Azurite; unset locally, the local "
-        "host starts Azurite.", secret=True)
+        "Queues, tables and blobs (large events). `UseDevelopmentStorage=true` means Azurite; "
+        "unset locally, the local host starts Azurite.", secret=True)
     storage_account_name: Text | None = setting(
         "AzureWebJobsStorage__accountName", None,
         "Identity-based storage (instead of `AzureWebJobsStorage`): the storage account's name.")
@@ -82,7 +82,8 @@ class Settings(BaseSettings):
         "GATEHOUSE_MAX_BODY_BYTES", 1_048_576, "Larger request bodies are answered `413`.")
     delivery_ttl_seconds: Annotated[float, _number(1)] = setting(
         "GATEHOUSE_DELIVERY_TTL_SECONDS", 7 * 24 * 3600.0,
-        "How long a webhook delivery id is remembered, in seconds.")
+        "How long the router remembers an event id, so a retried webhook delivery is dropped, "
+        "in seconds.")
 
     # -- policy and registry
     policy_path: FilePath | None = setting(

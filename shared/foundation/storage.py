@@ -21,7 +21,9 @@ from pathlib import Path
 from shared.foundation.paths import PROJECT_ROOT
 
 STORAGE_SETTING = "AzureWebJobsStorage"
-SCRIPT_ROOT_SETTING = "AzureWebJobsScriptRoot"
+SCRIPT_ROOT_SETTING = "AzureWebJobsScriptRoot"  # the app root; the Functions host sets it
+QUEUE_MESSAGE_LIMIT = 64 * 1024  # bytes of one encoded queue message (Azure's and Azurite's)
+DEFAULT_FUNCTION_TIMEOUT = 300.0  # the Functions host's default functionTimeout (Consumption)
 
 # Azurite's well-known development account (published in Azure's docs; not a secret).
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -97,6 +99,16 @@ def table_service(connection: str):
     return TableServiceClient.from_connection_string(connection)
 
 
+def blob_service(connection: str):
+    from azure.storage.blob import BlobServiceClient
+
+    account = _identity_account(connection)
+    if account:
+        return BlobServiceClient(f"https://{account}.blob.core.windows.net",
+                                 credential=_managed_identity(connection))
+    return BlobServiceClient.from_connection_string(connection)
+
+
 def _timespan_seconds(value: str | int | float) -> float:
     """host.json timespans are 'hh:mm:ss' (optionally 'd.hh:mm:ss' and fractions)."""
     if isinstance(value, (int, float)):
@@ -144,18 +156,36 @@ class QueueOptions:
 
 
 @lru_cache(maxsize=4)
-def script_root() -> Path:
-    """The app's root folder: the Functions host names it in AzureWebJobsScriptRoot."""
-    return Path(os.environ.get(SCRIPT_ROOT_SETTING) or PROJECT_ROOT)
-
-
 def load_host_json(app_root: str | None = None) -> dict:
     path = Path(app_root or script_root()) / "host.json"
     return json.loads(path.read_text()) if path.exists() else {"version": "2.0"}
 
 
 def queue_options(app_root: str | None = None) -> QueueOptions:
-    return QueueOptions.from_host_json(load_host_json(app_root))
+    """host.json's queue options, of the running app (`script_root`) unless told which."""
+    return QueueOptions.from_host_json(load_host_json(app_root or script_root()))
+
+
+def script_root() -> str:
+    """The running app's root (host.json's folder): what the Functions host (and the local
+    host) names in AzureWebJobsScriptRoot, else the project."""
+    return os.environ.get(SCRIPT_ROOT_SETTING) or str(PROJECT_ROOT)
+
+
+def function_timeout(host: dict) -> float | None:
+    """host.json `functionTimeout` in seconds (the host's default when absent); None when it is
+    -1, unbounded."""
+    value = host.get("functionTimeout")
+    if value is None:
+        return DEFAULT_FUNCTION_TIMEOUT
+    if str(value).strip() == "-1":
+        return None
+    return _timespan_seconds(value)
+
+
+def app_function_timeout() -> float | None:
+    """The running app's functionTimeout (see `script_root` and `function_timeout`)."""
+    return function_timeout(load_host_json(script_root()))
 
 
 def encode_queue_message(text: str, encoding: str) -> str:

@@ -1,10 +1,20 @@
-"""Registry webhook intake: size, signature, shape, dedupe, enqueue — in that order.
+"""Registry webhook intake: size, signature, shape, enqueue — in that order.
 
 Answers are `shared.foundation.http.Reply`s, so the HTTP function stays a thin shell:
- - 202 accepted and enqueued; 200 for a duplicate delivery or an ignored event type;
+ - 202 once the event is on the queue, for a first delivery and for its retries alike;
+ - 200 for an ignored event type;
  - 401 bad or missing signature, stale or future timestamp; 400 / 413 / 415 bad input;
- - 503 with Retry-After only when our own storage fails or the same delivery is mid-flight,
-   so the sender retries and nothing it sent is lost.
+ - 503 with a short Retry-After only when the queue cannot be reached, so the sender retries.
+
+Nothing accepted is lost, nothing is doubled, in one storage round trip: the receiver claims and
+remembers nothing. It answers 202 only once the event is on the queue, so a crash before that
+leaves the sender to retry and a crash after it has lost nothing. A retry is enqueued again under
+the same event id (derived from MLflow's delivery id, or from the Databricks body), and the router,
+which forwards each event id once (`process_once`), drops the repeat. An event too large for a
+queue message goes through the Bus's claim check (shared/foundation/claims.py).
+
+Retry-After is a tenth of the signed timestamp's tolerance, at most 30 s: MLflow re-sends the same
+signed bytes, which must still be fresh when they arrive again.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from collections.abc import Mapping
 from typing import Literal, Protocol
 
 from shared.events import Envelope
+from shared.foundation.failpoints import failpoint
 from shared.foundation.http import (
     BodyError,
     Reply,
@@ -24,7 +35,6 @@ from shared.foundation.http import (
     too_large,
     unavailable,
 )
-from shared.foundation.idempotency import AlreadyCompleted, AlreadyInProgress, Claim
 from shared.foundation.queues import REGISTRY_EVENTS
 from shared.foundation.settings import Settings
 from shared.intake import inbound, signatures
@@ -36,21 +46,21 @@ EVENT_SOURCES = {"mlflow": "/gatehouse/registry/mlflow",
                  "forwarded": "/gatehouse/registry/forwarded"}
 PARSERS = {"mlflow": inbound.parse_mlflow, "databricks": inbound.parse_databricks,
            "forwarded": inbound.parse_forwarded}
+MAX_RETRY_AFTER = 30.0
 
 
 class Queue(Protocol):
     def send(self, queue: str, envelope: Envelope) -> str: ...
 
 
-class Dedupe(Protocol):
-    def claim(self, scope: str, key: str) -> Claim: ...
-    def complete(self, claim: Claim, result: dict | None = None,
-                 ttl_seconds: float = ...) -> None: ...
-    def release(self, claim: Claim) -> None: ...
+def retry_after_seconds(settings: Settings) -> float:
+    """How long a sender should wait before retrying: well inside the timestamp tolerance, so
+    the re-sent signed request is still fresh."""
+    return max(1.0, min(MAX_RETRY_AFTER, settings.webhook_tolerance_seconds / 10))
 
 
 def receive(sender: Sender, headers: Mapping[str, str], body: bytes, settings: Settings,
-            queue: Queue, dedupe: Dedupe, now: float | None = None) -> Reply:
+            queue: Queue, now: float | None = None) -> Reply:
     now = time.time() if now is None else now
     if len(body) > settings.max_body_bytes:
         return too_large(len(body), settings.max_body_bytes)
@@ -84,32 +94,15 @@ def receive(sender: Sender, headers: Mapping[str, str], body: bytes, settings: S
     dedupe_key = delivery_id or hashlib.sha256(body).hexdigest()
     envelope = Envelope.wrap(parsed.payload, source=EVENT_SOURCES[sender],
                              dedupe_key=dedupe_key, time=parsed.occurred_at)
-    return _enqueue_once(sender, dedupe_key, envelope, queue, dedupe, settings)
+    return _enqueue(sender, envelope, queue, settings)
 
 
-def _enqueue_once(sender: Sender, dedupe_key: str, envelope: Envelope, queue: Queue,
-                  dedupe: Dedupe, settings: Settings) -> Reply:
-    try:
-        claim = dedupe.claim(f"delivery-{sender}", dedupe_key)
-    except AlreadyCompleted as done:
-        event_id = (done.result or {}).get("event_id", envelope.id)
-        return Reply(200, {"status": "duplicate", "event_id": event_id})
-    except AlreadyInProgress as busy:
-        return unavailable("this delivery is being processed; retry shortly", busy.retry_after)
-    except Exception:
-        log.exception("state store unavailable while receiving a %s webhook", sender)
-        return unavailable("state store unavailable; retry shortly")
+def _enqueue(sender: Sender, envelope: Envelope, queue: Queue, settings: Settings) -> Reply:
     try:
         queue.send(REGISTRY_EVENTS, envelope)
     except Exception:
-        dedupe.release(claim)
-        log.exception("could not enqueue %s; the sender will retry", envelope.id)
-        return unavailable("event queue unavailable; retry shortly")
-    try:
-        dedupe.complete(claim, {"event_id": envelope.id}, ttl_seconds=settings.delivery_ttl_seconds)
-    except Exception:
-        # The event is on the queue; a retry may enqueue it again with the same id, and
-        # consumers drop the repeat. Still a success for the sender.
-        log.exception("could not mark delivery of %s complete", envelope.id)
+        log.exception("could not enqueue %s from %s; the sender will retry", envelope.id, sender)
+        return unavailable("event queue unavailable; retry shortly", retry_after_seconds(settings))
+    failpoint("receiver.enqueued")
     log.info("accepted %s %s (%s)", envelope.type, envelope.id, envelope.subject)
     return Reply(202, {"status": "accepted", "event_id": envelope.id, "type": envelope.type})

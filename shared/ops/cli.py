@@ -15,7 +15,8 @@ from pathlib import Path
 EPILOG = """examples:
   python -m shared.ops.cli replay event.json --dry-run       what would happen, no side effects
   python -m shared.ops.cli replay webhook.json --format mlflow
-  python -m shared.ops.cli poison list                       messages that failed every retry
+  python -m shared.ops.cli poison list                       messages that failed every retry,
+                                                             with handler, attempts, last error
   python -m shared.ops.cli poison redrive run-gates          put them back on their queue
   python -m shared.ops.cli webhooks register --url https://<app>/api/registry/mlflow
   python -m shared.ops.cli audit --format md --chart audit.png
@@ -88,8 +89,33 @@ def cmd_replay(args) -> int:
     return 0
 
 
+def poison_entry(poison_queue: str, message, encoding: str, failures) -> dict:
+    """One poison message with why it got there: the failure its handler recorded last."""
+    from shared.foundation.storage import decode_queue_message
+
+    entry = {"queue": poison_queue, "id": message.id, "inserted": str(message.inserted_on)}
+    try:
+        body = decode_queue_message(message.content or "", encoding)
+    except ValueError:
+        body = None
+    record = None if body is None else failures.find(poison_queue.removesuffix("-poison"), body)
+    if record is None:
+        entry["last_error"] = ("no failure recorded: the host gave up on it without the handler "
+                               "failing (a crash, or a message that could not be decoded)")
+    else:
+        entry.update(handler=record.get("handler"), attempts=record.get("attempts"),
+                     last_error=record.get("last_error"),
+                     last_failed_at=record.get("last_failed_at"),
+                     first_failed_at=record.get("first_failed_at"))
+        if record.get("event_id"):
+            entry["event_id"] = record["event_id"]
+    entry["content"] = (message.content or "")[:400]
+    return entry
+
+
 def cmd_poison(args) -> int:
-    from shared.foundation.storage import queue_service
+    from shared.foundation.failures import FailureLog
+    from shared.foundation.storage import queue_options, queue_service
 
     service = queue_service(_storage())
     poison_queues = [q.name for q in service.list_queues() if q.name.endswith("-poison")]
@@ -97,13 +123,13 @@ def cmd_poison(args) -> int:
         wanted = args.queue if args.queue.endswith("-poison") else f"{args.queue}-poison"
         poison_queues = [q for q in poison_queues if q == wanted]
     moved = 0
+    failures = FailureLog.connect(_storage()) if args.action == "list" else None
+    encoding = queue_options().message_encoding
     for name in poison_queues:
         poison = service.get_queue_client(name)
         if args.action == "list":
             for message in poison.peek_messages(max_messages=32):
-                print(json.dumps({"queue": name, "id": message.id,
-                                  "inserted": str(message.inserted_on),
-                                  "content": message.content[:400]}))
+                print(json.dumps(poison_entry(name, message, encoding, failures)))
             continue
         target = service.get_queue_client(name.removesuffix("-poison"))
         while True:
@@ -236,7 +262,8 @@ def _replay_command(commands) -> None:
 
 
 def _poison_command(commands) -> None:
-    poison = commands.add_parser("poison", help="messages that failed every retry")
+    poison = commands.add_parser("poison", help="messages that failed every retry: list them "
+                                 "(with handler, attempts and last error) or redrive them")
     poison.add_argument("action", choices=("list", "redrive"))
     poison.add_argument("queue", nargs="?", help="one queue (e.g. run-gates); default all")
     poison.set_defaults(run=cmd_poison)

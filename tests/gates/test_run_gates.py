@@ -10,6 +10,7 @@ GatesFailed events off `gatehouse-events` before this test could look at them.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -355,3 +356,59 @@ def test_a_run_killed_after_a_side_effect_and_redelivered_does_it_once(world, po
     assert len({e.id for e in announcements}) == 1  # a second copy has the same id
     store = IdempotencyStore.connect(world["storage"])
     assert store.status(run_gates.SCOPE, key) == COMPLETED
+
+
+def test_a_200_kb_webhook_travels_by_claim_check_and_is_gated_once(world):
+    """A signed MLflow `model_version.created` far over the queue limit (a long description,
+    many tags): through the real receiver onto Azurite, retried by its sender, through the router
+    to run-gates' queue, and gated once."""
+    from datetime import UTC, datetime
+
+    from functions import router
+    from shared.foundation import claims
+    from shared.foundation.queues import REGISTRY_EVENTS
+    from shared.foundation.settings import Settings
+    from shared.foundation.storage import decode_queue_message
+    from shared.intake import receiver
+    from shared.intake.signatures import mlflow_signature
+
+    version = register(world)
+    description = "A long model card. " * 8_000
+    tags = {f"card.section.{n}": "y" * 60 for n in range(800)}
+    body = json.dumps({"entity": "model_version", "action": "created",
+                       "timestamp": datetime.now(UTC).isoformat(),
+                       "data": {"name": world["model"], "version": version, "source": "models:/x",
+                                "run_id": None, "tags": tags, "description": description}}).encode()
+    assert len(body) > 200_000
+    secret, delivery, stamp = "claim-check-secret", str(uuid.uuid4()), str(int(time.time()))
+    headers = {"Content-Type": "application/json", "X-MLflow-Delivery-Id": delivery,
+               "X-MLflow-Timestamp": stamp,
+               "X-MLflow-Signature": mlflow_signature(secret, delivery, stamp, body)}
+    bus = Bus(world["storage"])
+    settings = Settings(mlflow_webhook_secret=secret)
+    first = receiver.receive("mlflow", headers, body, settings, queue=bus)
+    retry = receiver.receive("mlflow", headers, body, settings, queue=bus)  # the sender retried
+    assert (first.status, retry.status) == (202, 202)
+    event_id = first.body["event_id"]
+
+    def take(queue: str) -> list[bytes]:
+        client, mine = bus._queue(queue), []
+        while batch := list(client.receive_messages(max_messages=32)):
+            for message in batch:
+                raw = decode_queue_message(message.content, bus.encoding)
+                if Envelope.from_json(bus.open(raw)).id == event_id:
+                    mine.append(raw)
+                client.delete_message(message)
+        return mine
+
+    inbound = take(REGISTRY_EVENTS)
+    assert len(inbound) == 2 and all(claims.reference_in(raw) for raw in inbound)
+    for raw in inbound:
+        router.route(raw, REGISTRY_EVENTS)
+    [gate_message] = take(RUN_GATES)  # the retry was dropped by the router
+    assert claims.reference_in(gate_message) is not None and len(gate_message) < 1024
+    run_gates.handle(gate_message)
+    run_gates.handle(gate_message)  # redelivered: gated once
+    assert len(report_runs(world, version)) == 1
+    [event] = published(world, version)
+    assert isinstance(event.data, (GatesPassed, GatesFailed))

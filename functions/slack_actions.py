@@ -43,6 +43,10 @@ def _act(headers, body: bytes, signing_secret: str, bus: Callable) -> Reply:
 
     from shared.channels import slack
 
+    unreadable = _unverifiable(headers, body)
+    if unreadable:
+        log.info("Slack action refused (400): %s", unreadable)
+        return error_reply(400, unreadable)
     try:
         slack.verify_request(headers, body, signing_secret)
         payload = slack.interaction_payload(body, headers.get("content-type"))
@@ -65,3 +69,19 @@ def _act(headers, body: bytes, signing_secret: str, bus: Callable) -> Reply:
     log.info("rollback of %s requested from Slack by %s: event %s", envelope.subject,
              envelope.data.decision.actor, envelope.id)
     return Reply(200)
+
+
+def _unverifiable(headers, body: bytes) -> str | None:
+    """What no Slack request has and slack-sdk's verifier raises on instead of refusing: a body
+    that is not UTF-8, a signature that is not ASCII, a timestamp that is not a short number."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"the body is not UTF-8 form data (byte {exc.start})"
+    if not (lowered.get("x-slack-signature") or "").isascii():
+        return "X-Slack-Signature is not ASCII"
+    timestamp = (lowered.get("x-slack-request-timestamp") or "").strip()
+    if timestamp and not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+        return "X-Slack-Request-Timestamp is not a Unix time in seconds"
+    return None

@@ -81,8 +81,29 @@ def _read(read: Callable[[RolloutStore], T]) -> T:
 def _require_rollout(endpoint: str) -> None:
     from shared.rollout.service import no_rollout
 
-    if _read(lambda store: store.load(endpoint).record) is None:
+    if not _has_rollout(endpoint):
         raise _Refused(no_rollout(endpoint))
+
+
+def _has_rollout(endpoint: str) -> bool:
+    return _read(lambda store: store.load(endpoint).record) is not None
+
+
+class _LinkRollbacks:
+    """What a one-click link asks of the rollout service, which is built only once a valid link
+    names an endpoint with a rollout: any other link is answered without a serving backend."""
+
+    def rollback_preview(self, endpoint: str, rollout_id: str) -> Reply:
+        from shared.rollout.service import no_rollout
+
+        if not _has_rollout(endpoint):
+            return no_rollout(endpoint)
+        return _configured_service().rollback_preview(endpoint, rollout_id)
+
+    def request_rollback(self, endpoint: str, *, actor: str, reason: str,
+                         version: str | None = None, rollout_id: str | None = None) -> Reply:
+        return _configured_service().request_rollback(endpoint, actor=actor, reason=reason,
+                                                      version=version, rollout_id=rollout_id)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=START_CANARY, connection="AzureWebJobsStorage")
@@ -160,10 +181,10 @@ def rollback_link(req: func.HttpRequest) -> func.HttpResponse:
     if secret is None:
         return respond(links_off(request))
     try:
-        service = _configured_service()
+        store = _read(lambda store: store)
+        return respond(answer_link(request, secret, store, _LinkRollbacks(), now=time.time()))
     except _Refused as refused:
         return respond(refused.reply)
-    return respond(answer_link(request, secret, service.store, service, now=time.time()))
 
 
 @bp.route(route="rollouts", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)

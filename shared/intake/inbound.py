@@ -32,6 +32,17 @@ class Ignored:
     reason: str
 
 
+def _accepted(payload: events.Payload, occurred_at: datetime) -> Accepted:
+    """The event, if it can travel: one queue message holds 64 KiB (a 413 otherwise)."""
+    if not events.fits_a_queue_message(payload):
+        kind = events.kind_of(type(payload))
+        raise BodyError(f"the {kind} event this body describes is larger than one queue "
+                        f"message holds ({events.QUEUE_MESSAGE_BYTES // 1024} KiB, base64); "
+                        f"send shorter descriptions and tags", ["body: event too large"],
+                        status=413)
+    return Accepted(payload, occurred_at)
+
+
 # ---- MLflow OSS ----
 
 class _Lenient(BaseModel):
@@ -142,7 +153,7 @@ def parse_mlflow(body: bytes) -> Accepted | Ignored:
     occurred = envelope.timestamp
     if occurred.tzinfo is None:
         occurred = occurred.replace(tzinfo=UTC)
-    return Accepted(_mlflow_to_event(key, data), occurred)
+    return _accepted(_mlflow_to_event(key, data), occurred)
 
 
 # ---- Gatehouse's own forwarder (Databricks model update triggers for Unity Catalog) ----
@@ -153,7 +164,7 @@ def parse_forwarded(body: bytes) -> Accepted:
     envelope = http.validate(events.Envelope, document)
     if not isinstance(envelope.data, events.REGISTRY_EVENTS):
         raise BodyError(f"only registry events may be forwarded, not {envelope.type}")
-    return Accepted(envelope.data, envelope.time)
+    return _accepted(envelope.data, envelope.time)
 
 
 # ---- Databricks workspace registry ----
@@ -220,7 +231,7 @@ def parse_databricks(body: bytes, *, now: float | None = None,
     if now is not None and tolerance_seconds is not None:
         signatures.check_freshness("event_timestamp", hook.event_timestamp / 1000, now,
                                    tolerance_seconds)
-    return Accepted(payload, _event_time(hook.event_timestamp))
+    return _accepted(payload, _event_time(hook.event_timestamp))
 
 
 def _databricks_event(hook: DatabricksWebhookBody) -> events.Payload:

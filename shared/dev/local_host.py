@@ -58,6 +58,7 @@ log = logging.getLogger("gatehouse.host")
 MIN_POLL = 0.1              # seconds; queue polling backs off from here to maxPollingInterval
 RECEIVE_VISIBILITY = 600    # the host leases a dequeued message for 10 minutes while it runs
 SHUTDOWN_GRACE = 30.0       # seconds stop() waits for in-flight invocations
+REQUEST_TIMEOUT = 30.0      # seconds a connection may sit idle, or a body take to arrive
 MAX_LINE = 8192             # bytes of a chunk-size or trailer line
 MAX_TRAILERS = 100          # trailer lines after a chunked body
 LINGER_SECONDS = 2.0        # after refusing a body unread: how long to read (and drop) the rest
@@ -200,11 +201,13 @@ class LocalHost:
     """Runs the app's functions: HTTP server, queue pollers and timers on background threads."""
 
     def __init__(self, app, app_root, port: int = 7071, host: str = "127.0.0.1",
-                 keys: HostKeys | None = None, max_body_bytes: int | None = None):
+                 keys: HostKeys | None = None, max_body_bytes: int | None = None,
+                 request_timeout: float = REQUEST_TIMEOUT):
         settings = Settings.from_env()
         self.app_root = Path(app_root).resolve()
         self.host, self.port = host, port
         self.max_body_bytes = max_body_bytes or settings.max_body_bytes
+        self.request_timeout = request_timeout
         host_json = load_host_json(str(self.app_root))
         self.options = QueueOptions.from_host_json(host_json)
         self.route_prefix = str(host_json.get("extensions", {}).get("http", {})
@@ -254,7 +257,8 @@ class LocalHost:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> LocalHost:
-        handler = type("Handler", (_Handler,), {"local_host": self})
+        handler = type("Handler", (_Handler,), {"local_host": self,
+                                                "timeout": self.request_timeout})
         self._server = _Server((self.host, self.port), handler)
         self.port = self._server.server_address[1]
         lines, timers = [], []
@@ -560,7 +564,7 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "GatehouseLocalHost/1.0"
-    timeout = 30  # close idle keep-alive connections; a body that stops coming gets a 408
+    timeout = REQUEST_TIMEOUT  # idle keep-alive connections close; a stalled body gets a 408
     # Headers and body go out in separate writes; without TCP_NODELAY, Nagle's algorithm and
     # the client's delayed ACK add ~40 ms to every keep-alive response.
     disable_nagle_algorithm = True
@@ -675,8 +679,7 @@ def _read_body(h: BaseHTTPRequestHandler, limit: int) -> bytes:
             return _read_chunked(h, limit)
         body = h.rfile.read(length) if length else b""
     except TimeoutError:
-        raise _Refusal(408, f"the request body did not arrive within {_Handler.timeout} s") \
-            from None
+        raise _Refusal(408, f"the request body did not arrive within {h.timeout:g} s") from None
     if len(body) < length:
         raise _Refusal(400, f"the body ended after {len(body)} of the {length} bytes its "
                             f"Content-Length declares")

@@ -26,7 +26,14 @@ bp = func.Blueprint()
 log = logging.getLogger("gatehouse.run_gates")
 
 SCOPE = "run-gates"
-BAD_ROUTE = "the route is /api/gates/<model>/<version>/run with a numeric version"
+MAX_MODEL_NAME = 500        # characters (Unity Catalog's three names of 255 fit)
+MAX_VERSION = 2**63 - 1     # registries keep versions as 64-bit integers
+BAD_ROUTE = ("the route is /api/gates/<model>/<version>/run with a model name of at most "
+             f"{MAX_MODEL_NAME} characters and a version number from 1")
+
+
+def _is_version(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 19 and 1 <= int(text) <= MAX_VERSION
 
 
 def handle(body: bytes, queue: str = RUN_GATES) -> dict | None:
@@ -67,7 +74,7 @@ def request_rerun(req: func.HttpRequest) -> func.HttpResponse:
 
     model = (req.route_params.get("model") or "").strip()
     version = (req.route_params.get("version") or "").strip()
-    if not model or not version.isdigit():
+    if not model or len(model) > MAX_MODEL_NAME or not _is_version(version):
         return respond(error_reply(400, BAD_ROUTE))
     try:
         body = parse_body(RerunBody, req.get_body() or b"", optional=True)

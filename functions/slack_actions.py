@@ -13,8 +13,10 @@ from collections.abc import Callable
 import azure.functions as func
 
 from shared.foundation.http import (
+    BodyError,
     Reply,
     error_reply,
+    json_text,
     respond,
     too_large,
     unavailable,
@@ -42,21 +44,32 @@ def _act(headers, body: bytes, signing_secret: str, bus: Callable) -> Reply:
     from pydantic import ValidationError
 
     from shared.channels import slack
+    from shared.events import fits_a_queue_message
 
+    unreadable = _unverifiable(headers, body)
+    if unreadable:
+        log.info("Slack action refused (400): %s", unreadable)
+        return error_reply(400, unreadable)
     try:
         slack.verify_request(headers, body, signing_secret)
+        _check_payload_json(body)
         payload = slack.interaction_payload(body, headers.get("content-type"))
         click = slack.rollback_click(payload)
         envelope = slack.rollback_request(click) if click is not None else None
     except slack.SlackRequestError as exc:
         log.info("Slack action refused (%d): %s", exc.status, exc.message)
         return error_reply(exc.status, exc.message)
+    except BodyError as exc:
+        log.info("Slack action refused (400): %s", exc.message)
+        return exc.reply()
     except ValidationError as exc:
         problems = validation_problems(exc)
         return error_reply(400, "the Roll back button names an invalid target: "
                            + "; ".join(problems), problems)
     if envelope is None:
         return Reply(200)  # another button (Open in MLflow): just acknowledge
+    if not fits_a_queue_message(envelope.data):
+        return error_reply(413, "the Roll back button names a target too large to record")
     try:
         bus().publish(envelope)
     except Exception:
@@ -65,3 +78,29 @@ def _act(headers, body: bytes, signing_secret: str, bus: Callable) -> Reply:
     log.info("rollback of %s requested from Slack by %s: event %s", envelope.subject,
              envelope.data.decision.actor, envelope.id)
     return Reply(200)
+
+
+def _unverifiable(headers, body: bytes) -> str | None:
+    """What no Slack request has and slack-sdk's verifier raises on instead of refusing: a body
+    that is not UTF-8, a signature that is not ASCII, a timestamp that is not a short number."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"the body is not UTF-8 form data (byte {exc.start})"
+    if not (lowered.get("x-slack-signature") or "").isascii():
+        return "X-Slack-Signature is not ASCII"
+    timestamp = (lowered.get("x-slack-request-timestamp") or "").strip()
+    if timestamp and not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+        return "X-Slack-Request-Timestamp is not a Unix time in seconds"
+    return None
+
+
+def _check_payload_json(body: bytes) -> None:
+    """The form's `payload` field read by the hardened JSON reader first (BodyError: NaN, deep
+    nesting, lone surrogates...), before slack.interaction_payload reads it with plain json."""
+    from urllib.parse import parse_qs
+
+    values = parse_qs(body.decode("utf-8"), keep_blank_values=True).get("payload")
+    if values and values[0]:
+        json_text(values[0], "the payload field", "payload")

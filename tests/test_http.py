@@ -78,21 +78,25 @@ def test_bodies_that_are_not_json_objects_say_so(body, said):
 
 
 @pytest.mark.parametrize("body", [b"[" * 100_000, b'{"a": ' * 100_000,
-                                  b"[" * 100_000 + b"]" * 100_000])
+                                  b"[" * 100_000 + b"]" * 100_000,
+                                  b'{"data": ' + b"[" * 900 + b"]" * 900 + b"}",
+                                  b"[" * 65 + b"]" * 65])
 def test_deeply_nested_json_is_a_400_not_a_crash(body):
     error = refused(body)
-    assert error.message == "request body is nested too deeply to be read as JSON"
-    assert error.problems == ["body: nested too deeply"]
+    assert error.message == "request body is nested too deeply (more than 64 levels)"
+    assert error.problems == ["body: nested deeper than 64 levels"]
     assert json.loads(respond(error.reply()).get_body())["error"] == error.message
 
 
-def test_nesting_json_can_read_is_validated_like_any_value():
+def test_nesting_up_to_the_limit_is_validated_like_any_value():
     class Loose(BaseModel):
         data: list
 
-    deep = b'{"data": ' + b"[" * 900 + b"]" * 900 + b"}"
+    deep = b'{"data": ' + b"[" * 63 + b"]" * 63 + b"}"
     assert len(parse_body(Loose, deep).data) == 1
     assert "data: Input should be a valid list" in refused_by(Loose, b'{"data": {}}').problems
+    brackets_in_strings = b'{"data": ["' + b"[{" * 500 + b'"]}'
+    assert parse_body(Loose, brackets_in_strings).data == ["[{" * 500]
 
 
 def test_a_wrong_field_is_named_in_the_message_and_the_problems():

@@ -35,13 +35,13 @@ def _object(value: object, where: str) -> dict:
 
 
 def _when(text: object) -> datetime | None:
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return datetime.fromtimestamp(text / 1000, tz=UTC)  # epoch milliseconds
-    if isinstance(text, str) and text.strip():
-        try:
+    try:
+        if isinstance(text, (int, float)) and not isinstance(text, bool):
+            return datetime.fromtimestamp(text / 1000, tz=UTC)  # epoch milliseconds
+        if isinstance(text, str) and text.strip():
             return common.utc(datetime.fromisoformat(text.strip().replace("Z", "+00:00")))
-        except ValueError:
-            return None
+    except (ValueError, OverflowError, OSError):  # not a time, or beyond what datetime holds
+        return None
     return None
 
 

@@ -3,7 +3,8 @@
 Answers (shared.foundation.http.Reply):
  - 202 when at least one alert was published; 200 when every alert was a repeat, a resolution
    of nothing open, or a state that says nothing (all listed per alert in the body);
- - 404 unknown source; 401 missing or wrong token; 400 / 413 / 415 bad input, with the problem;
+ - 404 unknown source; 401 missing or wrong token; 400 / 413 / 415 bad input, with the problem
+   (413 also for more alerts than GATEHOUSE_MAX_ALERTS_PER_REQUEST in one request);
  - 503 with Retry-After only when Gatehouse's own storage fails, so the sender retries.
 
 Authentication: when GATEHOUSE_ALERT_TOKEN_<SOURCE> is set (e.g. GATEHOUSE_ALERT_TOKEN_ALERTMANAGER,
@@ -80,6 +81,12 @@ def unknown_source(source: str) -> Reply:
                        + ", ".join(alerts.SOURCES))
 
 
+def too_many(count: int, limit: int) -> Reply:
+    return error_reply(413, f"{count} alerts in one request; at most {limit} are taken per request "
+                            f"(GATEHOUSE_MAX_ALERTS_PER_REQUEST; Alertmanager: set max_alerts)",
+                       [f"alerts: {count} alerts, at most {limit}"])
+
+
 def receive(source: str, headers: Mapping[str, str], body: bytes, *, max_body_bytes: int,
             bus: Publisher, dedupe, open_alerts: OpenAlerts,
             settings: Settings | None = None) -> Reply:
@@ -100,6 +107,8 @@ def receive(source: str, headers: Mapping[str, str], body: bytes, *, max_body_by
     except BodyError as exc:
         log.info("rejected a %s alert: %s", source, exc.message)
         return exc.reply()
+    if len(batch.alerts) > settings.max_alerts_per_request:
+        return too_many(len(batch.alerts), settings.max_alerts_per_request)
     outcomes = []
     for inbound in batch.alerts:
         try:

@@ -86,11 +86,13 @@ def say(text: str) -> None:
 
 
 class Story:
-    def __init__(self, work: Path, host_url: str, serving_url: str, mlflow_url: str,
-                 outbox: OutboxChannel):
+    def __init__(self, work: Path, host: devstack.FunctionHost, serving_url: str,
+                 mlflow_url: str, outbox: OutboxChannel):
         from mlflow import MlflowClient
 
-        self.work, self.host_url, self.serving_url = work, host_url, serving_url
+        self.work, self.host_url, self.serving_url = work, host.url, serving_url
+        self.keyed = requests.Session()  # the app's function-level routes want the host's key
+        self.keyed.headers.update(host.key_headers)
         self.client = MlflowClient(tracking_uri=mlflow_url)
         logging.getLogger("mlflow").setLevel(logging.ERROR)  # keep the narration readable
         self.outbox = outbox
@@ -125,11 +127,11 @@ class Story:
         return f"{tags['gatehouse.gates.verdict']} (blocking gates not passed: {blocking})"
 
     def rollout(self) -> dict:
-        reply = requests.get(f"{self.host_url}/api/rollouts/{ENDPOINT}", timeout=30)
+        reply = self.keyed.get(f"{self.host_url}/api/rollouts/{ENDPOINT}", timeout=30)
         return reply.json() if reply.status_code == 200 else {}
 
     def ramp(self) -> dict:
-        return requests.post(f"{self.host_url}/api/rollouts/{ENDPOINT}/ramp", timeout=120).json()
+        return self.keyed.post(f"{self.host_url}/api/rollouts/{ENDPOINT}/ramp", timeout=120).json()
 
     def send_traffic(self, requests_count: int, drift: float = 0.0, seed: int = 0) -> None:
         """Single-row scoring requests from a few concurrent clients, like live traffic."""
@@ -236,7 +238,7 @@ def play(story: Story, short: bool) -> None:
 
     say("5) traffic drifts: the monitor notices, retraining starts")
     story.drifted_window(300)
-    result = requests.post(f"{story.host_url}/api/monitor/run", json={}, timeout=300).json()
+    result = story.keyed.post(f"{story.host_url}/api/monitor/run", json={}, timeout=300).json()
     for window in result["endpoints"].get(ENDPOINT, {}).get("windows", []):
         figures = window["figures"]
         say(f"   monitor, last {result['window_seconds']:.0f}s window on v{window['version']}: "
@@ -269,7 +271,7 @@ def summary(story: Story) -> None:
         print(f"  v{version:7s} {label:28s} {mv.tags.get('gatehouse.gates.verdict', '-'):13s} "
               f"{mv.tags.get('gatehouse.gates.blocking') or '-':28s} {aliases}")
 
-    detail = requests.get(f"{story.host_url}/api/rollouts/{ENDPOINT}", timeout=30).json()
+    detail = story.keyed.get(f"{story.host_url}/api/rollouts/{ENDPOINT}", timeout=30).json()
     print(f"\n  traffic on {ENDPOINT} (each change, who made it and why):")
     for change in detail.get("history", []):
         routes = ", ".join(f"v{v} {p}%" for v, p in sorted(change["routes"].items()))
@@ -376,7 +378,7 @@ def main() -> int:
         hook_id = register_webhook(mlflow_server.url, host.url, secret)
         say(f"stack up in {time.monotonic() - started:.0f}s; MLflow webhook {hook_id} "
             f"points at the app")
-        story = Story(work, host.url, serving.url, mlflow_server.url, outbox)
+        story = Story(work, host, serving.url, mlflow_server.url, outbox)
         play(story, short)
         summary(story)
         say(f"done in {time.monotonic() - started:.0f}s. MLflow UI: {mlflow_server.url}  "

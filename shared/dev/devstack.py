@@ -6,6 +6,7 @@ Each runs as its own process group and is stopped by its own pid.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from shared.dev.host_keys import KEY_HEADER
 from shared.foundation.storage import PROJECT_ROOT, free_port, wait_for_port
 
 BIN = Path(sys.executable).parent
@@ -144,13 +146,28 @@ def start_mlflow(log_dir: Path, moto_url: str, bucket: str = ARTIFACT_BUCKET) ->
     return mlflow_process(log_dir, moto_url, bucket).start(timeout=MLFLOW_START_TIMEOUT)
 
 
+class FunctionHost(ManagedProcess):
+    """The local Functions host, with the keys it was started with."""
+
+    def __init__(self, command: list[str], env: dict[str, str], port: int, log_dir: Path):
+        super().__init__("function-host", command, env, port, log_dir)
+        self.function_key = env["GATEHOUSE_FUNCTION_KEY"]
+        self.master_key = env["GATEHOUSE_MASTER_KEY"]
+
+    @property
+    def key_headers(self) -> dict[str, str]:
+        """What a request to a function-level route carries."""
+        return {KEY_HEADER: self.function_key}
+
+
 def function_host_process(log_dir: Path, storage: str,
-                          extra_env: dict[str, str]) -> ManagedProcess:
+                          extra_env: dict[str, str]) -> FunctionHost:
     port = free_port()
-    env = {"AzureWebJobsStorage": storage, "PYTHONUNBUFFERED": "1", **NO_TELEMETRY, **extra_env}
-    return ManagedProcess("function-host",
-                          [sys.executable, "-m", "shared.dev.local_host", "--port", str(port)],
-                          env, port, log_dir)
+    env = {"AzureWebJobsStorage": storage, "PYTHONUNBUFFERED": "1", **NO_TELEMETRY,
+           "GATEHOUSE_FUNCTION_KEY": secrets.token_urlsafe(24),
+           "GATEHOUSE_MASTER_KEY": secrets.token_urlsafe(24), **extra_env}
+    return FunctionHost([sys.executable, "-m", "shared.dev.local_host", "--port", str(port)],
+                        env, port, log_dir)
 
 
 def host_ready(host: ManagedProcess, timeout: float = 60) -> ManagedProcess:
@@ -160,5 +177,7 @@ def host_ready(host: ManagedProcess, timeout: float = 60) -> ManagedProcess:
     return host
 
 
-def start_function_host(log_dir: Path, storage: str, extra_env: dict[str, str]) -> ManagedProcess:
-    return host_ready(function_host_process(log_dir, storage, extra_env).launch())
+def start_function_host(log_dir: Path, storage: str, extra_env: dict[str, str]) -> FunctionHost:
+    host = function_host_process(log_dir, storage, extra_env)
+    host_ready(host.launch())
+    return host

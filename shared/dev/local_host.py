@@ -34,6 +34,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -42,6 +43,8 @@ import azure.functions as func
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
+from shared.dev import host_keys
+from shared.dev.host_keys import HostKeys
 from shared.dev.ncrontab import Schedule
 from shared.foundation.logs import configure_logging
 from shared.foundation.settings import Settings
@@ -61,6 +64,11 @@ log = logging.getLogger("gatehouse.host")
 MIN_POLL = 0.1              # seconds; queue polling backs off from here to maxPollingInterval
 RECEIVE_VISIBILITY = 600    # at most, the host leases a dequeued message for 10 minutes
 SHUTDOWN_GRACE = 30.0       # seconds stop() waits for in-flight invocations
+REQUEST_TIMEOUT = 30.0      # seconds a connection may sit idle, or a body take to arrive
+MAX_LINE = 8192             # bytes of a chunk-size or trailer line
+MAX_TRAILERS = 100          # trailer lines after a chunked body
+LINGER_SECONDS = 2.0        # after refusing a body unread: how long to read (and drop) the rest
+LINGER_BYTES = 16 << 20     # ... and how much of it, so the client sees the answer, not a reset
 CONSTRAINTS = {"int": r"-?\d+", "long": r"-?\d+", "bool": r"(?:true|false)", "alpha": r"[A-Za-z]+",
                "float": r"-?\d+(?:\.\d+)?", "double": r"-?\d+(?:\.\d+)?",
                "decimal": r"-?\d+(?:\.\d+)?", "guid": r"\{?[0-9A-Fa-f]{8}(?:-?[0-9A-Fa-f]{4}){3}"
@@ -142,6 +150,7 @@ class Route:
                                               (fn.trigger.get("route") or fn.name).strip("/")) if p)
         methods = fn.trigger.get("methods")
         self.methods = {m.upper() for m in methods} if methods else None
+        self.auth_level = str(fn.trigger.get("authLevel") or host_keys.FUNCTION).lower()
         self.names: list[str] = []
         self.defaults: dict[str, str] = {}
         self.rank: list[int] = []
@@ -234,9 +243,14 @@ class _VisibilityLease:
 class LocalHost:
     """Runs the app's functions: HTTP server, queue pollers and timers on background threads."""
 
-    def __init__(self, app, app_root, port: int = 7071, host: str = "127.0.0.1"):
+    def __init__(self, app, app_root, port: int = 7071, host: str = "127.0.0.1",
+                 keys: HostKeys | None = None, max_body_bytes: int | None = None,
+                 request_timeout: float = REQUEST_TIMEOUT):
+        settings = Settings.from_env()
         self.app_root = Path(app_root).resolve()
         self.host, self.port = host, port
+        self.max_body_bytes = max_body_bytes or settings.max_body_bytes
+        self.request_timeout = request_timeout
         host_json = load_host_json(str(self.app_root))
         self.options = QueueOptions.from_host_json(host_json)
         self.route_prefix = str(host_json.get("extensions", {}).get("http", {})
@@ -249,6 +263,11 @@ class LocalHost:
         self.routes = sorted((Route(fn, self.route_prefix) for fn in self.functions
                               if fn.type == "httpTrigger"),
                              key=lambda r: r.rank)
+        # Keys only where a route needs one: an all-anonymous app writes no keys file.
+        self.keys = keys
+        if keys is None and any(r.auth_level != host_keys.ANONYMOUS for r in self.routes):
+            self.keys = host_keys.resolve(self.app_root, settings.function_key,
+                                          settings.master_key)
         self._stopping = threading.Event()
         self._busy = 0
         self._idle = threading.Condition()
@@ -282,7 +301,8 @@ class LocalHost:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> LocalHost:
-        handler = type("Handler", (_Handler,), {"local_host": self})
+        handler = type("Handler", (_Handler,), {"local_host": self,
+                                                "timeout": self.request_timeout})
         self._server = _Server((self.host, self.port), handler)
         self.port = self._server.server_address[1]
         lines, timers = [], []
@@ -290,7 +310,9 @@ class LocalHost:
             if fn.type == "httpTrigger":
                 route = next(r for r in self.routes if r.fn is fn)
                 methods = ",".join(sorted(route.methods)) if route.methods else "*"
-                lines.append(f"{fn.name}: [{methods}] {self.url}/{route.template}")
+                needs = {host_keys.FUNCTION: " (function key)",
+                         host_keys.ADMIN: " (master key)"}.get(route.auth_level, "")
+                lines.append(f"{fn.name}: [{methods}] {self.url}/{route.template}{needs}")
             elif fn.type == "queueTrigger":
                 queue = _setting(fn.trigger["queueName"])
                 try:
@@ -317,6 +339,11 @@ class LocalHost:
                     log.warning("%s: binding '%s' of type %s is not supported locally (gets None)",
                                 fn.name, b["name"], b.get("type"))
         lines += [f"{name}: disabled (AzureWebJobs.{name}.Disabled)" for name in self.disabled]
+        if self.keys is not None:
+            lines.append(f"Function key: {self.keys.function} (header {host_keys.KEY_HEADER} or "
+                         f"?{host_keys.KEY_PARAMETER}=; {self.keys.origin})")
+            if any(r.auth_level == host_keys.ADMIN for r in self.routes):
+                lines.append(f"Master key: {self.keys.master}")
         self._spawn(self._server.serve_forever, 0.2)
         for line in lines:
             log.info("%s", line)
@@ -532,12 +559,12 @@ class LocalHost:
 
     def _serve_http(self, h: _Handler) -> None:
         try:
-            body = _read_body(h)
-        except ValueError as exc:
-            return _respond_json(h, 400, {"error": f"bad request body: {exc}"}, close=True)
+            body = _read_body(h, self.max_body_bytes)
+            split = _request_target(h.path)
+        except _Refusal as refusal:
+            return refusal.send(h)
         if self._stopping.is_set():
             return _respond(h, 503, [], b"", close=True)
-        split = urlsplit(h.path)
         allowed: set[str] = set()
         for route in self.routes:
             route_params = route.match(split.path)
@@ -553,6 +580,9 @@ class LocalHost:
             params: dict[str, str] = {}
             for key, value in parse_qsl(split.query, keep_blank_values=True):
                 params[key] = f"{params[key]},{value}" if key in params else value
+            if self.keys is not None and not self.keys.admits(
+                    route.auth_level, host_keys.presented_key(headers, params)):
+                return _respond_json(h, 401, {"error": HostKeys.refusal(route.auth_level)})
             url = f"http://{h.headers.get('Host') or f'{self.host}:{self.port}'}{h.path}"
             request = func.HttpRequest(h.command, url, headers=headers, params=params,
                                        route_params=route_params, body=body)
@@ -571,7 +601,7 @@ class LocalHost:
                                           "allowed": sorted(allowed)},
                                  [("Allow", ", ".join(sorted(allowed)))])
         _respond_json(h, 404, {"error": "Not Found",
-                               "message": f"no function matches {h.command} {split.path}"})
+                               "message": f"no function matches {h.command} {split.path[:200]}"})
 
 
 class _Server(ThreadingHTTPServer):
@@ -582,36 +612,177 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "GatehouseLocalHost/1.0"
-    timeout = 30  # close idle keep-alive connections
+    timeout = REQUEST_TIMEOUT  # idle keep-alive connections close; a stalled body gets a 408
     # Headers and body go out in separate writes; without TCP_NODELAY, Nagle's algorithm and
     # the client's delayed ACK add ~40 ms to every keep-alive response.
     disable_nagle_algorithm = True
     local_host: LocalHost
+    linger = False  # a body was refused unread: drain it before closing (see finish)
 
     def _handle(self):
         self.local_host._serve_http(self)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
 
+    def __getattr__(self, name: str):
+        # Any other method (PROPFIND, get, ...) is routed too: 404 or 405 as Azure answers,
+        # not the stdlib's 501.
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":  # `GET /path` without a version
+            self.send_error(HTTPStatus.BAD_REQUEST, "HTTP/0.9 requests are not served")
+            return False
+        return True
+
+    def handle_expect_100(self) -> bool:
+        """Refuse a body by its declared size before the client is told to send it."""
+        try:
+            _declared_length(self, self.local_host.max_body_bytes)
+        except _Refusal as refusal:
+            refusal.send(self)
+            return False
+        return super().handle_expect_100()
+
+    def send_error(self, code: int, message: str | None = None,
+                   explain: str | None = None) -> None:
+        """The stdlib's answer to framing it cannot parse (request line, headers, version):
+        the client sent it, so a 4xx (never its 501/505), in JSON like every other answer."""
+        if self.request_version == "HTTP/0.9":  # the version was not read: answer in 1.1 anyway
+            self.request_version = "HTTP/1.0"
+        status = code if code < 500 else HTTPStatus.BAD_REQUEST
+        reason = message or HTTPStatus(code).phrase
+        _respond_json(self, status, {"error": f"malformed HTTP request: {reason}"}, close=True)
+
+    def finish(self) -> None:
+        super().finish()
+        if self.linger:
+            _drain(self.connection)
+
     def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
         log.debug("%s %s", self.address_string(), format % args)
 
 
-def _read_body(h: BaseHTTPRequestHandler) -> bytes:
-    if "chunked" in h.headers.get("Transfer-Encoding", "").lower():
-        chunks: list[bytes] = []
-        while True:
-            size = int(h.rfile.readline(65537).split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                while h.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                return b"".join(chunks)
-            chunks.append(h.rfile.read(size))
-            h.rfile.readline()
-    length = int(h.headers.get("Content-Length") or 0)
-    if length < 0:
-        raise ValueError("negative Content-Length")
-    return h.rfile.read(length) if length else b""
+class _Refusal(Exception):
+    """A request the host answers itself, before any function: bad framing or too large."""
+
+    def __init__(self, status: int, message: str, unread_body: bool = False):
+        super().__init__(message)
+        self.status, self.message, self.unread_body = status, message, unread_body
+
+    def send(self, h: _Handler) -> None:
+        h.linger = self.unread_body
+        _respond_json(h, self.status, {"error": self.message}, close=True)
+
+
+def _request_target(path: str):
+    try:
+        return urlsplit(path)
+    except ValueError:
+        raise _Refusal(400, f"malformed request target {path[:200]!r}") from None
+
+
+def _too_large(size: int | str, limit: int) -> _Refusal:
+    return _Refusal(413, f"request body of {size} bytes is over the limit of {limit} bytes "
+                         f"(GATEHOUSE_MAX_BODY_BYTES)", unread_body=True)
+
+
+def _declared_length(h: BaseHTTPRequestHandler, limit: int) -> int | None:
+    """The body's declared length (None: chunked), checked before a byte of it is read:
+    _Refusal 400 for framing that cannot be trusted, 413 for more than `limit` bytes."""
+    codings = [c.strip().lower() for value in h.headers.get_all("Transfer-Encoding") or []
+               for c in value.split(",") if c.strip()]
+    lengths = {value.strip() for value in h.headers.get_all("Content-Length") or []}
+    if codings:
+        if codings != ["chunked"]:
+            raise _Refusal(400, f"Transfer-Encoding {', '.join(codings)!r} is not supported; "
+                                f"send chunked or a Content-Length", unread_body=True)
+        if lengths:
+            raise _Refusal(400, "a request has Transfer-Encoding or Content-Length, not both",
+                           unread_body=True)
+        return None
+    if not lengths:
+        return 0
+    if len(lengths) > 1:
+        raise _Refusal(400, "Content-Length headers disagree", unread_body=True)
+    text = lengths.pop()
+    if not (text.isascii() and text.isdigit()):
+        raise _Refusal(400, f"Content-Length {text[:40]!r} is not a number of bytes",
+                       unread_body=True)
+    if len(text) > 18 or int(text) > limit:
+        raise _too_large(text if len(text) <= 24 else f"a {len(text)}-digit number of", limit)
+    return int(text)
+
+
+def _read_body(h: BaseHTTPRequestHandler, limit: int) -> bytes:
+    """The request body, at most `limit` bytes; _Refusal for framing that cannot be trusted (400),
+    a larger body (413), or a body that stops coming before it is complete (408)."""
+    try:
+        length = _declared_length(h, limit)
+        if length is None:
+            return _read_chunked(h, limit)
+        body = h.rfile.read(length) if length else b""
+    except TimeoutError:
+        raise _Refusal(408, f"the request body did not arrive within {h.timeout:g} s") from None
+    if len(body) < length:
+        raise _Refusal(400, f"the body ended after {len(body)} of the {length} bytes its "
+                            f"Content-Length declares")
+    return body
+
+
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+
+
+def _read_chunked(h: BaseHTTPRequestHandler, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        line = h.rfile.readline(MAX_LINE + 1)
+        size_text = line.split(b";")[0].strip()
+        if not line.endswith(b"\n") or not _CHUNK_SIZE.fullmatch(size_text):
+            raise _Refusal(400, "malformed chunked body: a chunk size line is not hexadecimal",
+                           unread_body=True)
+        size = int(size_text, 16)
+        if size == 0:
+            _skip_trailers(h)
+            return b"".join(chunks)
+        total += size
+        if total > limit:
+            raise _too_large(f"more than {limit}", limit)
+        chunk = h.rfile.read(size)
+        if len(chunk) < size or h.rfile.readline(MAX_LINE + 1) not in (b"\r\n", b"\n"):
+            raise _Refusal(400, "malformed chunked body: a chunk is cut short or not followed "
+                                "by CRLF", unread_body=True)
+        chunks.append(chunk)
+
+
+def _skip_trailers(h: BaseHTTPRequestHandler) -> None:
+    for _ in range(MAX_TRAILERS):
+        line = h.rfile.readline(MAX_LINE + 1)
+        if line in (b"\r\n", b"\n", b""):
+            return
+    raise _Refusal(400, f"malformed chunked body: more than {MAX_TRAILERS} trailer lines",
+                   unread_body=True)
+
+
+def _drain(connection: socket.socket) -> None:
+    """Close gently after refusing a body unread: stop writing, then read (and drop) what the
+    client is still sending for a moment, so it reads our answer instead of a reset."""
+    try:
+        connection.shutdown(socket.SHUT_WR)
+        connection.settimeout(LINGER_SECONDS)
+        deadline, drained = time.monotonic() + LINGER_SECONDS, 0
+        while drained < LINGER_BYTES and time.monotonic() < deadline:
+            data = connection.recv(65536)
+            if not data:
+                return
+            drained += len(data)
+    except OSError:
+        pass
 
 
 def _convert_response(value) -> tuple[int, list[tuple[str, str]], bytes]:

@@ -9,9 +9,12 @@ pydantic loads inside `parse_body`, on the first request that needs it.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from itertools import accumulate
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import azure.functions as func
 
@@ -20,6 +23,10 @@ if TYPE_CHECKING:
 
 Model = TypeVar("Model", bound="BaseModel")
 JSON = "application/json"
+MAX_JSON_DEPTH = 64       # arrays and objects inside each other
+MAX_INT_DIGITS = 100      # digits of a JSON integer; beyond, it is no count or time anyone sends
+MAX_PROBLEMS = 50         # problems listed in one 400
+MAX_NAME = 100            # characters of a field name quoted in a problem
 HTML = "text/html"
 
 
@@ -81,32 +88,105 @@ def content_type_problem(content_type: str | None) -> str | None:
 
 
 def validation_problems(error: ValidationError, prefix: str = "") -> list[str]:
-    """One line per invalid field: 'where: what is wrong' (where 'body' for the whole body)."""
+    """One line per invalid field: 'where: what is wrong' (where 'body' for the whole body); at
+    most MAX_PROBLEMS lines, each part of `where` cut to MAX_NAME characters (a field's name
+    may be a key the sender chose)."""
     problems = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in (prefix, *item["loc"]) if part != "")
+    errors = error.errors()
+    for item in errors[:MAX_PROBLEMS]:
+        where = ".".join(str(part)[:MAX_NAME] for part in (prefix, *item["loc"]) if part != "")
         problems.append(f"{where or 'body'}: {item['msg']}")
+    if len(errors) > MAX_PROBLEMS:
+        problems.append(f"body: {len(errors) - MAX_PROBLEMS} more problem(s) not listed")
     return problems
 
 
-def json_document(body: bytes | None) -> Any:
+def json_document(body: bytes | None, what: str = "request body") -> Any:
     """The body as JSON; BodyError saying what is wrong with it otherwise."""
     if not body or not body.strip():
-        raise BodyError("request body is empty; expected a JSON object", ["body: Field required"])
+        raise BodyError(f"{what} is empty; expected a JSON object", ["body: Field required"])
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BodyError(f"request body is not valid UTF-8 (byte {exc.start})",
+        raise BodyError(f"{what} is not valid UTF-8 (byte {exc.start})",
                         [f"body: not UTF-8 (byte {exc.start})"]) from None
+    return json_text(text, what)
+
+
+def json_text(text: str, what: str = "request body", where: str = "body") -> Any:
+    """JSON text from the network as Python values, refusing what would break later: NaN and
+    Infinity (Python's json takes them), numbers too long or too large for a float, nesting
+    deeper than MAX_JSON_DEPTH, and lone surrogate escapes (`"\\ud800"` decodes into a str that
+    cannot be encoded again). BodyError names the problem."""
+    def refused(problem: str) -> BodyError:
+        return BodyError(f"{what} is not acceptable JSON: {problem}", [f"{where}: {problem}"])
+
+    too_deep = BodyError(f"{what} is nested too deeply (more than {MAX_JSON_DEPTH} levels)",
+                         [f"{where}: nested deeper than {MAX_JSON_DEPTH} levels"])
+
     try:
-        return json.loads(text)
+        document = json.loads(text, parse_constant=_refuse_constant, parse_int=_bounded_int,
+                              parse_float=_finite_float)
+    except _Unacceptable as exc:
+        raise refused(str(exc)) from None
     except json.JSONDecodeError as exc:
-        where = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
-        raise BodyError(f"request body is not valid JSON: {where}",
-                        [f"body: not JSON ({where})"]) from None
+        position = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+        raise BodyError(f"{what} is not valid JSON: {position}",
+                        [f"{where}: not JSON ({position})"]) from None
     except RecursionError:
-        raise BodyError("request body is nested too deeply to be read as JSON",
-                        ["body: nested too deeply"]) from None
+        raise too_deep from None
+    except ValueError as exc:  # e.g. the interpreter's own integer-string limit
+        raise refused(str(exc)) from None
+    if nested_deeper_than(text, MAX_JSON_DEPTH):
+        raise too_deep
+    if "\\u" in text and _has_lone_surrogate(document):
+        raise refused("a \\u escape is a lone UTF-16 surrogate, which is no character")
+    return document
+
+
+class _Unacceptable(ValueError):
+    """A JSON value the network must not give us (raised from json.loads' hooks)."""
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    raise _Unacceptable(f"{name} is not a number (JSON has no NaN or Infinity)")
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise _Unacceptable(f"an integer of {len(digits.lstrip('-'))} digits is too long "
+                            f"(at most {MAX_INT_DIGITS})")
+    return int(digits)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Unacceptable(f"the number {text[:40]} is out of range")
+    return value
+
+
+_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]++")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def nested_deeper_than(text: str, limit: int) -> bool:
+    """Whether arrays and objects in valid JSON `text` nest deeper than `limit` (brackets inside
+    strings do not count); without recursion and at C speed: strings dropped, then the running
+    sum of the brackets' steps."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0) > limit
+
+
+def _has_lone_surrogate(document: Any) -> bool:
+    try:
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def json_object(body: bytes | None) -> dict[str, Any]:

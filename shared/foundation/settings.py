@@ -131,6 +131,10 @@ class Settings(BaseSettings):
         "Local retraining runs' logs and markers.")
 
     # -- monitoring alert intake: one token per source
+    max_alerts_per_request: Annotated[int, _number(1, integer=True)] = setting(
+        "GATEHOUSE_MAX_ALERTS_PER_REQUEST", 100,
+        "More alerts in one request are answered `413` (set Alertmanager's `max_alerts` to at "
+        "most this).")
     alert_token_azure_monitor: Text | None = setting(
         "GATEHOUSE_ALERT_TOKEN_AZURE_MONITOR", None,
         "Token `azure-monitor` alerts must send (`X-Gatehouse-Alert-Token` or Bearer).",
@@ -179,6 +183,16 @@ class Settings(BaseSettings):
     notify_retry_scale: Annotated[float, _number(0, too_small="must not be negative")] = setting(
         "GATEHOUSE_NOTIFY_RETRY_SCALE", 1.0,
         "Multiplies the channels' retry back-off (`Retry-After` is honoured as sent).")
+
+    # -- the local host (Azure keeps its own function keys)
+    function_key: Text | None = setting(
+        "GATEHOUSE_FUNCTION_KEY", None,
+        "The local host's function key for `FUNCTION`-level routes (`x-functions-key` header "
+        "or `?code=`); unset: generated into `.gatehouse/host-keys.json`.", secret=True)
+    master_key: Text | None = setting(
+        "GATEHOUSE_MASTER_KEY", None,
+        "The local host's master key (also opens every `FUNCTION`-level route); unset: "
+        "generated like the function key.", secret=True)
 
     # -- logs
     log_format: Literal["text", "json"] = setting(

@@ -13,11 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared import events
 from shared.foundation import http
 from shared.foundation.http import BodyError
+from shared.intake import signatures
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,17 @@ class Accepted:
 @dataclass(frozen=True)
 class Ignored:
     reason: str
+
+
+def _accepted(payload: events.Payload, occurred_at: datetime) -> Accepted:
+    """The event, if it can travel: one queue message holds 64 KiB (a 413 otherwise)."""
+    if not events.fits_a_queue_message(payload):
+        kind = events.kind_of(type(payload))
+        raise BodyError(f"the {kind} event this body describes is larger than one queue "
+                        f"message holds ({events.QUEUE_MESSAGE_BYTES // 1024} KiB, base64); "
+                        f"send shorter descriptions and tags", ["body: event too large"],
+                        status=413)
+    return Accepted(payload, occurred_at)
 
 
 # ---- MLflow OSS ----
@@ -141,7 +153,7 @@ def parse_mlflow(body: bytes) -> Accepted | Ignored:
     occurred = envelope.timestamp
     if occurred.tzinfo is None:
         occurred = occurred.replace(tzinfo=UTC)
-    return Accepted(_mlflow_to_event(key, data), occurred)
+    return _accepted(_mlflow_to_event(key, data), occurred)
 
 
 # ---- Gatehouse's own forwarder (Databricks model update triggers for Unity Catalog) ----
@@ -152,7 +164,7 @@ def parse_forwarded(body: bytes) -> Accepted:
     envelope = http.validate(events.Envelope, document)
     if not isinstance(envelope.data, events.REGISTRY_EVENTS):
         raise BodyError(f"only registry events may be forwarded, not {envelope.type}")
-    return Accepted(envelope.data, envelope.time)
+    return _accepted(envelope.data, envelope.time)
 
 
 # ---- Databricks workspace registry ----
@@ -169,7 +181,7 @@ class DatabricksWebhookBody(_Lenient):
     model_name: str | None = Field(default=None, min_length=1)
     version: str | None = Field(default=None, min_length=1)
     from_stage: str | None = None
-    to_stage: str | None = None
+    to_stage: str | None = Field(default=None, min_length=1)
     comment: str | None = None
     tags: list[DatabricksTag] | None = None
     text: str | None = None
@@ -200,39 +212,57 @@ def _target_stage(body: DatabricksWebhookBody) -> str:
     return body.to_stage  # type: ignore[return-value]
 
 
-def parse_databricks(body: bytes) -> Accepted:
+def parse_databricks(body: bytes, *, now: float | None = None,
+                     tolerance_seconds: float | None = None) -> Accepted:
+    """A Databricks registry webhook. Given `now` and a tolerance, a body that is otherwise valid
+    must also be that fresh: its `event_timestamp` that close to now (signatures.SignatureError
+    otherwise: a stale, replayed or future delivery)."""
     document = http.json_object(body)
     hook = http.validate(DatabricksWebhookBody, document)
     if hook.event not in DATABRICKS_EVENTS:
         raise BodyError(f"unknown Databricks registry event {hook.event!r}; known events: "
                            + ", ".join(DATABRICKS_EVENTS))
     _require(hook, "model_name")
+    try:
+        payload = _databricks_event(hook)
+    except ValidationError as exc:  # a field the event needs is present but unusable
+        problems = http.validation_problems(exc)
+        raise BodyError("request body is not valid: " + "; ".join(problems), problems) from None
+    if now is not None and tolerance_seconds is not None:
+        signatures.check_freshness("event_timestamp", hook.event_timestamp / 1000, now,
+                                   tolerance_seconds)
+    return _accepted(payload, _event_time(hook.event_timestamp))
+
+
+def _databricks_event(hook: DatabricksWebhookBody) -> events.Payload:
     common = {"model_name": hook.model_name, "registry": "databricks"}
-    payload: events.Payload
     if hook.event == "REGISTERED_MODEL_CREATED":
-        payload = events.RegisteredModelCreated(**common)
-    elif hook.event == "COMMENT_CREATED":
+        return events.RegisteredModelCreated(**common)
+    if hook.event == "COMMENT_CREATED":
         _require(hook, "comment")
-        payload = events.RegistryCommentCreated(**common, version=hook.version,
-                                                comment=hook.comment)
-    else:
-        _require(hook, "version")
-        if hook.event == "MODEL_VERSION_CREATED":
-            payload = events.ModelVersionCreated(**common, version=hook.version)
-        elif hook.event == "MODEL_VERSION_TAG_SET":
-            _require(hook, "tags")
-            if not hook.tags:
-                raise BodyError("request body is not valid: tags: MODEL_VERSION_TAG_SET "
-                                "carries no tag", ["tags: List should have at least 1 item"])
-            payload = events.ModelVersionTagSet(**common, version=hook.version,
-                                                tags={tag.key: tag.value for tag in hook.tags})
-        elif hook.event.startswith("MODEL_VERSION_TRANSITIONED"):
-            payload = events.ModelVersionStageTransitioned(
-                **common, version=hook.version, from_stage=hook.from_stage,
-                to_stage=_target_stage(hook))
-        else:
-            payload = events.StageTransitionRequested(
-                **common, version=hook.version, from_stage=hook.from_stage,
-                to_stage=_target_stage(hook), comment=hook.comment)
-    occurred = datetime.fromtimestamp(hook.event_timestamp / 1000, tz=UTC)
-    return Accepted(payload, occurred)
+        return events.RegistryCommentCreated(**common, version=hook.version, comment=hook.comment)
+    _require(hook, "version")
+    if hook.event == "MODEL_VERSION_CREATED":
+        return events.ModelVersionCreated(**common, version=hook.version)
+    if hook.event == "MODEL_VERSION_TAG_SET":
+        _require(hook, "tags")
+        if not hook.tags:
+            raise BodyError("request body is not valid: tags: MODEL_VERSION_TAG_SET "
+                            "carries no tag", ["tags: List should have at least 1 item"])
+        return events.ModelVersionTagSet(**common, version=hook.version,
+                                         tags={tag.key: tag.value for tag in hook.tags})
+    if hook.event.startswith("MODEL_VERSION_TRANSITIONED"):
+        return events.ModelVersionStageTransitioned(
+            **common, version=hook.version, from_stage=hook.from_stage,
+            to_stage=_target_stage(hook))
+    return events.StageTransitionRequested(
+        **common, version=hook.version, from_stage=hook.from_stage,
+        to_stage=_target_stage(hook), comment=hook.comment)
+
+
+def _event_time(milliseconds: int) -> datetime:
+    try:
+        return datetime.fromtimestamp(milliseconds / 1000, tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        raise BodyError(f"event_timestamp {milliseconds} is not a time (milliseconds since "
+                        f"the epoch)", ["event_timestamp: not a time"]) from None

@@ -82,11 +82,19 @@ def receive(sender: Sender, headers: Mapping[str, str], body: bytes, settings: S
     problem = content_type_problem(signatures.header(headers, "content-type"))
     if problem:
         return error_reply(415, problem)
+    parsed: inbound.Accepted | inbound.Ignored
     try:
-        parsed = PARSERS[sender](body)
+        if sender == "databricks":  # its time is in the body: checked like MLflow's header
+            parsed = inbound.parse_databricks(body, now=now,
+                                              tolerance_seconds=settings.webhook_tolerance_seconds)
+        else:
+            parsed = PARSERS[sender](body)
     except BodyError as exc:
         log.info("rejected a %s webhook: %s", sender, exc.message)
         return exc.reply()
+    except signatures.SignatureError as exc:
+        log.warning("refused a %s webhook: %s", sender, exc)
+        return error_reply(401, f"webhook not authenticated: {exc}")
     if isinstance(parsed, inbound.Ignored):
         return Reply(200, {"status": "ignored", "reason": parsed.reason})
 

@@ -38,6 +38,18 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
     return value.strip() if isinstance(value, str) else None
 
 
+def check_freshness(what: str, sent_at: float, now: float, tolerance_seconds: float) -> None:
+    """SignatureError when a delivery's own time (`what`, epoch seconds) is further than the
+    tolerance from now: stale (or replayed) or in the future."""
+    skew = now - sent_at
+    if skew > tolerance_seconds:
+        raise SignatureError(f"{what} is {skew:.0f}s old, beyond the "
+                             f"{tolerance_seconds:.0f}s tolerance (stale or replayed)")
+    if -skew > tolerance_seconds:
+        raise SignatureError(f"{what} is {-skew:.0f}s in the future, beyond the "
+                             f"{tolerance_seconds:.0f}s tolerance")
+
+
 def mlflow_signature(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
     signed = f"{delivery_id}.{timestamp}.".encode() + body
     digest = hmac.new(secret.encode(), signed, hashlib.sha256).digest()
@@ -79,13 +91,7 @@ def mlflow_delivery(headers: Mapping[str, str], body: bytes, secret: str | None,
         if not raw_timestamp.isdigit() or len(raw_timestamp) > 12:
             raise SignatureError(f"{timestamp_header} is not a unix timestamp in seconds")
         timestamp = int(raw_timestamp)
-        skew = now - timestamp
-        if skew > tolerance_seconds:
-            raise SignatureError(f"{timestamp_header} is {skew:.0f}s old, beyond the "
-                                 f"{tolerance_seconds:.0f}s tolerance (stale or replayed)")
-        if -skew > tolerance_seconds:
-            raise SignatureError(f"{timestamp_header} is {-skew:.0f}s in the future, beyond the "
-                                 f"{tolerance_seconds:.0f}s tolerance")
+        check_freshness(timestamp_header, timestamp, now, tolerance_seconds)
     if secret:
         if not signature.startswith("v1,"):  # type: ignore[union-attr]
             raise SignatureError(f"{signature_header} must be 'v1,<base64>'")

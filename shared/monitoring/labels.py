@@ -29,18 +29,16 @@ def label_value(value: object) -> float:
     """A label as a number: 0/1 (or true/false) for classifiers, any finite number otherwise."""
     if isinstance(value, bool):
         return float(value)
-    if isinstance(value, (int, float)) and math.isfinite(float(value)):
-        return float(value)
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return 1.0 if value.strip().lower() == "true" else 0.0
-    if isinstance(value, str):
+    if isinstance(value, (int, float, str)):
         try:
             number = float(value)
-        except ValueError:
+        except (ValueError, OverflowError):  # not a number; an integer beyond a float
             number = math.nan
         if math.isfinite(number):
             return number
-    raise ValueError(f"label {value!r} is not a number or a boolean")
+    raise ValueError(f"label {str(value)[:80]!r} is not a number or a boolean")
 
 
 def _partition(endpoint: str) -> str:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Protocol
+from typing import Annotated, Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from shared.foundation.http import Reply, error_reply, unavailable
 from shared.monitoring.adapters import NotConfigured
@@ -22,6 +22,7 @@ from shared.monitoring.labels import label_value
 log = logging.getLogger("gatehouse.monitor")
 MAX_LABELS_PER_CALL = 10_000
 MAX_PROBLEMS = 50
+MAX_REQUEST_ID = 512     # characters; request ids are ids, not documents
 
 
 class RunNow(BaseModel):
@@ -32,10 +33,13 @@ class RunNow(BaseModel):
                               description="judge the windows complete at this time (epoch s)")
 
 
+RequestId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_REQUEST_ID)]
+
+
 class LateLabels(BaseModel):
     EXPECTED: ClassVar[str] = '{"labels": {"<request id>": <label>, ...}} with at least one label'
 
-    labels: dict[str, Any] = Field(min_length=1)
+    labels: dict[RequestId, Any] = Field(min_length=1)
 
 
 class LabelSink(Protocol):
@@ -71,5 +75,5 @@ def _label_problems(labels: Mapping[str, Any]) -> list[str]:
         try:
             label_value(value)
         except ValueError as exc:
-            problems.append(f"labels.{key}: {exc}")
+            problems.append(f"labels.{key[:80]}: {exc}")
     return problems

@@ -23,7 +23,7 @@ from typing import Protocol
 from urllib.parse import parse_qs, quote
 
 from shared.foundation import runtime
-from shared.foundation.http import HTML, Reply, error_reply
+from shared.foundation.http import HTML, BodyError, Reply, error_reply, json_text
 from shared.foundation.settings import Settings
 
 SECRET_SETTING = "GATEHOUSE_ROLLBACK_LINK_SECRET"
@@ -85,10 +85,10 @@ def read_token(secret: str, token: str, *, now: float) -> LinkClaims:
     if not hmac.compare_digest(signature, _signature(secret, body)):
         raise LinkError(401, "the rollback token's signature does not match")
     try:
-        claims = json.loads(body)
+        claims = json_text(body.decode("utf-8"), "the rollback token's claims", "token")
         parsed = LinkClaims(str(claims["e"]), str(claims["r"]), float(claims["x"]),
                             str(claims["n"]))
-    except (ValueError, KeyError, TypeError):
+    except (BodyError, ValueError, KeyError, TypeError, OverflowError):
         raise LinkError(400, "the rollback token's claims are incomplete") from None
     if now > parsed.expires_at:
         raise LinkError(410, "the rollback link has expired")
@@ -188,11 +188,16 @@ class LinkRequest:
         return cls(method.upper(), token, "text/html" in (accept or ""))
 
 
+def links_off(request: LinkRequest) -> Reply:
+    """The answer to every link while GATEHOUSE_ROLLBACK_LINK_SECRET is unset."""
+    return _shown(request, error_reply(404, "one-click rollback links are not enabled here"))
+
+
 def answer_link(request: LinkRequest, secret: str | None, spent: SpentLinks,
                 rollbacks: Rollbacks, now: float) -> Reply:
     """Opening the link changes nothing; POSTing its token rolls back that rollout, once."""
     if secret is None:
-        return _shown(request, error_reply(404, "one-click rollback links are not enabled here"))
+        return links_off(request)
     try:
         claims = read_token(secret, request.token, now=now)
     except LinkError as exc:

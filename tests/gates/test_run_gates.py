@@ -297,7 +297,10 @@ def test_rerun_over_http_runs_the_suite_again_once(world):
 
 
 @pytest.mark.parametrize("model,version,body,status,message", [
-    ("m", "one", b"", 400, "numeric version"),
+    ("m", "one", b"", 400, "a version number from 1"),
+    ("m", "0", b"", 400, "a version number from 1"),
+    ("m", "1" * 30, b"", 400, "a version number from 1"),
+    ("m" * 501, "1", b"", 400, "at most 500 characters"),
     ("m", "1", b"not json", 400, "body is not valid JSON"),
     ("m", "1", b"[1]", 400, "JSON object"),
     ("m", "1", b'{"rerun_id": "a b"}', 400, "rerun_id"),

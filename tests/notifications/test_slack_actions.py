@@ -143,7 +143,7 @@ def _signed_raw(body: bytes, content_type: str = "application/x-www-form-urlenco
 
 @pytest.mark.parametrize("body,content_type,status,message", [
     (b"text=hello", "application/x-www-form-urlencoded", 400, "no payload field"),
-    (b"payload=%7Bnot-json", "application/x-www-form-urlencoded", 400, "not JSON"),
+    (b"payload=%7Bnot-json", "application/x-www-form-urlencoded", 400, "not valid JSON"),
     (b"payload=%7B%22type%22%3A%22view_submission%22%7D", "application/x-www-form-urlencoded",
      400, "view_submission"),
     (b'{"payload": {}}', "application/json", 415, "application/x-www-form-urlencoded"),

@@ -6,7 +6,7 @@ INFRA_VENV := .venv-infra
 PORT ?= 7071
 PYTEST_ARGS ?=
 
-.PHONY: test lint demo host bench schema install runtime clean
+.PHONY: test crash lint demo host bench schema install runtime clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ lint: $(VENV)/.installed
 
 test: install lint
 	GATEHOUSE_CHECKOV=$(INFRA_VENV)/bin/checkov $(PY) -m pytest $(PYTEST_ARGS)
+
+# The crash suite: the host killed at every failpoint, restarted, drained, checked exactly-once.
+crash: install
+	$(PY) -m pytest -m crash tests/crash $(PYTEST_ARGS)
 
 demo: runtime
 	$(PY) -m shared.dev.demo

@@ -8,7 +8,6 @@ discriminator; the envelope's `type` is `TYPE_PREFIX + kind`.
 from __future__ import annotations
 
 import builtins
-import math
 import uuid
 from datetime import UTC, datetime
 from enum import Enum
@@ -17,7 +16,6 @@ from typing import Annotated, Any, Literal, TypeVar, get_args
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 SCHEMA_VERSION = "1.0"
-QUEUE_MESSAGE_BYTES = 64 * 1024  # one Azure Storage queue message, base64 encoding included
 TYPE_PREFIX = "io.gatehouse."
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c7c55-3a4e-4f4e-9a55-6a0d9b8c2e11")
 
@@ -347,10 +345,3 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         schemas[kind_of(cls)] = TypeAdapter(cls).json_schema()
     return schemas
 
-
-def fits_a_queue_message(data: Payload) -> bool:
-    """Whether an event carrying `data` fits in one queue message once base64-encoded (as the
-    host encodes them), with room for longer sources and ids than the probe's."""
-    probe = Envelope.wrap(data, source="/gatehouse/size-probe", dedupe_key="probe")
-    size = len(probe.to_json().encode("utf-8")) + 512
-    return 4 * math.ceil(size / 3) <= QUEUE_MESSAGE_BYTES

@@ -15,8 +15,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from shared.events import QUEUE_MESSAGE_BYTES, AlertKind, MonitoringAlert, fits_a_queue_message
-from shared.foundation.http import BodyError
+from shared.events import AlertKind, MonitoringAlert
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "error": 2, "critical": 3}
 SEVERITY_ALIASES = {
@@ -216,8 +215,4 @@ def build(*, source: str, kind: AlertKind, labels: dict[str, str], title: str, s
                             status=status, title=(title or "untitled alert")[:500],
                             figures={k[:200]: v for k, v in figures.items()},
                             labels=labels, fingerprint=fingerprint_value, **who)
-    if not fits_a_queue_message(alert):
-        raise BodyError(f"alert {fingerprint_value[:200]} is larger than one queue message holds "
-                        f"({QUEUE_MESSAGE_BYTES // 1024} KiB, base64): fewer or shorter figures, "
-                        f"labels or names", ["alerts: an alert too large"], status=413)
     return InboundAlert(alert, started, utc(occurred_at))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import sys
 import threading
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 import requests
 
 from shared.dev import devstack
+from shared.dev.host_keys import KEY_HEADER
 from shared.foundation import queues
 from shared.foundation.failpoints import ENVIRONMENT, EXIT_STATUS
 from shared.foundation.paths import PROJECT_ROOT
@@ -121,7 +123,9 @@ class CrashHost:
     """The local host, started and restarted on one port (MLflow's webhook points at it)."""
 
     def __init__(self, log_dir: Path, storage: str, env: dict[str, str]):
-        self.log_dir, self.storage, self.env = log_dir, storage, env
+        self.log_dir, self.storage = log_dir, storage
+        self.env = {"GATEHOUSE_FUNCTION_KEY": secrets.token_urlsafe(24),
+                    "GATEHOUSE_MASTER_KEY": secrets.token_urlsafe(24), **env}
         self.port = free_port()
         self.root = app_root(log_dir / "app")
         self.process: devstack.ManagedProcess | None = None
@@ -146,7 +150,7 @@ class CrashHost:
         return self
 
     def key_headers(self) -> dict[str, str]:
-        return {}
+        return {KEY_HEADER: self.env["GATEHOUSE_FUNCTION_KEY"]}
 
     def alive(self) -> bool:
         try:

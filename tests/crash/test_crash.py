@@ -31,7 +31,7 @@ from tests.crash import checks
 from tests.crash.stack import CrashHost, RecordingProxy, wait_drained
 from tests.notifications.peers import PagerDutyPeer, SlackPeer, make_self_signed_cert
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.crash]
 
 FAILPOINT_CALL = re.compile(r"""failpoint\(\s*["']([^"']+)["']\s*\)""")
 GATE_EXPERIMENT = "gatehouse-crash-gates"
@@ -267,7 +267,16 @@ BASELINE = (ALIAS, REGISTER, PROMOTE, ROLLBACK)
 
 # Which flow reaches each failpoint. A failpoint placed in the code without a flow fails
 # test_every_failpoint_has_a_crash_scenario.
-FLOWS: dict[str, Flow] = {}
+FLOWS: dict[str, Flow] = {
+    **dict.fromkeys(["receiver.enqueued", "router.notification_requested", "handling.work_done",
+                     "handling.completed", "notify.delivered", "notify.sent_slack"], ALIAS),
+    **dict.fromkeys(["router.forwarded", "gates.report_run_created", "gates.report_logged",
+                     "gates.tags_written", "gates.alias_set", "gates.reference_saved",
+                     "gates.published"], REGISTER),
+    **dict.fromkeys(["rollout.saved", "rollout.action_done", "rollout.action_cleared"], PROMOTE),
+    **dict.fromkeys(["monitoring.rollback_requested", "pagerduty.triggered",
+                     "notify.sent_pagerduty"], ROLLBACK),
+}
 
 
 @pytest.fixture(scope="module")
@@ -294,6 +303,7 @@ def ready(stack):
             wait_for(f"the canary of {model}", lambda m=model: canary_started(stack, m), 180)
         wait_drained(stack.storage, stack.host)
         stack.host.stop()
+    stack.host.all_logs()
     stack.pool = models
     yield stack
     stack.client.delete_webhook(hook.webhook_id)

@@ -153,6 +153,8 @@ class EndpointRecord(_Model):
     seq: int = 0
     outbox: tuple[Effect, ...] = ()
     decided_starts: tuple[str, ...] = ()  # source event ids of the latest starts decided
+    drainer: str | None = None  # who carries out the outbox now ...
+    drain_until: float = 0.0    # ... until then (a crashed drainer's lease runs out)
 
     def rollouts(self) -> list[Rollout]:
         return [r for r in (self.active, self.queued, self.last) if r is not None]
@@ -458,12 +460,22 @@ def traffic_applied(record: EndpointRecord, routes: dict[str, int], *, config_up
     return record
 
 
+def lease_drain(record: EndpointRecord, drainer: str, now: float,
+                lease_seconds: float) -> EndpointRecord | None:
+    """The record with its outbox leased to `drainer`, or None while another drainer's lease
+    runs: two workers carrying out one outbox at once would each do its effects."""
+    if record.drainer not in (None, drainer) and record.drain_until > now:
+        return None
+    return record.model_copy(update={"drainer": drainer, "drain_until": now + lease_seconds})
+
+
 def drop_effect(record: EndpointRecord, effect: Effect) -> EndpointRecord:
     """The effect was carried out: take it off the outbox."""
     outbox = list(record.outbox)
     if effect in outbox:
         outbox.remove(effect)
-    return record.model_copy(update={"outbox": tuple(outbox)})
+    released = {} if outbox else {"drainer": None, "drain_until": 0.0}
+    return record.model_copy(update={"outbox": tuple(outbox), **released})
 
 
 def note(record: EndpointRecord, *, verdict: dict[str, Any] | None = None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from functools import lru_cache
 from typing import ClassVar
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.foundation.failpoints import failpoint
 from shared.foundation.http import Reply, error_reply
 from shared.foundation.state import ConcurrencyConflict
+from shared.foundation.storage import DEFAULT_FUNCTION_TIMEOUT, app_function_timeout
 from shared.registry.versions import is_newer
 from shared.rollout import machine
 from shared.rollout.judge import Window, judge
@@ -76,6 +78,7 @@ class RolloutService:
         self.store, self.backend, self.registry, self.bus = store, backend, registry, bus
         self.policy_for, self.clock = policy_for, clock
         self.traffic_wait_seconds = traffic_wait_seconds
+        self.drain_lease = app_function_timeout() or DEFAULT_FUNCTION_TIMEOUT
 
     # -- saving and acting ---------------------------------------------------------------------
 
@@ -99,19 +102,47 @@ class RolloutService:
         raise ConcurrencyConflict(f"{endpoint}: state kept changing under {SAVE_ATTEMPTS} attempts")
 
     def _drain(self, loaded: Loaded) -> Loaded:
-        """Carry out the outbox, saving after each effect. Stops quietly if another host saved
-        meanwhile (it is finishing the same outbox)."""
-        while loaded.record is not None and loaded.record.outbox:
-            record = loaded.record
-            effect = record.outbox[0]
-            updated = self._carry_out(record, effect)
-            failpoint("rollout.action_done")
-            try:
-                loaded = self.store.save(loaded, machine.drop_effect(updated, effect))
-            except ConcurrencyConflict:
-                return self.store.load(record.endpoint)
-            failpoint("rollout.action_cleared")
+        """Carry out the outbox, saving after each effect, under a lease on the record (one
+        function timeout: a drainer killed mid-way holds it no longer than its message stays
+        invisible). Stops quietly if another worker holds the lease or saved meanwhile: it is
+        finishing the same outbox. A failure gives the lease back before it propagates."""
+        drainer = uuid.uuid4().hex
+        try:
+            while loaded.record is not None and loaded.record.outbox:
+                record = loaded.record
+                renew = record.drain_until - self.clock() < self.drain_lease / 2
+                if record.drainer != drainer or renew:
+                    leased = machine.lease_drain(record, drainer, self.clock(), self.drain_lease)
+                    if leased is None:
+                        return loaded
+                    try:
+                        loaded = self.store.save(loaded, leased)
+                    except ConcurrencyConflict:
+                        return self.store.load(leased.endpoint)
+                    record = leased
+                effect = record.outbox[0]
+                updated = self._carry_out(record, effect)
+                failpoint("rollout.action_done")
+                try:
+                    loaded = self.store.save(loaded, machine.drop_effect(updated, effect))
+                except ConcurrencyConflict:
+                    return self.store.load(record.endpoint)
+                failpoint("rollout.action_cleared")
+        except BaseException:
+            if loaded.record is not None:
+                self._release_drain(loaded.record.endpoint, drainer)
+            raise
         return loaded
+
+    def _release_drain(self, endpoint: str, drainer: str) -> None:
+        """Give back the outbox lease after a failure, so a retry need not wait it out."""
+        try:
+            loaded = self.store.load(endpoint)
+            if loaded.record is not None and loaded.record.drainer == drainer:
+                self.store.save(loaded, loaded.record.model_copy(
+                    update={"drainer": None, "drain_until": 0.0}))
+        except Exception:  # taken over, or storage down: the lease runs out by itself
+            log.info("%s: could not give back the outbox lease", endpoint)
 
     def _carry_out(self, record: EndpointRecord, effect) -> EndpointRecord:
         model = record.model_name

@@ -3,7 +3,9 @@ and what is left on the queues. Each function returns the problems it found (emp
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
 
 from tests.crash.stack import RecordingProxy, queue_depths
 
@@ -50,6 +52,24 @@ def pagerduty_incidents(peer, marker: str) -> list[str]:
     return doubled(opened, "PagerDuty incident")
 
 
-def stranded(storage: str) -> list[str]:
+def teams_cards(peer, marker: str) -> list[str]:
+    return doubled(Counter(json.dumps(card, sort_keys=True) for card in peer.cards_about(marker)),
+                   "Teams card")
+
+
+def outbox_lines(path: Path, marker: str) -> list[str]:
+    if not path.exists():
+        return []
+    lines = [json.loads(line) for line in path.read_text().splitlines() if marker in line]
+    return doubled(Counter(line["event_id"] for line in lines), "outbox notification")
+
+
+def retraining_runs(runs_dir: Path, marker: str) -> list[str]:
+    started = [p for p in runs_dir.glob("*.json") if marker in p.read_text()]
+    return [f"{len(started)} retraining runs started"] if len(started) > 1 else []
+
+
+def stranded(storage: str, expected_poison: str | None = None) -> list[str]:
     return [f"{count} message(s) left on {queue}"
-            for queue, count in queue_depths(storage).items() if count]
+            for queue, count in queue_depths(storage).items()
+            if count and queue != f"{expected_poison}-poison"]

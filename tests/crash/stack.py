@@ -111,6 +111,7 @@ def app_root(directory: Path) -> Path:
     host_json = json.loads((PROJECT_ROOT / "host.json").read_text())
     host_json["functionTimeout"] = FUNCTION_TIMEOUT
     host_json["extensions"]["queues"]["maxPollingInterval"] = "00:00:01"
+    host_json["extensions"]["queues"]["visibilityTimeout"] = "00:00:01"  # retries come quickly
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "host.json").write_text(json.dumps(host_json, indent=2))
     for name in ("function_app.py", "functions"):
@@ -135,12 +136,13 @@ class CrashHost:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, failpoint: str | None = None) -> CrashHost:
+    def start(self, failpoint: str | None = None, also_armed: str = "") -> CrashHost:
         self.lives += 1
         env = {"AzureWebJobsStorage": self.storage, "PYTHONUNBUFFERED": "1",
                **devstack.NO_TELEMETRY, **self.env}
         # Unarmed, every point only logs that it was reached.
-        env[ENVIRONMENT] = f"{failpoint}=exit" if failpoint else "*=trace"
+        env[ENVIRONMENT] = ";".join(filter(None, [f"{failpoint}=exit" if failpoint else "*=trace",
+                                                  also_armed]))
         command = [sys.executable, "-m", "shared.dev.local_host", "--port", str(self.port),
                    "--app-root", str(self.root)]
         self.process = devstack.ManagedProcess(f"host-{self.lives}", command, env, self.port,
@@ -196,19 +198,25 @@ def queue_depths(storage: str) -> dict[str, int]:
     return depths
 
 
-def drained(storage: str) -> bool:
-    return not any(queue_depths(storage).values())
+def drained(storage: str, expected_poison: str | None = None) -> bool:
+    return not any(count for queue, count in queue_depths(storage).items()
+                   if queue != f"{expected_poison}-poison")
 
 
-def wait_drained(storage: str, host: CrashHost, timeout: float = 90) -> None:
+def wait_drained(storage: str, host: CrashHost, timeout: float = 90,
+                 expected_poison: str | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if drained(storage):
+        if drained(storage, expected_poison):
             time.sleep(0.5)  # a handler may be between deleting its message and acting
-            if drained(storage):
+            if drained(storage, expected_poison):
                 return
         time.sleep(0.3)
     raise TimeoutError(f"queues never drained: {queue_depths(storage)}\n{host.log()[-4000:]}")
+
+
+def clear_queue(storage: str, name: str) -> None:
+    queue_service(storage).get_queue_client(name).clear_messages()
 
 
 def copy_logs(host: CrashHost, destination: Path) -> None:

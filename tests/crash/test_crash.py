@@ -25,11 +25,17 @@ import requests
 
 from shared.dev import demo_models, devstack
 from shared.dev.devstack import wait_for
+from shared.foundation import queues
 from shared.foundation.paths import PROJECT_ROOT
-from shared.foundation.storage import Azurite, free_port
+from shared.foundation.storage import Azurite, decode_queue_message, free_port
 from tests.crash import checks
-from tests.crash.stack import CrashHost, RecordingProxy, wait_drained
-from tests.notifications.peers import PagerDutyPeer, SlackPeer, make_self_signed_cert
+from tests.crash.stack import CrashHost, RecordingProxy, clear_queue, wait_drained
+from tests.notifications.peers import (
+    PagerDutyPeer,
+    SlackPeer,
+    TeamsPeer,
+    make_self_signed_cert,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.crash]
 
@@ -69,6 +75,20 @@ warmup_seconds = 0
 max_p99_latency_ratio = 50.0
 max_error_rate = 0.5
 replay_sample_size = 5
+
+[defaults.monitoring.retraining]
+entrypoint = ["{python}", "-c", "pass"]
+cooldown_seconds = 86400
+
+[defaults.notifications]
+page_storm_window_seconds = 3600
+
+[[defaults.notifications.routes]]
+channels = ["slack", "teams", "outbox"]
+
+[[defaults.notifications.routes]]
+events = ["rollout.rollback_requested", "rollout.rollback_completed", "monitoring.alert"]
+channels = ["pagerduty"]
 """
 
 
@@ -94,6 +114,7 @@ class Stack:
     serving_url: str
     slack: SlackPeer
     pagerduty: PagerDutyPeer
+    teams: TeamsPeer
     mlflow_url: str
     secret: str
     client: object = None
@@ -121,10 +142,12 @@ def stack(tmp_path_factory, server_logs, moto_s3, mlflow_server):
     cert, key = make_self_signed_cert(work)
     routing_key = secrets.token_hex(16)
     pagerduty = PagerDutyPeer(routing_key, cert, key).start()
+    teams = TeamsPeer(secrets.token_urlsafe(24)).start()
     holdout = work / "holdout.parquet"
     demo_models.generate(2000, seed=11).to_parquet(holdout)
     policy = work / "policy.toml"
-    policy.write_text(POLICY.format(holdout=holdout, experiment=GATE_EXPERIMENT))
+    policy.write_text(POLICY.format(holdout=holdout, experiment=GATE_EXPERIMENT,
+                                    python=sys.executable))
     secret = secrets.token_urlsafe(24)
     host = CrashHost(work, azurite.connection_string, {
         **client_env,
@@ -139,6 +162,8 @@ def stack(tmp_path_factory, server_logs, moto_s3, mlflow_server):
         "PAGERDUTY_ROUTING_KEY": routing_key,
         "PAGERDUTY_EVENTS_URL": f"{pagerduty.url}/v2/enqueue",
         "PAGERDUTY_CA_BUNDLE": str(cert),
+        "TEAMS_WEBHOOK_URL": teams.webhook_url,
+        "GATEHOUSE_RETRAINING_RUNS_DIR": str(work / "retraining"),
         "GATEHOUSE_NOTIFY_RETRY_SCALE": "0.01",
         "AzureWebJobs.ramp_traffic.Disabled": "true",
         "AzureWebJobs.monitor_endpoints.Disabled": "true",
@@ -147,10 +172,11 @@ def stack(tmp_path_factory, server_logs, moto_s3, mlflow_server):
     mlflow.set_tracking_uri(mlflow_server.url)
     os.environ.update(client_env)
     built = Stack(work, azurite.connection_string, host, mlflow_proxy, serving_proxy, serving.url,
-                  slack, pagerduty, mlflow_server.url, secret, MlflowClient(mlflow_server.url))
+                  slack, pagerduty, teams, mlflow_server.url, secret,
+                  MlflowClient(mlflow_server.url))
     yield built
     host.stop()
-    for part in (mlflow_proxy, serving_proxy, slack, pagerduty):
+    for part in (mlflow_proxy, serving_proxy, slack, pagerduty, teams):
         part.stop()
     serving.stop()
     azurite.stop()
@@ -187,6 +213,8 @@ class Flow:
     canary: bool
     act: Callable[[Stack, str], None]
     done: Callable[[Stack, str], bool]
+    also_armed: str = ""        # more failpoint actions for the armed host, e.g. a slow step
+    poison_queue: str | None = None  # where the flow's message ends, on purpose
 
 
 def host_post(stack: Stack, route: str, body: dict | None = None) -> int | None:
@@ -217,30 +245,127 @@ def promoted(stack: Stack, model: str) -> bool:
     return False
 
 
-def raise_latency_alert(stack: Stack, model: str) -> bool:
-    """Post a critical latency alert on v2; True once the host accepted it (an alerting
-    system retries until then)."""
-    if model in stack.accepted:
+def post_alert(stack: Stack, key: str, alert: dict) -> bool:
+    """Post a Gatehouse-format alert until the host accepted it (as an alerting system retries
+    a dead receiver); True once accepted."""
+    if key in stack.accepted:
         return True
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     status = host_post(stack, "alerts/gatehouse", {
         "schema": "gatehouse.monitor.alerts/v1",
-        "alerts": [{"alert_kind": "latency", "status": "firing", "severity": "critical",
-                    "title": f"{model} v2 p99 latency too high", "model_name": model,
-                    "version": "2", "endpoint": model, "figures": {"p99_ms": 900.0},
-                    "starts_at": now}]})
+        "alerts": [{"status": "firing", "severity": "critical", "starts_at": stamp, **alert}]})
     assert status is None or status in (202, 503), status
     if status == 202:
-        stack.accepted.add(model)
+        stack.accepted.add(key)
     return status == 202
 
 
-def rolled_back(stack: Stack, model: str) -> bool:
-    if not raise_latency_alert(stack, model):
+def latency_alert(model: str, status: str = "firing") -> dict:
+    return {"alert_kind": "latency", "status": status, "model_name": model, "version": "2",
+            "endpoint": model, "title": f"{model} v2 p99 latency too high",
+            "figures": {"p99_ms": 900.0}}
+
+
+def incident(stack: Stack, model: str, text: str) -> dict | None:
+    with stack.pagerduty.lock:
+        return next((i for i in stack.pagerduty.incidents
+                     if model in i["summary"] and text in i["summary"]), None)
+
+
+def rolled_back_and_resolved(stack: Stack, model: str) -> bool:
+    """A critical latency alert on the canary: rolled back and paged; then the alert resolves
+    and so does the incident."""
+    if not post_alert(stack, f"{model}/firing", latency_alert(model)):
         return False
     state = requests.get(f"{stack.serving_url}/gatehouse/endpoints/{model}", timeout=30).json()
-    return serving_share(state, "1") == 100 and any(
-        model in i["summary"] for i in stack.pagerduty.incidents)
+    paged = incident(stack, model, "latency")
+    if serving_share(state, "1") != 100 or paged is None:
+        return False
+    if not post_alert(stack, f"{model}/resolved", latency_alert(model, "resolved")):
+        return False
+    return paged["status"] == "resolved"
+
+
+def register_big(stack: Stack, model: str) -> None:
+    """v2 as a copy of v1 with a 200 KB description: a webhook body far over a queue message."""
+    source = stack.client.get_model_version(model, "1")
+    stack.client.create_model_version(model, source.source, run_id=source.run_id,
+                                      description="A long model card. " * 11_000)
+
+
+def retraining_started(stack: Stack, model: str) -> bool:
+    accepted = post_alert(stack, f"{model}/drift", {
+        "alert_kind": "feature_drift", "severity": "warning", "model_name": model,
+        "version": "1", "endpoint": model, "title": f"{model} feature drift",
+        "figures": {"psi": 0.4}})
+    with stack.slack.lock:
+        return accepted and any(model in m["text"] and "etrain" in m["text"]
+                                for m in stack.slack.messages.values())
+
+
+def storm_then_still_firing(stack: Stack, model: str) -> bool:
+    """Two critical alerts on one model: the first pages, the second is held by the storm; the
+    first resolves, and the second, still firing, gets its own page."""
+    errors = {"alert_kind": "error_rate", "model_name": model, "version": "1",
+              "endpoint": model, "title": f"{model} v1 error rate too high",
+              "figures": {"error_rate": 0.3}}
+    latency = {**latency_alert(model), "version": "1", "title": f"{model} v1 p99 too high"}
+    if not post_alert(stack, f"{model}/latency", latency):
+        return False
+    if incident(stack, model, "p99 too high") is None:
+        return False
+    if not post_alert(stack, f"{model}/errors", errors):
+        return False
+    time.sleep(2.0)  # the held page is decided before the resolve arrives
+    if not post_alert(stack, f"{model}/latency-resolved", {**latency, "status": "resolved"}):
+        return False
+    return incident(stack, model, "storm") is not None
+
+
+def twin_copies(stack: Stack, model: str) -> None:
+    """The same event on the router's queue twice, at once: one copy finds the other working."""
+    from shared.events import Envelope, MonitoringAlert
+    from shared.foundation.bus import Bus
+
+    alert = MonitoringAlert(alert_kind="feature_drift", source="gatehouse", severity="info",
+                            status="resolved", title=f"{model} twin check", model_name=model,
+                            fingerprint=f"twin-{model}")
+    envelope = Envelope.wrap(alert, source="/tests/crash")
+    bus = Bus(stack.storage)
+    bus.send(queues.REGISTRY_EVENTS, envelope)
+    bus.send(queues.REGISTRY_EVENTS, envelope)
+
+
+def twin_announced(stack: Stack, model: str) -> bool:
+    with stack.slack.lock:
+        return any(f"{model} twin check" in m["text"] for m in stack.slack.messages.values())
+
+
+def wrong_message(stack: Stack, model: str) -> None:
+    """An event start-canary cannot take: it fails each time and must end on poison, with why."""
+    from shared.events import Envelope, ModelVersionCreated
+    from shared.foundation.bus import Bus
+
+    Bus(stack.storage).send(queues.START_CANARY, Envelope.wrap(
+        ModelVersionCreated(model_name=model, version="1"), source="/tests/crash"))
+
+
+def poisoned_with_reason(stack: Stack, model: str) -> bool:
+    from shared.foundation.failures import FailureLog
+    from shared.foundation.storage import queue_service
+
+    poison = queue_service(stack.storage).get_queue_client(f"{queues.START_CANARY}-poison")
+    try:
+        messages = poison.peek_messages(max_messages=32)
+    except Exception:
+        return False
+    log = FailureLog.connect(stack.storage)
+    for message in messages:
+        body = decode_queue_message(message.content, "base64").encode()
+        record = log.find(queues.START_CANARY, body)
+        if model.encode() in body and record and record.get("error"):
+            return True
+    return False
 
 
 def set_alias(stack: Stack, model: str) -> None:
@@ -262,8 +387,19 @@ ALIAS = Flow("an alias set in MLflow: webhook, router, a Slack notification", Fa
 REGISTER = Flow("a new version: webhook, router, gates, @challenger, canary, notifications",
                 False, register_challenger, canary_started)
 PROMOTE = Flow("a canary ramped on live traffic and promoted", True, nothing, promoted)
-ROLLBACK = Flow("a critical alert on the canary: rollback and a page", True, nothing, rolled_back)
-BASELINE = (ALIAS, REGISTER, PROMOTE, ROLLBACK)
+ROLLBACK = Flow("a critical alert on the canary: rollback, a page, resolved", True, nothing,
+                rolled_back_and_resolved)
+BIG = Flow("a 200 KB registration: claim check, gates, canary", False, register_big,
+           canary_started)
+RETRAIN = Flow("a feature drift alert: retraining started and announced", False, nothing,
+               retraining_started)
+STORM = Flow("an alert storm: one page, the held alert paged when the storm ends", False, nothing,
+             storm_then_still_firing)
+TWIN = Flow("two copies of one event at once: the later one waits for the first", False,
+            twin_copies, twin_announced, also_armed="handling.work_done=sleep(4)")
+POISON = Flow("a message its handler cannot take: poison, with the reason", False,
+              wrong_message, poisoned_with_reason, poison_queue=queues.START_CANARY)
+BASELINE = (ALIAS, REGISTER, PROMOTE, ROLLBACK, BIG, RETRAIN, STORM, TWIN, POISON)
 
 # Which flow reaches each failpoint. A failpoint placed in the code without a flow fails
 # test_every_failpoint_has_a_crash_scenario.
@@ -275,7 +411,14 @@ FLOWS: dict[str, Flow] = {
                      "gates.published"], REGISTER),
     **dict.fromkeys(["rollout.saved", "rollout.action_done", "rollout.action_cleared"], PROMOTE),
     **dict.fromkeys(["monitoring.rollback_requested", "pagerduty.triggered",
-                     "notify.sent_pagerduty"], ROLLBACK),
+                     "notify.sent_pagerduty", "pagerduty.resolved"], ROLLBACK),
+    **dict.fromkeys(["notify.sent_teams", "notify.sent_outbox"], ALIAS),
+    "bus.claim_uploaded": BIG,
+    **dict.fromkeys(["monitoring.retraining_started", "monitoring.retraining_announced",
+                     "monitoring.retraining_confirmed"], RETRAIN),
+    "pagerduty.storm_paged": STORM,
+    "handling.twin_rescheduled": TWIN,
+    "handling.failure_recorded": POISON,
 }
 
 
@@ -310,8 +453,10 @@ def ready(stack):
 
 
 def run_crash(stack: Stack, failpoint: str | None, flow: Flow) -> str:
+    """Start the armed host, start the flow, restart the host once the failpoint ended it, and
+    wait until the flow is over and every queue has drained."""
     model = stack.pool[flow.name].pop()
-    stack.host.start(failpoint)
+    stack.host.start(failpoint, flow.also_armed)
     flow.act(stack, model)
     deadline = time.monotonic() + 180
     crashed = False
@@ -319,23 +464,29 @@ def run_crash(stack: Stack, failpoint: str | None, flow: Flow) -> str:
         assert time.monotonic() < deadline, f"{flow.name}: unfinished (crashed: {crashed})"
         if failpoint and not crashed and stack.host.crashed():
             crashed = True
-            stack.host.start()
+            stack.host.start(None, flow.also_armed)
         time.sleep(0.5)
-    wait_drained(stack.storage, stack.host)
+    wait_drained(stack.storage, stack.host, expected_poison=flow.poison_queue)
     time.sleep(1.0)  # notifications in flight reach the peers
     stack.host.stop()
     return model
 
 
-def exactly_once_problems(stack: Stack, model: str) -> list[str]:
+def exactly_once_problems(stack: Stack, model: str, flow: Flow) -> list[str]:
     runs = checks.report_runs(stack.client, model, GATE_EXPERIMENT)
-    return (checks.stranded(stack.storage)
-            + checks.mlflow_writes(stack.mlflow, model)
-            + checks.serving_writes(stack.serving, model)
-            + checks.slack_posts(stack.slack, model)
-            + checks.pagerduty_incidents(stack.pagerduty, model)
-            + [f"{count} gate report runs for v{version}" for version, count in runs.items()
-               if count != 1])
+    problems = (checks.stranded(stack.storage, flow.poison_queue)
+                + checks.teams_cards(stack.teams, model)
+                + checks.outbox_lines(stack.work / "outbox.jsonl", model)
+                + checks.retraining_runs(stack.work / "retraining", model)
+                + checks.mlflow_writes(stack.mlflow, model)
+                + checks.serving_writes(stack.serving, model)
+                + checks.slack_posts(stack.slack, model)
+                + checks.pagerduty_incidents(stack.pagerduty, model)
+                + [f"{count} gate report runs for v{version}" for version, count in runs.items()
+                   if count != 1])
+    if flow.poison_queue:
+        clear_queue(stack.storage, f"{flow.poison_queue}-poison")
+    return problems
 
 
 def test_every_failpoint_has_a_crash_scenario():
@@ -350,8 +501,8 @@ def test_without_a_crash_each_flow_happens_once(ready):
     stack = ready
     for flow in BASELINE:
         model = run_crash(stack, None, flow)
-        assert exactly_once_problems(stack, model) == [], flow.name
-        gated = {} if flow is ALIAS else {"2": 1}
+        assert exactly_once_problems(stack, model, flow) == [], flow.name
+        gated = {"2": 1} if flow in (REGISTER, PROMOTE, ROLLBACK, BIG) else {}
         assert checks.report_runs(stack.client, model, GATE_EXPERIMENT) == gated, flow.name
         print("REACHED", flow.name, sorted(set(re.findall(r"failpoint (\S+): trace",
                                                           stack.host.all_logs()))))
@@ -361,4 +512,4 @@ def test_without_a_crash_each_flow_happens_once(ready):
 @pytest.mark.parametrize("failpoint", sorted(FLOWS))
 def test_crash_at_failpoint_loses_and_doubles_nothing(ready, failpoint):
     model = run_crash(ready, failpoint, FLOWS[failpoint])
-    assert exactly_once_problems(ready, model) == []
+    assert exactly_once_problems(ready, model, FLOWS[failpoint]) == []

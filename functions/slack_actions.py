@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import azure.functions as func
 
+from shared.foundation.failpoints import failpoint
 from shared.foundation.http import (
     BodyError,
     Reply,
@@ -75,6 +76,8 @@ def _act(headers, body: bytes, signing_secret: str, bus: Callable) -> Reply:
     except Exception:
         log.exception("could not publish the rollback request %s", envelope.id)
         return unavailable("could not record the rollback request; click again in a moment")
+    # A click delivered again publishes the same event id, which the router drops.
+    failpoint("slack.rollback_published")
     log.info("rollback of %s requested from Slack by %s: event %s", envelope.subject,
              envelope.data.decision.actor, envelope.id)
     return Reply(200)

@@ -100,10 +100,19 @@ def _unverifiable(headers, body: bytes) -> str | None:
 
 
 def _check_payload_json(body: bytes) -> None:
-    """The form's `payload` field read by the hardened JSON reader first (BodyError: NaN, deep
-    nesting, lone surrogates...), before slack.interaction_payload reads it with plain json."""
+    """The form's `payload` field, and the Roll back button's value inside it, read by the
+    hardened JSON reader first (BodyError: NaN, deep nesting, lone surrogates, huge numbers),
+    before shared.channels.slack reads them with plain json."""
     from urllib.parse import parse_qs
 
+    from shared.channels.slack import ROLLBACK_ACTION_ID
+
     values = parse_qs(body.decode("utf-8"), keep_blank_values=True).get("payload")
-    if values and values[0]:
-        json_text(values[0], "the payload field", "payload")
+    if not values or not values[0]:
+        return  # slack.interaction_payload says what is missing
+    payload = json_text(values[0], "the payload field", "payload")
+    actions = payload.get("actions") if isinstance(payload, dict) else None
+    for action in actions if isinstance(actions, list) else []:
+        if (isinstance(action, dict) and action.get("action_id") == ROLLBACK_ACTION_ID
+                and isinstance(action.get("value"), str)):
+            json_text(action["value"], "the Roll back button's value", "actions.value")

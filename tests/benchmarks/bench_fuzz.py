@@ -280,7 +280,7 @@ def report(mode: str, tally: Tally, elapsed: float, healthy_after: bool, alive: 
 
 
 def run_mode(mode: str, work: Path, azurite: Azurite, moto_url: str, mlflow_url: str,
-             args: argparse.Namespace) -> bool:
+             args: argparse.Namespace, seed: int) -> bool:
     from shared.serving.payload_log import PayloadLog
 
     work = work / mode
@@ -303,7 +303,7 @@ def run_mode(mode: str, work: Path, azurite: Azurite, moto_url: str, mlflow_url:
     host = devstack.start_function_host(work, azurite.connection_string, env)
     try:
         started = time.monotonic()
-        tally = fuzz(host, args.requests, args.concurrency, args.stalls, args.seed)
+        tally = fuzz(host, args.requests, args.concurrency, args.stalls, seed)
         elapsed = time.monotonic() - started
         healthy_after = healthy(host.url)
         alive = host.process is not None and host.process.poll() is None
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--stalls", type=int, default=4,
                         help="clients that stop sending their body (each waits for its 408)")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1, help="of the first mode; the next: +1")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="gatehouse-bench-fuzz-"))
     azurite = Azurite(str(work / "azurite")).start()
@@ -331,8 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     mlflow_server = devstack.start_mlflow(work, moto.url)
     try:
         modes = ("plain", "serving") if args.mode == "both" else (args.mode,)
-        results = [run_mode(mode, work, azurite, moto.url, mlflow_server.url, args)
-                   for mode in modes]
+        results = [run_mode(mode, work, azurite, moto.url, mlflow_server.url, args, args.seed + n)
+                   for n, mode in enumerate(modes)]
     finally:
         mlflow_server.stop()
         moto.stop()

@@ -249,8 +249,8 @@ def alert_template(source: str, now: float) -> dict:
 
 
 def slack_payload(rnd: random.Random) -> dict:
-    value = json.dumps({"model": "fuzz-model", "version": "2", "endpoint": "fuzz-prod",
-                        "registry": "mlflow"})
+    target = {"model": "fuzz-model", "version": "2", "endpoint": "fuzz-prod", "registry": "mlflow"}
+    value = to_json(mutated(target, rnd)) if rnd.random() < 0.3 else json.dumps(target)
     return {"type": "block_actions", "user": {"id": "U1", "username": "ana"},
             "actions": [{"action_id": rnd.choice(["gatehouse_rollback", "gatehouse_open_mlflow"]),
                          "value": value, "action_ts": str(time.time())}],

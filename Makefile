@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 INFRA_VENV := .venv-infra
 PORT ?= 7071
 PYTEST_ARGS ?=
+FUZZ_REQUESTS ?= 10000
 
 .PHONY: test crash lint demo host bench schema install runtime clean
 
@@ -52,6 +53,7 @@ host: runtime
 bench: runtime
 	$(PY) -m tests.benchmarks.bench_receiver
 	$(PY) -m tests.benchmarks.bench_gates
+	$(PY) -m tests.benchmarks.bench_fuzz --requests $(FUZZ_REQUESTS)
 
 schema: runtime
 	$(PY) -m shared.dev.schema_export

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import azure.functions as func
 
+from shared.foundation.failpoints import failpoint
 from shared.foundation.http import BodyError, Reply, error_reply, parse_body, respond, unavailable
 from shared.foundation.queues import OPEN_ROLLBACK, START_CANARY
 
@@ -134,7 +135,9 @@ def ramp_endpoint(req: func.HttpRequest) -> func.HttpResponse:
         service = _configured_service()
     except _Refused as refused:
         return respond(refused.reply)
-    return respond(service.ramp_now(endpoint))
+    reply = service.ramp_now(endpoint)
+    failpoint("rollout.http_ramp_done")  # a redo is one more tick: judged on the saved state
+    return respond(reply)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=OPEN_ROLLBACK, connection="AzureWebJobsStorage")
@@ -164,7 +167,9 @@ def rollback_endpoint(req: func.HttpRequest) -> func.HttpResponse:
         return respond(exc.reply())
     except _Refused as refused:
         return respond(refused.reply)
-    return respond(service.request_rollback(endpoint, actor=ask.actor, reason=ask.reason))
+    reply = service.request_rollback(endpoint, actor=ask.actor, reason=ask.reason)
+    failpoint("rollout.http_rollback_requested")  # a redo finds it rolling back already: 409
+    return respond(reply)
 
 
 @bp.route(route="rollouts/rollback", methods=["GET", "POST"],

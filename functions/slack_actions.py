@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import azure.functions as func
 
+from shared.foundation.failpoints import failpoint
 from shared.foundation.http import (
     BodyError,
     Reply,
@@ -72,6 +73,8 @@ def _act(headers, body: bytes, signing_secret: str, bus: Callable) -> Reply:
     except Exception:
         log.exception("could not publish the rollback request %s", envelope.id)
         return unavailable("could not record the rollback request; click again in a moment")
+    # A click delivered again publishes the same event id, which the router drops.
+    failpoint("slack.rollback_published")
     log.info("rollback of %s requested from Slack by %s: event %s", envelope.subject,
              envelope.data.decision.actor, envelope.id)
     return Reply(200)
@@ -94,10 +97,19 @@ def _unverifiable(headers, body: bytes) -> str | None:
 
 
 def _check_payload_json(body: bytes) -> None:
-    """The form's `payload` field read by the hardened JSON reader first (BodyError: NaN, deep
-    nesting, lone surrogates...), before slack.interaction_payload reads it with plain json."""
+    """The form's `payload` field, and the Roll back button's value inside it, read by the
+    hardened JSON reader first (BodyError: NaN, deep nesting, lone surrogates, huge numbers),
+    before shared.channels.slack reads them with plain json."""
     from urllib.parse import parse_qs
 
+    from shared.channels.slack import ROLLBACK_ACTION_ID
+
     values = parse_qs(body.decode("utf-8"), keep_blank_values=True).get("payload")
-    if values and values[0]:
-        json_text(values[0], "the payload field", "payload")
+    if not values or not values[0]:
+        return  # slack.interaction_payload says what is missing
+    payload = json_text(values[0], "the payload field", "payload")
+    actions = payload.get("actions") if isinstance(payload, dict) else None
+    for action in actions if isinstance(actions, list) else []:
+        if (isinstance(action, dict) and action.get("action_id") == ROLLBACK_ACTION_ID
+                and isinstance(action.get("value"), str)):
+            json_text(action["value"], "the Roll back button's value", "actions.value")

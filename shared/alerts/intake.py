@@ -25,6 +25,7 @@ from shared.alerts.common import InboundAlert
 from shared.alerts.store import CLOSED, OPEN, OpenAlerts
 from shared.events import Envelope
 from shared.foundation import runtime
+from shared.foundation.failpoints import failpoint
 from shared.foundation.http import (
     BodyError,
     Reply,
@@ -119,6 +120,7 @@ def receive(source: str, headers: Mapping[str, str], body: bytes, *, max_body_by
             log.exception("could not take a %s alert %s; the sender will retry", source,
                           inbound.alert.fingerprint)
             return unavailable(STORAGE_UNAVAILABLE)
+    failpoint("alerts.batch_taken")
     published = any(o["outcome"] == "accepted" for o in outcomes)
     reply: dict[str, object] = {"status": "accepted" if published else "nothing new",
                                 "alerts": outcomes}
@@ -146,6 +148,7 @@ def _take(source: str, inbound: InboundAlert, bus: Publisher, dedupe,
     except Exception:
         # Published already: a retry publishes the same event id again, which consumers drop.
         log.exception("could not mark alert %s taken", inbound.dedupe_key)
+    failpoint("alerts.claim_completed")
     return {**summary, **result}
 
 
@@ -156,6 +159,7 @@ def _act(source: str, inbound: InboundAlert, bus: Publisher, open_alerts: OpenAl
         # Nothing of ours is open: remember the resolution, so a late firing of the same
         # episode is not taken for a new one.
         open_alerts.put(alert.fingerprint, CLOSED, inbound.started, "")
+        failpoint("alerts.resolution_recorded")
         return {"outcome": "acknowledged", "reason": "no open alert with this fingerprint"}
     if (alert.status == "firing" and record is not None and record.state == CLOSED
             and record.started == inbound.started):
@@ -163,10 +167,12 @@ def _act(source: str, inbound: InboundAlert, bus: Publisher, open_alerts: OpenAl
     envelope = Envelope.wrap(alert, source=f"/gatehouse/alerts/{source}",
                              dedupe_key=inbound.dedupe_key, time=inbound.occurred_at)
     bus.publish(envelope)
+    failpoint("alerts.published")
     open_alerts.put(alert.fingerprint, OPEN if alert.status == "firing" else CLOSED,
                     inbound.started, envelope.id,
                     {"source": source, "model_name": alert.model_name,
                      "endpoint": alert.endpoint, "alert_kind": alert.alert_kind.value})
+    failpoint("alerts.state_recorded")
     log.info("alert %s %s (%s) published as %s", alert.fingerprint, alert.status,
              alert.alert_kind.value, envelope.id)
     return {"outcome": "accepted", "event_id": envelope.id}

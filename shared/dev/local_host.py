@@ -67,8 +67,9 @@ SHUTDOWN_GRACE = 30.0       # seconds stop() waits for in-flight invocations
 REQUEST_TIMEOUT = 30.0      # seconds a connection may sit idle, or a body take to arrive
 MAX_LINE = 8192             # bytes of a chunk-size or trailer line
 MAX_TRAILERS = 100          # trailer lines after a chunked body
-LINGER_SECONDS = 2.0        # after refusing a body unread: how long to read (and drop) the rest
-LINGER_BYTES = 16 << 20     # ... and how much of it, so the client sees the answer, not a reset
+LINGER_SECONDS = 5.0        # after refusing a body unread: how long to read (and drop) the rest
+LINGER_BYTES = 64 << 20     # ... and how much of it, so the client sees the answer, not a reset
+MAX_BLANK_LINES = 8         # empty lines skipped before a request line
 CONSTRAINTS = {"int": r"-?\d+", "long": r"-?\d+", "bool": r"(?:true|false)", "alpha": r"[A-Za-z]+",
                "float": r"-?\d+(?:\.\d+)?", "double": r"-?\d+(?:\.\d+)?",
                "decimal": r"-?\d+(?:\.\d+)?", "guid": r"\{?[0-9A-Fa-f]{8}(?:-?[0-9A-Fa-f]{4}){3}"
@@ -617,6 +618,7 @@ class _Handler(BaseHTTPRequestHandler):
     # the client's delayed ACK add ~40 ms to every keep-alive response.
     disable_nagle_algorithm = True
     local_host: LocalHost
+    raw_requestline: bytes
     linger = False  # a body was refused unread: drain it before closing (see finish)
 
     def _handle(self):
@@ -632,6 +634,15 @@ class _Handler(BaseHTTPRequestHandler):
         raise AttributeError(name)
 
     def parse_request(self) -> bool:
+        line = self.raw_requestline
+        for _ in range(MAX_BLANK_LINES):  # RFC 9112 2.2: blank lines before a request are ignored
+            if line not in (b"\r\n", b"\n"):
+                break
+            line = self.raw_requestline = self.rfile.readline(65537)
+        if line and not str(line, "iso-8859-1").split():
+            self.command, self.requestline, self.request_version = "", "", "HTTP/1.0"
+            self.send_error(HTTPStatus.BAD_REQUEST, "the request line is blank")
+            return False
         if not super().parse_request():
             return False
         if self.request_version == "HTTP/0.9":  # `GET /path` without a version
@@ -774,7 +785,7 @@ def _drain(connection: socket.socket) -> None:
     client is still sending for a moment, so it reads our answer instead of a reset."""
     try:
         connection.shutdown(socket.SHUT_WR)
-        connection.settimeout(LINGER_SECONDS)
+        connection.settimeout(1.0)
         deadline, drained = time.monotonic() + LINGER_SECONDS, 0
         while drained < LINGER_BYTES and time.monotonic() < deadline:
             data = connection.recv(65536)

@@ -15,6 +15,7 @@ from typing import Annotated, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from shared.foundation.failpoints import failpoint
 from shared.foundation.http import Reply, error_reply, unavailable
 from shared.monitoring.adapters import NotConfigured
 from shared.monitoring.labels import label_value
@@ -66,6 +67,7 @@ def store_labels(endpoint: str, request: LateLabels, sink: Callable[[], LabelSin
     except Exception:
         log.exception("could not store labels for %s", endpoint)
         return unavailable("Gatehouse storage unavailable; retry shortly")
+    failpoint("monitor.labels_stored")  # a redo stores the same labels again: last write wins
     return Reply(202, {"status": "stored", "endpoint": endpoint, "labels": stored})
 
 

@@ -5,7 +5,8 @@ browser gets an HTML page, anything else JSON.
 
 The token is `base64url(claims).base64url(HMAC-SHA256(secret, claims))` where claims name the
 endpoint, the rollout, an expiry and a nonce. It rolls back only that rollout, only before it
-expires, and only once: the nonce is spent with a conditional insert on the state table.
+expires, and only once: once the rollback is requested, the nonce is spent with a conditional
+insert on the state table.
 The secret comes from the GATEHOUSE_ROLLBACK_LINK_SECRET setting and is never logged.
 """
 
@@ -23,6 +24,7 @@ from typing import Protocol
 from urllib.parse import parse_qs, quote
 
 from shared.foundation import runtime
+from shared.foundation.failpoints import failpoint
 from shared.foundation.http import HTML, BodyError, Reply, error_reply, json_text
 from shared.foundation.settings import Settings
 
@@ -210,12 +212,17 @@ def answer_link(request: LinkRequest, secret: str | None, spent: SpentLinks,
         return _shown(request, preview)
     if request.method == "GET":
         return _confirmation(request, preview)
-    if not spent.use_once(spent_key, {"endpoint": claims.endpoint,
-                                      "rollout_id": claims.rollout_id, "used_at": now}):
-        return _shown(request, _used())
-    return _shown(request, rollbacks.request_rollback(
-        claims.endpoint, actor=LINK_ACTOR, reason="one-click rollback link",
-        rollout_id=claims.rollout_id))
+    # The rollback first, then the link spent: a crash in between leaves the link unspent, and
+    # using it again finds that rollout rolling back already (409), so it is done once either way.
+    requested = rollbacks.request_rollback(claims.endpoint, actor=LINK_ACTOR,
+                                           reason="one-click rollback link",
+                                           rollout_id=claims.rollout_id)
+    failpoint("rollout.link_rollback_requested")
+    if requested.ok:
+        spent.use_once(spent_key, {"endpoint": claims.endpoint,
+                                   "rollout_id": claims.rollout_id, "used_at": now})
+        failpoint("rollout.link_spent")
+    return _shown(request, requested)
 
 
 def _used() -> Reply:

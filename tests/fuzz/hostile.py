@@ -55,6 +55,17 @@ class FuzzRequest:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
 
+    def wire_headers(self) -> dict[str, str]:
+        """The headers as HTTP carries them: ISO-8859-1 (other text goes as its UTF-8 bytes)."""
+        def latin1(value: str) -> str:
+            try:
+                value.encode("latin-1")
+                return value
+            except UnicodeEncodeError:
+                return value.encode("utf-8", "replace").decode("latin-1")
+
+        return {latin1(name): latin1(value) for name, value in self.headers.items()}
+
     def path(self, template: str) -> str:
         """The URL path and query: route params filled in (percent-encoded) and the params."""
         path = "/api/" + template
@@ -238,8 +249,8 @@ def alert_template(source: str, now: float) -> dict:
 
 
 def slack_payload(rnd: random.Random) -> dict:
-    value = json.dumps({"model": "fuzz-model", "version": "2", "endpoint": "fuzz-prod",
-                        "registry": "mlflow"})
+    target = {"model": "fuzz-model", "version": "2", "endpoint": "fuzz-prod", "registry": "mlflow"}
+    value = to_json(mutated(target, rnd)) if rnd.random() < 0.3 else json.dumps(target)
     return {"type": "block_actions", "user": {"id": "U1", "username": "ana"},
             "actions": [{"action_id": rnd.choice(["gatehouse_rollback", "gatehouse_open_mlflow"]),
                          "value": value, "action_ts": str(time.time())}],
@@ -261,13 +272,15 @@ def content_type(rnd: random.Random, usual: str = "application/json") -> dict[st
 
 def hostile_timestamp(rnd: random.Random, now: float) -> str:
     return rnd.choice([str(int(now)), str(int(now) - 10_000), str(int(now) + 10_000), "0", "-1",
-                       "1" * 20, "abc", "١٢٣", "", " ", str(now), latin1_text(rnd, 8)])
+                       "1" * 20, "abc", "١٢٣".encode().decode("latin-1"), "", " ", str(now),
+                       latin1_text(rnd, 8)])
 
 
 def mlflow_signed(secret: str, body: bytes, rnd: random.Random, now: float,
                   names: tuple[str, str, str]) -> dict[str, str]:
-    delivery = rnd.choice(["d-" + str(rnd.getrandbits(48)), "x" * 200, "bad id", "é", ""])
-    if rnd.random() < 0.6 and delivery.startswith("d-"):
+    delivery = ("d-" + str(rnd.getrandbits(48)) if rnd.random() < 0.8
+                else rnd.choice(["x" * 200, "bad id", "é", ""]))
+    if rnd.random() < 0.75 and delivery.startswith("d-"):
         return signatures.signed_headers(secret, delivery, int(now), body, names)
     signature_name, timestamp_name, delivery_name = names
     return {delivery_name: delivery, timestamp_name: hostile_timestamp(rnd, now),
@@ -276,7 +289,7 @@ def mlflow_signed(secret: str, body: bytes, rnd: random.Random, now: float,
 
 
 def databricks_signed(secret: str, body: bytes, rnd: random.Random) -> dict[str, str]:
-    if rnd.random() < 0.6:
+    if rnd.random() < 0.75:
         return {signatures.DATABRICKS_SIGNATURE: signatures.databricks_signature(secret, body)}
     return {signatures.DATABRICKS_SIGNATURE: rnd.choice(["", "0" * 64, latin1_text(rnd)])}
 

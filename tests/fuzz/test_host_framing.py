@@ -11,6 +11,7 @@ import time
 
 import azure.functions as func
 import pytest
+import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -100,6 +101,10 @@ def test_a_body_over_the_limit_sent_whole_still_gets_its_413(host):
     headers = refused(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n"
                       + b"x" * 200_000, 413, "GATEHOUSE_MAX_BODY_BYTES", host)
     assert headers["connection"] == "close"
+    # A client that sends everything before it reads (requests, http.client) reads the 413 too:
+    # the host drains what it refused instead of resetting the connection.
+    reply = requests.post(f"{host.url}/api/echo", data=b"x" * 5_000_000, timeout=30)
+    assert reply.status_code == 413 and "over the limit" in reply.json()["error"]
 
 
 def test_expect_continue_with_a_huge_body_is_refused_before_continue(host):
@@ -233,3 +238,9 @@ def test_random_bytes_get_an_answer_never_a_5xx(host, raw):
         # go unanswered; the host still answers the next one.
         assert b"\n" not in raw, raw[:300]
     assert healthy(host)
+
+
+def test_blank_lines_before_a_request_are_skipped_and_a_blank_request_line_is_a_400(host):
+    got, _, body = answer(exchange(host, b"\r\n\r\nGET /api/health HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert (got, json.loads(body)) == (200, {"status": "ok"})
+    refused(b" \t\x0b\r\nGARBAGE\r\n\r\n", 400, "the request line is blank", host)

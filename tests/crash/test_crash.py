@@ -42,6 +42,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.crash]
 FAILPOINT_CALL = re.compile(r"""failpoint\(\s*["']([^"']+)["']\s*\)""")
 GATE_EXPERIMENT = "gatehouse-crash-gates"
 SLACK_CHANNEL = "#gatehouse-crash"
+SLACK_SIGNING_SECRET = secrets.token_hex(16)
+LINK_SECRET = secrets.token_urlsafe(24)
 POLICY = """
 [defaults.gates]
 label_column = "label"
@@ -158,7 +160,8 @@ def stack(tmp_path_factory, server_logs, moto_s3, mlflow_server):
         "GATEHOUSE_PAYLOAD_LOG": str(work / "payloads.sqlite"),
         "GATEHOUSE_OUTBOX_PATH": str(work / "outbox.jsonl"),
         "SLACK_BOT_TOKEN": slack.token, "SLACK_CHANNEL": SLACK_CHANNEL,
-        "SLACK_API_URL": slack.api_url,
+        "SLACK_API_URL": slack.api_url, "SLACK_SIGNING_SECRET": SLACK_SIGNING_SECRET,
+        "GATEHOUSE_ROLLBACK_LINK_SECRET": LINK_SECRET,
         "PAGERDUTY_ROUTING_KEY": routing_key,
         "PAGERDUTY_EVENTS_URL": f"{pagerduty.url}/v2/enqueue",
         "PAGERDUTY_CA_BUNDLE": str(cert),
@@ -341,6 +344,74 @@ def twin_announced(stack: Stack, model: str) -> bool:
         return any(f"{model} twin check" in m["text"] for m in stack.slack.messages.values())
 
 
+def until_accepted(stack: Stack, key: str, call: Callable[[], int | None]) -> bool:
+    """A client's request, repeated while the host is down or answers 5xx; True once answered."""
+    if key not in stack.accepted:
+        status = call()
+        if status is None or status >= 500:
+            return False
+        assert status < 300, f"{key}: {status}"
+        stack.accepted.add(key)
+    return True
+
+
+def back_on_champion(stack: Stack, model: str) -> bool:
+    state = requests.get(f"{stack.serving_url}/gatehouse/endpoints/{model}", timeout=30).json()
+    return serving_share(state, "1") == 100 and stack.client.get_model_version(
+        model, "2").tags.get("gatehouse.rollout.phase") == "rolled_back"
+
+
+def rolled_back_by_route(stack: Stack, model: str) -> bool:
+    asked = until_accepted(stack, f"{model}/route", lambda: host_post(
+        stack, f"rollouts/{model}/rollback", {"actor": "alice", "reason": "crash suite"}))
+    return asked and back_on_champion(stack, model)
+
+
+def rolled_back_by_link(stack: Stack, model: str) -> bool:
+    from shared.rollout.links import make_token
+    from shared.rollout.store import RolloutStore
+
+    def click() -> int | None:
+        record = RolloutStore.connect(stack.storage).load(model).record
+        assert record is not None and record.active is not None
+        token = make_token(LINK_SECRET, model, record.active.id, now=time.time())
+        try:
+            return requests.post(f"{stack.host.url}/api/rollouts/rollback",
+                                 params={"token": token}, timeout=60).status_code
+        except requests.RequestException:
+            return None
+
+    return until_accepted(stack, f"{model}/link", click) and back_on_champion(stack, model)
+
+
+def rolled_back_from_slack(stack: Stack, model: str) -> bool:
+    from shared.channels import slack
+    from shared.channels.base import RollbackTarget
+    from tests.notifications.builders import block_actions_payload, signed_slack_request
+
+    def click() -> int | None:
+        button = {"action_id": slack.ROLLBACK_ACTION_ID, "text": {"type": "plain_text",
+                                                                  "text": "Roll back"},
+                  "value": slack.rollback_value(RollbackTarget(model, "2", model))}
+        body, headers = signed_slack_request(SLACK_SIGNING_SECRET, block_actions_payload(button))
+        try:
+            return requests.post(f"{stack.host.url}/api/slack/actions", data=body,
+                                 headers=headers, timeout=60).status_code
+        except requests.RequestException:
+            return None
+
+    return until_accepted(stack, f"{model}/slack", click) and back_on_champion(stack, model)
+
+
+def labels_stored(stack: Stack, model: str) -> bool:
+    from shared.monitoring.labels import LabelStore
+
+    labels = {f"{model}-request-{n}": n % 2 for n in range(20)}
+    stored = until_accepted(stack, f"{model}/labels", lambda: host_post(
+        stack, f"monitor/labels/{model}", {"labels": labels}))
+    return stored and len(LabelStore.connect(stack.storage).get(model, labels)) == len(labels)
+
+
 def wrong_message(stack: Stack, model: str) -> None:
     """An event start-canary cannot take: it fails each time and must end on poison, with why."""
     from shared.events import Envelope, ModelVersionCreated
@@ -399,7 +470,13 @@ TWIN = Flow("two copies of one event at once: the later one waits for the first"
             twin_copies, twin_announced, also_armed="handling.work_done=sleep(4)")
 POISON = Flow("a message its handler cannot take: poison, with the reason", False,
               wrong_message, poisoned_with_reason, poison_queue=queues.START_CANARY)
-BASELINE = (ALIAS, REGISTER, PROMOTE, ROLLBACK, BIG, RETRAIN, STORM, TWIN, POISON)
+MANUAL = Flow("a rollback asked on the route", True, nothing, rolled_back_by_route)
+LINK = Flow("a rollback by a signed one-click link", True, nothing, rolled_back_by_link)
+SLACK_BUTTON = Flow("a rollback by Slack's Roll back button", True, nothing,
+                    rolled_back_from_slack)
+LABELS = Flow("late labels posted for an endpoint", False, nothing, labels_stored)
+BASELINE = (ALIAS, REGISTER, PROMOTE, ROLLBACK, BIG, RETRAIN, STORM, TWIN, POISON, MANUAL, LINK,
+            SLACK_BUTTON, LABELS)
 
 # Which flow reaches each failpoint. A failpoint placed in the code without a flow fails
 # test_every_failpoint_has_a_crash_scenario.
@@ -419,6 +496,13 @@ FLOWS: dict[str, Flow] = {
     "pagerduty.storm_paged": STORM,
     "handling.twin_rescheduled": TWIN,
     "handling.failure_recorded": POISON,
+    **dict.fromkeys(["alerts.batch_taken", "alerts.claim_completed", "alerts.published",
+                     "alerts.state_recorded", "alerts.resolution_recorded"], STORM),
+    "rollout.http_ramp_done": PROMOTE,
+    "rollout.http_rollback_requested": MANUAL,
+    **dict.fromkeys(["rollout.link_rollback_requested", "rollout.link_spent"], LINK),
+    "slack.rollback_published": SLACK_BUTTON,
+    "monitor.labels_stored": LABELS,
 }
 
 

@@ -91,8 +91,7 @@ class Story:
         from mlflow import MlflowClient
 
         self.work, self.host_url, self.serving_url = work, host.url, serving_url
-        self.keyed = requests.Session()  # the app's function-level routes want the host's key
-        self.keyed.headers.update(host.key_headers)
+        self.keys = host.key_headers  # the app's function-level routes want the host's key
         self.client = MlflowClient(tracking_uri=mlflow_url)
         logging.getLogger("mlflow").setLevel(logging.ERROR)  # keep the narration readable
         self.outbox = outbox
@@ -127,11 +126,13 @@ class Story:
         return f"{tags['gatehouse.gates.verdict']} (blocking gates not passed: {blocking})"
 
     def rollout(self) -> dict:
-        reply = self.keyed.get(f"{self.host_url}/api/rollouts/{ENDPOINT}", timeout=30)
+        reply = requests.get(f"{self.host_url}/api/rollouts/{ENDPOINT}", headers=self.keys,
+                             timeout=30)
         return reply.json() if reply.status_code == 200 else {}
 
     def ramp(self) -> dict:
-        return self.keyed.post(f"{self.host_url}/api/rollouts/{ENDPOINT}/ramp", timeout=120).json()
+        return requests.post(f"{self.host_url}/api/rollouts/{ENDPOINT}/ramp", headers=self.keys,
+                             timeout=120).json()
 
     def send_traffic(self, requests_count: int, drift: float = 0.0, seed: int = 0) -> None:
         """Single-row scoring requests from a few concurrent clients, like live traffic."""
@@ -238,7 +239,8 @@ def play(story: Story, short: bool) -> None:
 
     say("5) traffic drifts: the monitor notices, retraining starts")
     story.drifted_window(300)
-    result = story.keyed.post(f"{story.host_url}/api/monitor/run", json={}, timeout=300).json()
+    result = requests.post(f"{story.host_url}/api/monitor/run", json={}, headers=story.keys,
+                           timeout=300).json()
     for window in result["endpoints"].get(ENDPOINT, {}).get("windows", []):
         figures = window["figures"]
         say(f"   monitor, last {result['window_seconds']:.0f}s window on v{window['version']}: "
@@ -271,7 +273,8 @@ def summary(story: Story) -> None:
         print(f"  v{version:7s} {label:28s} {mv.tags.get('gatehouse.gates.verdict', '-'):13s} "
               f"{mv.tags.get('gatehouse.gates.blocking') or '-':28s} {aliases}")
 
-    detail = story.keyed.get(f"{story.host_url}/api/rollouts/{ENDPOINT}", timeout=30).json()
+    detail = requests.get(f"{story.host_url}/api/rollouts/{ENDPOINT}", headers=story.keys,
+                          timeout=30).json()
     print(f"\n  traffic on {ENDPOINT} (each change, who made it and why):")
     for change in detail.get("history", []):
         routes = ", ".join(f"v{v} {p}%" for v, p in sorted(change["routes"].items()))

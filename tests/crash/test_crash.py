@@ -325,6 +325,13 @@ def storm_then_still_firing(stack: Stack, model: str) -> bool:
     return incident(stack, model, "storm") is not None
 
 
+def resolution_taken(stack: Stack, model: str) -> bool:
+    """A resolution for an alert Gatehouse never saw firing: remembered, so a late firing of
+    the same episode is not taken for a new one."""
+    return post_alert(stack, f"{model}/orphan", {**latency_alert(model, "resolved"),
+                                                 "version": "1"})
+
+
 def twin_copies(stack: Stack, model: str) -> None:
     """The same event on the router's queue twice, at once: one copy finds the other working."""
     from shared.events import Envelope, MonitoringAlert
@@ -468,6 +475,8 @@ RETRAIN = Flow("a feature drift alert: retraining started and announced", False,
                retraining_started)
 STORM = Flow("an alert storm: one page, the held alert paged when the storm ends", False, nothing,
              storm_then_still_firing)
+ORPHAN_RESOLUTION = Flow("a resolution of an alert never seen firing", False, nothing,
+                         resolution_taken)
 TWIN = Flow("two copies of one event at once: the later one waits for the first", False,
             twin_copies, twin_announced, also_armed="handling.work_done=sleep(4)")
 POISON = Flow("a message its handler cannot take: poison, with the reason", False,
@@ -477,8 +486,8 @@ LINK = Flow("a rollback by a signed one-click link", True, nothing, rolled_back_
 SLACK_BUTTON = Flow("a rollback by Slack's Roll back button", True, nothing,
                     rolled_back_from_slack)
 LABELS = Flow("late labels posted for an endpoint", False, nothing, labels_stored)
-BASELINE = (ALIAS, REGISTER, PROMOTE, ROLLBACK, BIG, RETRAIN, STORM, TWIN, POISON, MANUAL, LINK,
-            SLACK_BUTTON, LABELS)
+BASELINE = (ALIAS, REGISTER, PROMOTE, ROLLBACK, BIG, RETRAIN, STORM, ORPHAN_RESOLUTION, TWIN,
+            POISON, MANUAL, LINK, SLACK_BUTTON, LABELS)
 
 # Which flow reaches each failpoint. A failpoint placed in the code without a flow fails
 # test_every_failpoint_has_a_crash_scenario.
@@ -499,7 +508,8 @@ FLOWS: dict[str, Flow] = {
     "handling.twin_rescheduled": TWIN,
     "handling.failure_recorded": POISON,
     **dict.fromkeys(["alerts.batch_taken", "alerts.claim_completed", "alerts.published",
-                     "alerts.state_recorded", "alerts.resolution_recorded"], STORM),
+                     "alerts.state_recorded"], STORM),
+    "alerts.resolution_recorded": ORPHAN_RESOLUTION,
     "rollout.http_ramp_done": PROMOTE,
     "rollout.http_rollback_requested": MANUAL,
     **dict.fromkeys(["rollout.link_rollback_requested", "rollout.link_spent"], LINK),

@@ -291,8 +291,9 @@ def rolled_back_and_resolved(stack: Stack, model: str) -> bool:
 
 def register_big(stack: Stack, model: str) -> None:
     """v2 as a copy of v1 with a 200 KB description: a webhook body far over a queue message."""
-    source = stack.client.get_model_version(model, "1")
-    stack.client.create_model_version(model, source.source, run_id=source.run_id,
+    first = stack.client.get_model_version(model, "1")
+    stack.client.create_model_version(model, first.source, run_id=first.run_id,
+                                      model_id=first.source.removeprefix("models:/"),
                                       description="A long model card. " * 11_000)
 
 

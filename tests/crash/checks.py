@@ -14,12 +14,25 @@ def doubled(counter: Counter, what: str) -> list[str]:
     return [f"{what} {key} happened {count} times" for key, count in counter.items() if count > 1]
 
 
+def repeated(writes: list[tuple[str, str]], what: str) -> list[str]:
+    """Writes of (target, value) in order: a target set to the value it already had is a redone
+    write (the same value again after a change in between is a legitimate new write)."""
+    last: dict[str, str] = {}
+    found = []
+    for target, value in writes:
+        if last.get(target) == value:
+            found.append(f"{what} {target} = {value!r} written again without a change between")
+        last[target] = value
+    return found
+
+
 def mlflow_writes(proxy: RecordingProxy, model: str) -> list[str]:
-    tags = Counter((w.body.get("version"), w.body.get("key"), w.body.get("value"))
-                   for w in proxy.matching("/model-versions/set-tag", name=model))
-    aliases = Counter((w.body.get("alias"), w.body.get("version"))
-                      for w in proxy.matching("/registered-models/alias", name=model))
-    return doubled(tags, "version tag write") + doubled(aliases, "alias write")
+    tags = [(f"v{w.body.get('version')} {w.body.get('key')}", w.body.get("value"))
+            for w in proxy.matching("/model-versions/set-tag", name=model)]
+    aliases = [(f"@{w.body.get('alias')}",
+                w.body.get("version") if w.method == "POST" else "(deleted)")
+               for w in proxy.matching("/registered-models/alias", name=model)]
+    return repeated(tags, "version tag") + repeated(aliases, "alias")
 
 
 def report_runs(client, model: str, experiment: str) -> Counter:

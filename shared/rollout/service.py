@@ -126,7 +126,11 @@ class RolloutService:
                 try:
                     loaded = self.store.save(loaded, machine.drop_effect(updated, effect))
                 except ConcurrencyConflict:
-                    return self.store.load(record.endpoint)
+                    # Another step was saved meanwhile, with our lease copied into it: take the
+                    # lease afresh and go on, or the outbox would wait for it to run out.
+                    self._release_drain(record.endpoint, drainer)
+                    loaded = self.store.load(record.endpoint)
+                    continue  # the new step's effects (and this one, redone harmlessly)
                 failpoint("rollout.action_cleared")
         except BaseException:
             if loaded.record is not None:

@@ -6,9 +6,7 @@ in front of MLflow and serving that count every write the host makes.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import shutil
 import sys
 import threading
 import time
@@ -217,12 +215,3 @@ def wait_drained(storage: str, host: CrashHost, timeout: float = 90,
 
 def clear_queue(storage: str, name: str) -> None:
     queue_service(storage).get_queue_client(name).clear_messages()
-
-
-def copy_logs(host: CrashHost, destination: Path) -> None:
-    for log in host.log_dir.glob("host-*.log"):
-        shutil.copy(log, destination / log.name)
-
-
-def environment_without(*names: str) -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in names}

@@ -130,10 +130,13 @@ def _state(latest: dict, inner: dict, outer: dict) -> str:
 
 
 def _column(latest: dict, inner: dict) -> str | None:
+    """The evaluated column's name; anything but text there names no column."""
     source, options = latest.get("source"), inner.get("options")
     if isinstance(source, dict):
-        return source.get("name")
-    return options.get("column") if isinstance(options, dict) else None
+        column = source.get("name")
+    else:
+        column = options.get("column") if isinstance(options, dict) else None
+    return column if isinstance(column, str) else None
 
 
 def _labels(name: str, alert_id: object, column: str | None, latest: dict, inner: dict,

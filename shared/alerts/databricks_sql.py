@@ -106,7 +106,8 @@ def _identity(inner: dict) -> tuple[object, str]:
 
 
 def _latest_evaluation(inner: dict) -> dict:
-    evaluations = [e for e in inner.get("evaluations") or [] if isinstance(e, dict)]
+    listed = inner.get("evaluations")
+    evaluations = [e for e in listed if isinstance(e, dict)] if isinstance(listed, list) else []
     if isinstance(inner.get("evaluation"), dict):
         evaluations.append(inner["evaluation"])
     return evaluations[-1] if evaluations else {}

@@ -58,6 +58,7 @@ class Tally:
     failures: list[str] = field(default_factory=list)    # 5xx and drops, described
     dropped: int = 0
     skipped: int = 0                                       # not sent: the host stopped answering
+    retry_later: int = 0   # 503s with Retry-After: Gatehouse's own storage or queue failed
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self, route: str, status: int | None, what: str) -> None:
@@ -115,6 +116,8 @@ def send_route_request(port: int, client: Client, route: Route, rnd: random.Rand
         client.connection.request(request.method, path, body=request.body, headers=headers)
         reply = client.connection.getresponse()
         body = reply.read()
+        if reply.status == 503 and reply.getheader("Retry-After"):
+            tally.retry_later += 1
         tally.count(route.function, reply.status,
                     f"{request.method} {path[:200]} -> {body[:300]!r}")
     except (OSError, http.client.HTTPException) as exc:
@@ -276,7 +279,9 @@ def report(mode: str, tally: Tally, elapsed: float, healthy_after: bool, alive: 
     for route, counts in sorted(tally.by_route.items()):
         print(f"  {route:38s} " + ", ".join(f"{s}: {n}" for s, n in
                                             sorted(counts.items(), key=lambda kv: str(kv[0]))))
-    print(f"5xx: {tally.server_errors}   dropped connections: {tally.dropped}   "
+    transient = (f" ({tally.retry_later} of them 503 with Retry-After: storage or queue failed)"
+                 if tally.retry_later else "")
+    print(f"5xx: {tally.server_errors}{transient}   dropped connections: {tally.dropped}   "
           f"GET /api/health after: {'200' if healthy_after else 'FAILED'}   "
           f"host process alive: {alive}")
     if tally.skipped:

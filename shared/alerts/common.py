@@ -73,6 +73,10 @@ _TEXT_LABEL = re.compile(r"\b(model_name|model|model_version|version|endpoint_na
                          r"\s*[=:]\s*[\"']?([A-Za-z0-9_.\-/@]+)")
 MAX_LABELS = 64
 MAX_LABEL_LENGTH = 512
+MAX_NAME_LENGTH = 1000   # characters of a rule or metric name read for its words
+# Word boundaries inside names: fooBar, HTTPServer (before the last capital), High5xx (not P99).
+_WORD_BOUNDARIES = (re.compile(r"(?<=[a-z0-9])(?=[A-Z])"), re.compile(r"(?<=[A-Z])(?=[A-Z][a-z])"),
+                    re.compile(r"(?<=[A-Za-z]{2})(?=[0-9])"))
 
 
 @dataclass(frozen=True)
@@ -107,9 +111,11 @@ def words(*texts: str | None) -> set[str]:
     for text in texts:
         if not text:
             continue
-        spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", text)
-        spaced = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1 \2", spaced)
-        spaced = re.sub(r"([A-Za-z]{2,})([0-9])", r"\1 \2", spaced)  # High5xx; keeps P99
+        # Lookarounds, not groups: `([A-Z]+)([A-Z][a-z])` backtracks quadratically on a long
+        # run of capitals, and a sender chooses these names (a 300 KB rule name froze the host).
+        spaced = text[:MAX_NAME_LENGTH]
+        for boundary in _WORD_BOUNDARIES:  # in turn: each sees the spaces the last one put
+            spaced = boundary.sub(" ", spaced)
         found.update(w for w in re.split(r"[^a-z0-9]+", spaced.lower()) if w)
     return found
 

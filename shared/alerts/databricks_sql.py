@@ -106,7 +106,8 @@ def _identity(inner: dict) -> tuple[object, str]:
 
 
 def _latest_evaluation(inner: dict) -> dict:
-    evaluations = [e for e in inner.get("evaluations") or [] if isinstance(e, dict)]
+    listed = inner.get("evaluations")
+    evaluations = [e for e in listed if isinstance(e, dict)] if isinstance(listed, list) else []
     if isinstance(inner.get("evaluation"), dict):
         evaluations.append(inner["evaluation"])
     return evaluations[-1] if evaluations else {}
@@ -130,10 +131,13 @@ def _state(latest: dict, inner: dict, outer: dict) -> str:
 
 
 def _column(latest: dict, inner: dict) -> str | None:
+    """The evaluated column's name; anything but text there names no column."""
     source, options = latest.get("source"), inner.get("options")
     if isinstance(source, dict):
-        return source.get("name")
-    return options.get("column") if isinstance(options, dict) else None
+        column = source.get("name")
+    else:
+        column = options.get("column") if isinstance(options, dict) else None
+    return column if isinstance(column, str) else None
 
 
 def _labels(name: str, alert_id: object, column: str | None, latest: dict, inner: dict,

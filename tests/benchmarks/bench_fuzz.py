@@ -39,6 +39,7 @@ from tests.fuzz.hostile import BUILDERS, Secrets, fuzz_request, latin1_text
 
 RAW_SHARE = 0.12          # of the requests: raw-socket framing cases
 ANSWER_TIMEOUT = 90.0     # seconds a client waits for an answer before calling it dropped
+GIVE_UP_AFTER_DROPS = 25  # a host that stopped answering: the rest is not sent
 EXAMPLES_SHOWN = 8
 
 
@@ -56,6 +57,8 @@ class Tally:
     by_route: dict[str, Counter] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)    # 5xx and drops, described
     dropped: int = 0
+    skipped: int = 0                                       # not sent: the host stopped answering
+    retry_later: int = 0   # 503s with Retry-After: Gatehouse's own storage or queue failed
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self, route: str, status: int | None, what: str) -> None:
@@ -113,6 +116,8 @@ def send_route_request(port: int, client: Client, route: Route, rnd: random.Rand
         client.connection.request(request.method, path, body=request.body, headers=headers)
         reply = client.connection.getresponse()
         body = reply.read()
+        if reply.status == 503 and reply.getheader("Retry-After"):
+            tally.retry_later += 1
         tally.count(route.function, reply.status,
                     f"{request.method} {path[:200]} -> {body[:300]!r}")
     except (OSError, http.client.HTTPException) as exc:
@@ -249,6 +254,9 @@ def fuzz(host: devstack.FunctionHost, requests: int, concurrency: int, stalls: i
         thread.start()
 
     def one(index: int) -> None:
+        if tally.dropped >= GIVE_UP_AFTER_DROPS:
+            tally.skipped += 1
+            return
         rnd = random.Random(seed * 1_000_003 + index)
         route = routes[index % len(routes)]
         if rnd.random() < RAW_SHARE:
@@ -271,12 +279,18 @@ def report(mode: str, tally: Tally, elapsed: float, healthy_after: bool, alive: 
     for route, counts in sorted(tally.by_route.items()):
         print(f"  {route:38s} " + ", ".join(f"{s}: {n}" for s, n in
                                             sorted(counts.items(), key=lambda kv: str(kv[0]))))
-    print(f"5xx: {tally.server_errors}   dropped connections: {tally.dropped}   "
+    transient = (f" ({tally.retry_later} of them 503 with Retry-After: storage or queue failed)"
+                 if tally.retry_later else "")
+    print(f"5xx: {tally.server_errors}{transient}   dropped connections: {tally.dropped}   "
           f"GET /api/health after: {'200' if healthy_after else 'FAILED'}   "
           f"host process alive: {alive}")
+    if tally.skipped:
+        print(f"not sent: {tally.skipped} (gave up after {GIVE_UP_AFTER_DROPS} dropped "
+              f"connections: the host stopped answering)")
     for failure in tally.failures[:EXAMPLES_SHOWN]:
         print(f"  ! {failure}")
-    return tally.server_errors == 0 and tally.dropped == 0 and healthy_after and alive
+    return (tally.server_errors == 0 and tally.dropped == 0 and not tally.skipped
+            and healthy_after and alive)
 
 
 def run_mode(mode: str, work: Path, azurite: Azurite, moto_url: str, mlflow_url: str,

@@ -91,6 +91,14 @@ class Table(ABC):
         raise ConcurrencyConflict(f"{partition}/{row} kept changing under {attempts} attempts")
 
 
+# The Tables SDK retries a failed connection only for methods it deems idempotent, so an insert
+# (POST) sent on a keep-alive connection the server had just closed failed outright. Every write
+# here is conditional (an insert conflicts with an existing row, a replace or delete carries the
+# ETag), so retrying it is safe: a retry that meets its own first attempt ends as a conflict, and
+# every caller already resolves conflicts by reading again.
+RETRIED_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE", "POST", "PATCH"})
+
+
 class StateTable(Table):
     """A table on Azure Table storage (Azurite locally)."""
 
@@ -115,7 +123,8 @@ class StateTable(Table):
 
         try:
             metadata = self._table.create_entity(
-                {"PartitionKey": partition, "RowKey": row, **properties})
+                {"PartitionKey": partition, "RowKey": row, **properties},
+                retry_on_methods=RETRIED_METHODS)
         except ResourceExistsError:
             raise ConcurrencyConflict(f"{partition}/{row} exists already") from None
         return str(metadata["etag"])

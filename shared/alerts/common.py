@@ -209,11 +209,16 @@ def utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
+MAX_FINGERPRINT_CHARS = 200  # Alertmanager's are 16 hex digits; a longer one is stored as a digest
+
+
 def build(*, source: str, kind: AlertKind, labels: dict[str, str], title: str, status: str,
           severity_name: str, figures: dict[str, float], fingerprint_value: str,
           started: str, occurred_at: datetime,
           overrides: Mapping[str, str | None] | None = None) -> InboundAlert:
     who = identity(labels)
+    if len(fingerprint_value) > MAX_FINGERPRINT_CHARS:
+        fingerprint_value = fingerprint(source, fingerprint_value)
     for key, value in (overrides or {}).items():
         if value:
             who[key] = value

@@ -25,6 +25,7 @@ IN_PROGRESS = "IN_PROGRESS"
 COMPLETED = "COMPLETED"
 TABLE = "gatehouseidempotency"
 DEFAULT_LEASE_SECONDS = 300.0
+KEY_SHOWN_CHARS = 1000  # the row key is a digest of the whole key; the property is for people
 
 
 class Verdict(str, Enum):
@@ -83,7 +84,8 @@ class IdempotencyStore:
         """Take the key, or raise AlreadyCompleted / AlreadyInProgress."""
         now = time.time() if now is None else now
         row = safe_row_key(key)
-        fresh = {"key": key, "status": IN_PROGRESS, "lease_expires_at": now + self.lease_seconds}
+        fresh = {"key": key[:KEY_SHOWN_CHARS], "status": IN_PROGRESS,
+                 "lease_expires_at": now + self.lease_seconds}
         for _ in range(3):
             try:
                 return Claim(scope, key, self.table.insert(scope, row, fresh))

@@ -123,7 +123,7 @@ class StateTable(Table):
 
         try:
             metadata = self._table.create_entity(
-                {"PartitionKey": partition, "RowKey": row, **properties},
+                {"PartitionKey": partition, "RowKey": row, **as_stored(properties)},
                 retry_on_methods=RETRIED_METHODS)
         except ResourceExistsError:
             raise ConcurrencyConflict(f"{partition}/{row} exists already") from None
@@ -136,7 +136,7 @@ class StateTable(Table):
 
         try:
             metadata = self._table.update_entity(
-                {"PartitionKey": partition, "RowKey": row, **properties},
+                {"PartitionKey": partition, "RowKey": row, **as_stored(properties)},
                 mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified)
         except (ResourceModifiedError, ResourceNotFoundError):
             raise ConcurrencyConflict(f"{partition}/{row} changed since it was read") from None
@@ -160,12 +160,14 @@ class StateTable(Table):
 
 
 INT32 = range(-2**31, 2**31)
+MAX_PROPERTY_BYTES = 64 * 1024  # a string counts in UTF-16, as Azure Tables stores it
 STORABLE_TYPES = (str, int, float, bool, bytes, datetime, UUID)
 
 
 def as_stored(properties: Properties) -> Properties:
     """The properties as Azure Tables keeps them: a None value is left out, and a value it
-    cannot store (a dict, a list, an int beyond Int32) raises TypeError as its SDK does."""
+    cannot store (a dict, a list, an int beyond Int32) raises TypeError as its SDK does; a
+    value over 64 KB raises ValueError, as the service refuses it."""
     stored = {}
     for name, value in properties.items():
         if value is None:
@@ -174,6 +176,10 @@ def as_stored(properties: Properties) -> Properties:
             raise TypeError(f"property {name}: a {type(value).__name__} cannot be stored")
         if isinstance(value, int) and not isinstance(value, bool) and value not in INT32:
             raise TypeError(f"property {name}: {value} is too large for an Int32 property")
+        size = len(value.encode("utf-16-le")) if isinstance(value, str) else \
+            len(value) if isinstance(value, bytes) else 0
+        if size > MAX_PROPERTY_BYTES:
+            raise ValueError(f"property {name}: {size} bytes is over the 64 KB a property holds")
         stored[name] = value
     return stored
 

@@ -174,6 +174,12 @@ class CrashHost:
     def log(self) -> str:
         return self.process.log() if self.process else ""
 
+    def lines_about(self, word: str) -> str:
+        """The log lines of every life (kept) that mention `word`."""
+        return "".join(line for path in sorted(self.log_dir.glob("host-*.log"))
+                       for line in path.read_text(errors="replace").splitlines(keepends=True)
+                       if word in line)
+
     def all_logs(self) -> str:
         """Every life's log, and forget them (the next flow starts afresh)."""
         text = ""

@@ -576,10 +576,13 @@ def run_crash(stack: Stack, failpoint: str | None, flow: Flow) -> str:
     return model
 
 
+FLOW_DEADLINE_SECONDS = 300  # generous: two cores may be shared with other work
+
+
 def drive(stack: Stack, model: str, failpoint: str | None, flow: Flow) -> None:
     stack.host.start(failpoint, flow.also_armed)
     flow.act(stack, model)
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + FLOW_DEADLINE_SECONDS
     crashed = False
     while True:
         finished = flow.done(stack, model)  # polling may drive the work, as a client or timer
@@ -588,7 +591,9 @@ def drive(stack: Stack, model: str, failpoint: str | None, flow: Flow) -> None:
             stack.host.start(None, flow.also_armed)
         elif finished and (crashed or not failpoint):
             break
-        assert time.monotonic() < deadline, f"{flow.name}: unfinished (crashed: {crashed})"
+        assert time.monotonic() < deadline, (f"{flow.name}: unfinished (crashed: {crashed}); "
+                                             f"the host's last words on {model}:\n"
+                                             + stack.host.lines_about(model)[-4000:])
         time.sleep(0.5)
     wait_drained(stack.storage, stack.host, expected_poison=flow.poison_queue)
     time.sleep(1.0)  # notifications in flight reach the peers

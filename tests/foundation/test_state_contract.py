@@ -200,3 +200,9 @@ def test_values_azure_tables_cannot_store_raise_type_error(table, value):
     with pytest.raises(TypeError):
         table.insert(P, R, {"value": value})
     assert table.get(P, R) is None
+
+
+def test_a_property_over_64_kb_is_refused(table):
+    with pytest.raises(ValueError) as refused:
+        table.insert(P, R, {"text": "x" * 40_000})  # 80,000 bytes in UTF-16
+    assert "64" in str(refused.value) and table.get(P, R) is None

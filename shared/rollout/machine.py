@@ -136,6 +136,7 @@ class Rollout(_Model):
     last_verdict: dict[str, Any] | None = None
     last_error: str | None = None
     evidence: dict[str, Any] | None = None
+    earlier_steps: tuple[dict[str, Any], ...] = ()  # the judge's StepEvidence of steps done
     source_event_id: str | None = None
 
     @property
@@ -542,6 +543,7 @@ def judged(record: EndpointRecord, verdict: Verdict, *, policy: RolloutPolicy, n
                         figures=figures, tests=tests)
     percent = policy.canary_steps[next_index]
     ramped = counted.model_copy(update={
+        "earlier_steps": (*active.earlier_steps, *([verdict.step] if verdict.step else [])),
         "step_index": next_index, "routes": routes_for(active.champion, active.challenger, percent),
         "routes_applied": False, "applied_at": None, "measure_from": None, "extensions": 0,
         "evidence": None, "updated_at": now})

@@ -424,8 +424,8 @@ class RolloutService:
         window = Window(ready=ready, start=since or now, end=now, champion=champion,
                         challenger=challenger, detail=detail)
         verdict = judge(policy, window, now=now, measure_from=since,
-                        extensions=active.extensions, early_looks=active.early_looks,
-                        step_percent=active.traffic_percent)
+                        extensions=active.extensions, step_percent=active.traffic_percent,
+                        earlier_steps=active.earlier_steps)
 
         def decide(current: Loaded) -> machine.Step | None:
             now_record = current.record

@@ -166,7 +166,7 @@ def run_gatehouse(scenario: Scenario, seed: int, policy: RolloutPolicy) -> Outco
         window = Window(ready=True, start=since or now, end=now, champion=champion,
                         challenger=challenger)
         verdict = judge(policy, window, now=now, measure_from=since, extensions=active.extensions,
-                        early_looks=active.early_looks, step_percent=active.traffic_percent)
+                        step_percent=active.traffic_percent, earlier_steps=active.earlier_steps)
         if now <= 600 and verdict.time_to_decision_seconds is not None:
             said_eta = True
         record = _settle(machine.judged(record, verdict, policy=policy, now=now), now, policy)

@@ -97,6 +97,8 @@ min_requests_per_step = 12
 warmup_seconds = 0
 max_p99_latency_ratio = 3.0   # a shared test machine's latency noise is not the model's
 max_extensions = 1
+error_margin_absolute = 0.2     # promotion on a few hundred requests: wide margins
+latency_tail_share = 0.5
 replay_sample_size = 5
 ''')
     monkeypatch.setenv("GATEHOUSE_POLICY_PATH", str(policy))

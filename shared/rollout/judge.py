@@ -373,8 +373,8 @@ class _Look:
         latency_requests = sum(s.latency_requests for s in self.steps)
         if latency_requests:
             over = sum(s.over_p99 for s in self.steps) / latency_requests
-            needed = max(needed, evidence.trials_to_bound(over, self.tail_limit(), self.promote_alpha)
-                         * c_req / latency_requests)
+            tail = evidence.trials_to_bound(over, self.tail_limit(), self.promote_alpha)
+            needed = max(needed, tail * c_req / latency_requests)
         if not math.isfinite(needed):
             return None
         waits.append(max(0.0, needed - c_req) / per_second)

@@ -48,10 +48,24 @@ class RolloutPolicy(BaseModel):
     alpha: float = Field(default=0.05, gt=0, lt=0.5,
                          description="chance, per rollout, of rolling back a model no worse "
                                      "than its champion (and of each promotion bound failing)")
-    warmup_seconds: float = Field(default=120.0, ge=0,
-                                  description="excluded from the window after a config change")
+    warmup_seconds: float = Field(default=60.0, ge=0,
+                                  description="the least warm-up after a config change")
+    max_warmup_seconds: float = Field(
+        default=600.0, ge=0,
+        description="warm-up ends by then at the latest; <= warmup_seconds: a fixed warm-up")
+    warm_latency_ratio: float = Field(
+        default=2.0, gt=1.0,
+        description="the challenger is warm once its median latency is within this (or "
+                    "max_p99_latency_ratio) x the champion's ...")
+    warmup_stable_seconds: float = Field(
+        default=300.0, gt=0, description="... or its median has held steady this long")
     max_extensions: int = Field(default=3, ge=0,
                                 description="extra bake periods when a step is inconclusive")
+    max_hold_seconds: float = Field(
+        default=1800.0, ge=0,
+        description="a step held this long without a decision raises rollout.stalled (0: never)")
+    on_stall: Literal["hold", "abort"] = Field(
+        default="hold", description="after rollout.stalled: keep holding, or roll back")
     on_newer_challenger: Literal["queue", "supersede"] = "queue"
     rollback_window_seconds: float = Field(default=7 * 24 * 3600.0, ge=0,
                                            description="previous champion kept deployable")

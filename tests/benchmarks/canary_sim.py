@@ -18,6 +18,7 @@ from shared.rollout import machine
 from shared.rollout.judge import Window, judge
 from shared.rollout.machine import ApplyTraffic, EndpointRecord, Phase
 from shared.rollout.policy import RolloutPolicy
+from shared.rollout.warmup import sample_from
 from shared.serving.base import VersionHealth
 
 TICK = 30.0
@@ -54,6 +55,7 @@ class Outcome:
     step_percent: int               # the traffic share when it was decided
     said_eta: bool = False          # the judge gave an estimated time to a decision early on
     stall_events: int = 0
+    first_eta: float | None = None  # the time to a decision it stated at 15 min (from the start)
 
 
 @dataclass
@@ -134,6 +136,10 @@ class Measured:
         return cumulative.health(version)
 
 
+def _stalls(step: machine.Step) -> int:
+    return sum(t.action == "stalled" for t in step.transitions)
+
+
 def _settle(step: machine.Step, now: float, policy: RolloutPolicy) -> EndpointRecord:
     """The shell's drain: every effect carried out at once (traffic applied immediately)."""
     record = step.record
@@ -145,6 +151,17 @@ def _settle(step: machine.Step, now: float, policy: RolloutPolicy) -> EndpointRe
     return record
 
 
+def _warm_up(record: EndpointRecord, measured: Measured, policy: RolloutPolicy,
+             now: float) -> EndpointRecord:
+    """A warm-up look, as the service takes it: both versions since the previous look."""
+    active = record.active
+    assert active is not None and active.applied_at is not None
+    samples = (active.warmup or {}).get("samples") or []
+    since = samples[-1][0] if samples else active.applied_at
+    sample = sample_from(now, measured.since(CHALLENGER, since), measured.since(CHAMPION, since))
+    return machine.warming(record, sample=sample, policy=policy, now=now)
+
+
 def run_gatehouse(scenario: Scenario, seed: int, policy: RolloutPolicy) -> Outcome:
     traffic, measured = Traffic(scenario, seed), Measured()
     record = machine.start(None, model_name="m", endpoint="m", version=CHALLENGER,
@@ -152,12 +169,16 @@ def run_gatehouse(scenario: Scenario, seed: int, policy: RolloutPolicy) -> Outco
                            reason="gates passed").record
     record = _settle(machine.begin(record, policy=policy, replay_ok=True, replay_detail="",
                                    now=0.0), 0.0, policy)
-    now, said_eta = 0.0, False
+    now, said_eta, stalls = 0.0, False, 0
+    first_eta: float | None = None
     while now < scenario.horizon_seconds:
         active = record.active
         assert active is not None
         now += TICK
         measured.add(now, traffic.tick(now, active.routes))
+        if active.warm_at is None and policy.max_warmup_seconds > policy.warmup_seconds:
+            record = _warm_up(record, measured, policy, now)
+            continue
         since = active.measure_from
         champion = challenger = None
         if since is not None and now >= since:
@@ -167,13 +188,20 @@ def run_gatehouse(scenario: Scenario, seed: int, policy: RolloutPolicy) -> Outco
                         challenger=challenger)
         verdict = judge(policy, window, now=now, measure_from=since, extensions=active.extensions,
                         step_percent=active.traffic_percent, earlier_steps=active.earlier_steps)
-        if now <= 600 and verdict.time_to_decision_seconds is not None:
+        eta = verdict.time_to_decision_seconds
+        if now <= 1800 and eta is not None:
             said_eta = True
-        record = _settle(machine.judged(record, verdict, policy=policy, now=now), now, policy)
+            if now >= 900 and first_eta is None:
+                first_eta = now + eta
+        step = machine.judged(record, verdict, policy=policy, now=now)
+        stalls += _stalls(step)
+        record = _settle(step, now, policy)
         if record.active is None or record.active.phase is Phase.ROLLING_BACK:
             action = "promote" if record.active is None else "rollback"
-            return Outcome(action, now, traffic.exposure, active.traffic_percent, said_eta)
-    return Outcome("hold", now, traffic.exposure, record.active.traffic_percent, said_eta)
+            return Outcome(action, now, traffic.exposure, active.traffic_percent, said_eta,
+                           stalls, first_eta)
+    return Outcome("hold", now, traffic.exposure, record.active.traffic_percent, said_eta,
+                   stalls, first_eta)
 
 
 @dataclass(frozen=True)

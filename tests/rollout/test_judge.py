@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from shared.rollout import judge as judge_module
-from tests.benchmarks.canary_sim import Scenario, Version, run_gatehouse
 from shared.rollout.judge import Action, StepEvidence, Window, judge, quantile
 from shared.rollout.policy import RolloutPolicy
 from shared.serving.base import VersionHealth
+from tests.benchmarks.canary_sim import Scenario, Version, run_gatehouse
 
 POLICY = RolloutPolicy(steps=(10, 50, 100), min_bake_seconds=60, min_requests_per_step=150,
                        warmup_seconds=0, max_extensions=2, alpha=0.05, max_error_rate=0.02)

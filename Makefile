@@ -54,6 +54,7 @@ bench: runtime
 	$(PY) -m tests.benchmarks.bench_receiver
 	$(PY) -m tests.benchmarks.bench_gates
 	$(PY) -m tests.benchmarks.bench_fuzz --requests $(FUZZ_REQUESTS)
+	$(PY) -m tests.benchmarks.bench_judge
 
 schema: runtime
 	$(PY) -m shared.dev.schema_export

@@ -189,6 +189,21 @@ class RollbackCompleted(ModelRef):
     decision: Decision
 
 
+class RolloutStalled(ModelRef):
+    """A canary step held past the policy's `max_hold_seconds` without a decision."""
+
+    kind: Literal["rollout.stalled"] = "rollout.stalled"
+    version: str
+    endpoint: str
+    traffic_percent: float = Field(ge=0, le=100)
+    held_seconds: float = Field(ge=0)
+    time_to_decision_seconds: float | None = Field(
+        default=None, ge=0, description="at the observed traffic; None: no estimate (no data)")
+    challenger_requests_per_minute: float | None = Field(default=None, ge=0)
+    on_stall: Literal["hold", "abort"]
+    decision: Decision
+
+
 class AlertKind(str, Enum):
     FEATURE_DRIFT = "feature_drift"
     CALIBRATION_DRIFT = "calibration_drift"
@@ -257,6 +272,7 @@ EventData = Annotated[
     | ModelPromoted
     | RollbackRequested
     | RollbackCompleted
+    | RolloutStalled
     | MonitoringAlert
     | RetrainingTriggered
     | NotificationRequested,

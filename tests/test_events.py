@@ -44,6 +44,10 @@ SAMPLES += [
     events.RetrainingTriggered(model_name="fraud", reason="drift", decision=DECISION),
     events.NotificationRequested(title="t", text="x", about_event_id="e", about_event_type="t",
                                  dedup_key="d"),
+    events.RolloutStalled(model_name="fraud", version="4", endpoint="fraud-ep",
+                          traffic_percent=5, held_seconds=1800, time_to_decision_seconds=7200,
+                          challenger_requests_per_minute=0.5, on_stall="hold",
+                          decision=DECISION),
 ]
 
 

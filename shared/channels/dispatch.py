@@ -48,6 +48,7 @@ RELIABILITY_DIAGRAM_ARTIFACT = "reliability.png"  # what the gate report logs
 # Notifications about a version that (still or again) serves traffic carry a Roll back action.
 ROLLBACKABLE_KINDS = frozenset({"rollout.canary_started", "rollout.traffic_ramped",
                                 "rollout.promoted", "rollout.rollback_requested",
+                                "rollout.stalled",
                                 "monitoring.alert"})
 MAX_REMEMBERED_REPEATS = 20
 STATE_ATTEMPTS = 8

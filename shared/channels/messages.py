@@ -134,6 +134,8 @@ def _internal_message(data: events.Payload) -> Message | None:
             return (f"Rolled back: {data.model_name} v{data.version} on {data.endpoint}",
                     f"Version {data.version} no longer serves {data.endpoint}{restored}. "
                     f"{data.decision.reason}", "info", facts)
+        case events.RolloutStalled():
+            return _stall_message(data)
         case events.RetrainingTriggered():
             facts = {**_decision_facts(data.decision)}
             if data.job_run_id:
@@ -145,6 +147,25 @@ def _internal_message(data: events.Payload) -> Message | None:
         case events.MonitoringAlert():
             return _alert_message(data)
     return None
+
+
+def _stall_message(data: events.RolloutStalled) -> Message:
+    eta = data.time_to_decision_seconds
+    outlook = (f"At the observed traffic a decision needs about {eta / 3600:.1f} h more."
+               if eta is not None else
+               "There is no estimate of the time to a decision: too little traffic to go by.")
+    then = ("The policy aborts a stalled rollout: it is being rolled back."
+            if data.on_stall == "abort" else
+            "The policy keeps holding: send more traffic to the endpoint, wait, or roll back "
+            "(or promote by hand).")
+    facts = {"endpoint": data.endpoint, "traffic": f"{_number(data.traffic_percent)}%",
+             "held": f"{data.held_seconds / 60:.0f} min", **_decision_facts(data.decision)}
+    if data.challenger_requests_per_minute is not None:
+        facts["challenger requests/min"] = f"{data.challenger_requests_per_minute:.1f}"
+    return (f"Rollout stalled: {data.model_name} v{data.version} at "
+            f"{_number(data.traffic_percent)}% on {data.endpoint}",
+            f"No decision after {data.held_seconds / 60:.0f} min at this step: "
+            f"{data.decision.reason} {outlook} {then}", "warning", facts)
 
 
 def _report(run_id: str | None) -> dict[str, str]:

@@ -62,8 +62,11 @@ steps = [5, 50, 100]
 min_bake_seconds = 2
 min_requests_per_step = 80
 warmup_seconds = 0
+max_warmup_seconds = 0
 max_p99_latency_ratio = 4.0
 max_error_rate = 0.02
+error_margin_absolute = 0.05     # the demo promotes on a few hundred requests
+latency_tail_share = 0.5
 replay_sample_size = 20
 
 [defaults.monitoring]

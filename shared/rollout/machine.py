@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict, Unpack
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.registry.versions import newer_holder
+from shared.rollout import warmup
 from shared.rollout.policy import RolloutPolicy
+from shared.rollout.warmup import WarmupSample
 
 if TYPE_CHECKING:
     from shared.rollout.judge import Verdict
@@ -51,6 +53,11 @@ ACTIVE = frozenset({Phase.PENDING, Phase.CANARY, Phase.ROLLING_BACK})
 SERVICE = "gatehouse"
 SUPERSEDED = "superseded"  # the action of a start refused by the stale version rule
 MAX_DECIDED_STARTS = 50
+MAX_LOOKS = 20
+LOOK_FIGURES = frozenset({"challenger_requests", "champion_requests", "error_rate_lower",
+                          "error_rate_upper", "error_rate_limit", "error_ratio_lower",
+                          "error_ratio_upper", "over_p99_share_upper", "time_to_decision_s",
+                          "window_seconds"})
 
 
 class Refused(Exception):
@@ -124,7 +131,12 @@ class Rollout(_Model):
     routes_applied: bool = False
     applied_at: float | None = None
     measure_from: float | None = None
+    warm_at: float | None = None        # when the warm-up rule said the challenger is warm
+    warmup: dict[str, Any] | None = None  # its samples and the reason it ended (or goes on)
     extensions: int = 0
+    decided_at: float | None = None     # the step's last decision (extend): the stall clock
+    stalled_at: float | None = None     # when rollout.stalled went out for this step
+    looks: tuple[dict[str, Any], ...] = ()  # the latest looks: evidence, bounds, why it held
     early_looks: int = 0
     decision_looks: int = 0
     created_at: float
@@ -136,6 +148,7 @@ class Rollout(_Model):
     last_verdict: dict[str, Any] | None = None
     last_error: str | None = None
     evidence: dict[str, Any] | None = None
+    earlier_steps: tuple[dict[str, Any], ...] = ()  # the judge's StepEvidence of steps done
     source_event_id: str | None = None
 
     @property
@@ -451,6 +464,7 @@ def traffic_applied(record: EndpointRecord, routes: dict[str, int], *, config_up
         settled = max(now, config_updated_at or now)
         applied = active.model_copy(update={"routes_applied": True, "applied_at": settled,
                                             "measure_from": settled + warmup_seconds,
+                                            "warm_at": None, "warmup": None,
                                             "evidence": None, "updated_at": now})
         return record.model_copy(update={"active": applied})
     if last is not None and last.routes == routes and not last.routes_applied:
@@ -478,6 +492,36 @@ def drop_effect(record: EndpointRecord, effect: Effect) -> EndpointRecord:
     return record.model_copy(update={"outbox": tuple(outbox), **released})
 
 
+def warming(record: EndpointRecord, *, sample: WarmupSample | None, policy: RolloutPolicy,
+            now: float) -> EndpointRecord:
+    """One warm-up look at the active canary (shared.rollout.warmup): the sample kept, and once
+    the challenger is warm, measuring starts now."""
+    active = record.active
+    if active is None or active.warm_at is not None or active.applied_at is None:
+        return record
+    kept = [WarmupSample.from_list(s) for s in (active.warmup or {}).get("samples", [])]
+    if sample is not None:
+        kept = [*kept, sample][-warmup.MAX_SAMPLES:]
+    warmth = warmup.assess(policy, active.applied_at, tuple(kept), now)
+    update: dict[str, Any] = {
+        "warmup": {"samples": [s.as_list() for s in kept], "reason": warmth.reason,
+                   "warm": warmth.warm},
+        "last_verdict": {"action": "hold", "reason": warmth.reason, "figures": {},
+                         "tests": [], "time_to_decision_seconds": None},
+        "updated_at": now}
+    if warmth.warm:
+        update.update(warm_at=now, measure_from=max(now, active.measure_from or now))
+    return record.model_copy(update={"active": active.model_copy(update=update)})
+
+
+def _look_summary(verdict: dict[str, Any], now: float) -> dict[str, Any]:
+    figures = verdict.get("figures") or {}
+    return {"at": now, "action": verdict.get("action"),
+            "reason": str(verdict.get("reason", ""))[:600],
+            "figures": {k: v for k, v in figures.items() if k in LOOK_FIGURES
+                        or k.startswith("e_")}}
+
+
 def note(record: EndpointRecord, *, verdict: dict[str, Any] | None = None,
          error: str | None = None, now: float, early_look: bool = False,
          evidence: dict[str, Any] | None = None) -> EndpointRecord:
@@ -488,6 +532,7 @@ def note(record: EndpointRecord, *, verdict: dict[str, Any] | None = None,
     update: dict[str, Any] = {"updated_at": now, "last_error": error}
     if verdict is not None:
         update["last_verdict"] = verdict
+        update["looks"] = (*active.looks, _look_summary(verdict, now))[-MAX_LOOKS:]
     if early_look:
         update["early_looks"] = active.early_looks + 1
     if evidence is not None:
@@ -524,7 +569,8 @@ def judged(record: EndpointRecord, verdict: Verdict, *, policy: RolloutPolicy, n
     summary = verdict.summary()
     figures, tests = verdict.figures, [t.as_dict() for t in verdict.tests]
     if verdict.action is Action.HOLD:
-        return Step(record=note(record, verdict=summary, now=now, early_look=verdict.looked))
+        held = note(record, verdict=summary, now=now, early_look=verdict.looked)
+        return _stall(held, verdict, policy=policy, now=now, actor=actor) or Step(record=held)
     if verdict.action is Action.ROLLBACK:
         return request_rollback(record, actor=actor, reason=verdict.reason, figures=figures,
                                 tests=tests, now=now, policy=policy)
@@ -532,6 +578,7 @@ def judged(record: EndpointRecord, verdict: Verdict, *, policy: RolloutPolicy, n
                                         "last_verdict": summary})
     if verdict.action is Action.EXTEND:
         extended = counted.model_copy(update={"extensions": active.extensions + 1,
+                                              "decided_at": now, "stalled_at": None,
                                               "updated_at": now})
         return _step(record, active, extended, action="extend", actor=actor, now=now,
                      reason=verdict.reason, figures=figures, tests=tests, effects=[],
@@ -542,9 +589,11 @@ def judged(record: EndpointRecord, verdict: Verdict, *, policy: RolloutPolicy, n
                         figures=figures, tests=tests)
     percent = policy.canary_steps[next_index]
     ramped = counted.model_copy(update={
+        "earlier_steps": (*active.earlier_steps, *([verdict.step] if verdict.step else [])),
         "step_index": next_index, "routes": routes_for(active.champion, active.challenger, percent),
         "routes_applied": False, "applied_at": None, "measure_from": None, "extensions": 0,
-        "evidence": None, "updated_at": now})
+        "evidence": None, "decided_at": now, "stalled_at": None, "looks": (),
+        "updated_at": now})
     decision = _decision(actor, verdict.reason, figures)
     return _step(record, active, ramped, action="advance", actor=actor, now=now,
                  reason=verdict.reason, figures=figures, tests=tests,
@@ -552,6 +601,44 @@ def judged(record: EndpointRecord, verdict: Verdict, *, policy: RolloutPolicy, n
                           _event("rollout.traffic_ramped", ramped, decision,
                                  from_percent=active.traffic_percent, to_percent=percent)],
                  active=ramped)
+
+
+def _stall(record: EndpointRecord, verdict: Verdict, *, policy: RolloutPolicy, now: float,
+           actor: str) -> Step | None:
+    """A step held past `max_hold_seconds` without a decision: say so once (rollout.stalled,
+    with the time to a decision at the observed traffic), and roll back if the policy says."""
+    active = record.active
+    if active is None or policy.max_hold_seconds <= 0 or active.stalled_at is not None:
+        return None
+    started = [t for t in (active.applied_at, active.decided_at) if t is not None]
+    clock = max(started) if started else now
+    held = now - clock
+    if held < policy.max_hold_seconds:
+        return None
+    figures = verdict.figures
+    window = figures.get("window_seconds") or 0.0
+    rate = (60 * figures["challenger_requests"] / window
+            if window > 0 and "challenger_requests" in figures else None)
+    eta = verdict.time_to_decision_seconds
+    outlook = (f"about {eta:.0f}s more to a decision at the observed traffic" if eta is not None
+               else "no estimate of the time to a decision")
+    reason = (f"held {held:.0f}s at {active.traffic_percent}% without a decision "
+              f"(max_hold_seconds {policy.max_hold_seconds:.0f}): {verdict.reason}; {outlook}; "
+              f"policy: {'roll back' if policy.on_stall == 'abort' else 'keep holding'}")
+    stalled = active.model_copy(update={"stalled_at": now, "updated_at": now})
+    decision = _decision(actor, reason, figures)
+    step = _step(record, active, stalled, action="stalled", actor=actor, now=now, reason=reason,
+                 figures=figures, tests=[t.as_dict() for t in verdict.tests],
+                 effects=[_event("rollout.stalled", stalled, decision,
+                                 traffic_percent=active.traffic_percent, held_seconds=held,
+                                 time_to_decision_seconds=eta,
+                                 challenger_requests_per_minute=rate,
+                                 on_stall=policy.on_stall)],
+                 active=stalled)
+    if policy.on_stall == "abort":
+        return step.then(request_rollback(step.record, actor=actor, now=now, policy=policy,
+                                          reason=f"stalled: {reason}", figures=figures))
+    return step
 
 
 def rollback_target(record: EndpointRecord, policy: RolloutPolicy, now: float) -> Rollout | None:

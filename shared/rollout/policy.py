@@ -32,14 +32,40 @@ class RolloutPolicy(BaseModel):
                                        description="per version, in the step's window")
     max_p99_latency_ratio: float = Field(default=1.2, gt=1.0,
                                          description="challenger p99 / champion p99 allowed")
-    max_error_rate: float = Field(default=0.01, ge=0, lt=1)
+    max_error_rate: float = Field(default=0.01, ge=0, lt=1,
+                                  description="SLA cap: a challenger shown above it is rolled "
+                                              "back (unless the champion is shown above it too)")
+    error_margin_absolute: float = Field(
+        default=0.002, ge=0, lt=1,
+        description="promotion needs the challenger's error rate shown at most the champion's "
+                    "plus max(this, error_margin_relative x the champion's)")
+    error_margin_relative: float = Field(default=0.5, ge=0)
+    latency_tail_share: float = Field(
+        default=0.01, gt=0, le=1,
+        description="promotion needs the share of challenger requests slower than "
+                    "max_p99_latency_ratio x the champion's p99 shown at most this (0.01: its "
+                    "p99 within the ratio)")
     alpha: float = Field(default=0.05, gt=0, lt=0.5,
                          description="chance, per rollout, of rolling back a model no worse "
-                                     "than its champion")
-    warmup_seconds: float = Field(default=120.0, ge=0,
-                                  description="excluded from the window after a config change")
+                                     "than its champion (and of each promotion bound failing)")
+    warmup_seconds: float = Field(default=60.0, ge=0,
+                                  description="the least warm-up after a config change")
+    max_warmup_seconds: float = Field(
+        default=600.0, ge=0,
+        description="warm-up ends by then at the latest; <= warmup_seconds: a fixed warm-up")
+    warm_latency_ratio: float = Field(
+        default=2.0, gt=1.0,
+        description="the challenger is warm once its median latency is within this (or "
+                    "max_p99_latency_ratio) x the champion's ...")
+    warmup_stable_seconds: float = Field(
+        default=300.0, gt=0, description="... or its median has held steady this long")
     max_extensions: int = Field(default=3, ge=0,
                                 description="extra bake periods when a step is inconclusive")
+    max_hold_seconds: float = Field(
+        default=1800.0, ge=0,
+        description="a step held this long without a decision raises rollout.stalled (0: never)")
+    on_stall: Literal["hold", "abort"] = Field(
+        default="hold", description="after rollout.stalled: keep holding, or roll back")
     on_newer_challenger: Literal["queue", "supersede"] = "queue"
     rollback_window_seconds: float = Field(default=7 * 24 * 3600.0, ge=0,
                                            description="previous champion kept deployable")
@@ -80,7 +106,3 @@ class RolloutPolicy(BaseModel):
         """The judged steps (all but the final 100%, which is promotion)."""
         return self.steps[:-1]
 
-    @property
-    def decision_looks(self) -> int:
-        """The most full-evidence looks one rollout can take (alpha is split over them)."""
-        return max(1, len(self.canary_steps) * (1 + self.max_extensions))

@@ -44,6 +44,7 @@ from shared.rollout.machine import (
 )
 from shared.rollout.policy import RolloutPolicy
 from shared.rollout.store import Loaded, RolloutStore
+from shared.rollout.warmup import sample_from
 from shared.serving.base import EndpointState, ServingBackend, ServingError, VersionHealth
 
 log = logging.getLogger("gatehouse.rollout")
@@ -410,6 +411,9 @@ class RolloutService:
         detail = ("endpoint missing" if state is None else
                   f"serves {state.routes}, rollout expects {active.routes}"
                   if state.routes != active.routes else state.detail or "updating")
+        if ready and active.warm_at is None and active.applied_at is not None \
+                and policy.max_warmup_seconds > policy.warmup_seconds:
+            return self._warm_up(record, active, policy, now)
         champion = challenger = None
         evidence = None
         if ready and since is not None and now >= since:
@@ -424,8 +428,8 @@ class RolloutService:
         window = Window(ready=ready, start=since or now, end=now, champion=champion,
                         challenger=challenger, detail=detail)
         verdict = judge(policy, window, now=now, measure_from=since,
-                        extensions=active.extensions, early_looks=active.early_looks,
-                        step_percent=active.traffic_percent)
+                        extensions=active.extensions, step_percent=active.traffic_percent,
+                        earlier_steps=active.earlier_steps)
 
         def decide(current: Loaded) -> machine.Step | None:
             now_record = current.record
@@ -443,6 +447,28 @@ class RolloutService:
         loaded = self._drain(self._transact(record.endpoint, decide))
         result = self.describe(loaded.record)
         result["verdict"] = verdict.summary()
+        return result
+
+    def _warm_up(self, record: EndpointRecord, active: machine.Rollout, policy: RolloutPolicy,
+                 now: float) -> dict:
+        """A warm-up look: both versions' latencies since the previous one, and the rule's say."""
+        samples = (active.warmup or {}).get("samples") or []
+        since = samples[-1][0] if samples else active.applied_at or now
+        report = self.backend.health(record.endpoint, since)
+        sample = sample_from(now, report.versions.get(active.challenger),
+                             report.versions.get(active.champion or ""))
+
+        def decide(current: Loaded) -> machine.Step | None:
+            now_record = current.record
+            if now_record is None or now_record.active != active:
+                return None  # someone else looked at this state already
+            return machine.Step(record=machine.warming(now_record, sample=sample, policy=policy,
+                                                       now=now))
+
+        loaded = self._transact(record.endpoint, decide)
+        result = self.describe(loaded.record)
+        warmed = loaded.record.active if loaded.record else None
+        result["verdict"] = warmed.last_verdict if warmed else None
         return result
 
     # -- rolling back --------------------------------------------------------------------------

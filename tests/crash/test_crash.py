@@ -74,8 +74,11 @@ steps = [50, 100]
 min_bake_seconds = 0
 min_requests_per_step = 10
 warmup_seconds = 0
+max_warmup_seconds = 0
 max_p99_latency_ratio = 50.0
 max_error_rate = 0.5
+error_margin_absolute = 0.5
+latency_tail_share = 1.0
 replay_sample_size = 5
 
 [defaults.monitoring.retraining]

@@ -46,6 +46,15 @@ def rollback_completed(model: str, endpoint: str, version: str = "2") -> events.
                                     decision=Decision(actor="gatehouse", reason="rolled back"))
 
 
+def stalled(model: str, endpoint: str, *, eta: float | None = 7200.0,
+            on_stall: str = "hold") -> events.RolloutStalled:
+    return events.RolloutStalled(model_name=model, version="2", endpoint=endpoint,
+                                 traffic_percent=5, held_seconds=1800,
+                                 time_to_decision_seconds=eta,
+                                 challenger_requests_per_minute=0.5, on_stall=on_stall,
+                                 decision=Decision(actor="gatehouse", reason="no traffic"))
+
+
 def alert(model: str | None, kind: str = "error_rate", *, severity: str = "critical",
           status: str = "firing", fingerprint: str = "fp-1", endpoint: str | None = None,
           version: str | None = None) -> events.MonitoringAlert:

@@ -79,6 +79,8 @@ def test_gate_results_carry_key_figures_and_the_report():
                                                                     reason="clicked")),
      "Rollback requested: fraud v2 on fraud-prod", "warning"),
     (builders.rollback_completed(MODEL, ENDPOINT), "Rolled back: fraud v2 on fraud-prod", "info"),
+    (builders.stalled(MODEL, ENDPOINT), "Rollout stalled: fraud v2 at 5% on fraud-prod",
+     "warning"),
     (builders.alert(MODEL), "Critical: fraud: error_rate above threshold", "critical"),
     (builders.alert(MODEL, status="resolved"), "Resolved: fraud: error_rate above threshold",
      "info"),
@@ -90,6 +92,14 @@ def test_internal_events_are_announced(payload, title, severity):
     note = note_of(payload)
     assert (note.title, note.severity) == (title, severity)
     assert note.text and note.facts["occurred"]
+
+
+def test_a_stall_says_how_long_a_decision_needs_and_what_the_policy_does():
+    held = note_of(builders.stalled(MODEL, ENDPOINT))
+    assert "about 2.0 h more" in held.text and "keeps holding" in held.text
+    assert held.facts["challenger requests/min"] == "0.5"
+    unknown = note_of(builders.stalled(MODEL, ENDPOINT, eta=None, on_stall="abort"))
+    assert "no estimate" in unknown.text and "rolled back" in unknown.text
 
 
 def test_human_rollbacks_name_the_person_and_automatic_ones_the_judge():

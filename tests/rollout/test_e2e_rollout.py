@@ -95,8 +95,11 @@ steps = [10, 50, 100]
 min_bake_seconds = 1
 min_requests_per_step = 12
 warmup_seconds = 0
+max_warmup_seconds = 0
 max_p99_latency_ratio = 3.0   # a shared test machine's latency noise is not the model's
 max_extensions = 1
+error_margin_absolute = 0.2     # promotion on a few hundred requests: wide margins
+latency_tail_share = 0.5
 replay_sample_size = 5
 ''')
     monkeypatch.setenv("GATEHOUSE_POLICY_PATH", str(policy))
@@ -221,8 +224,7 @@ def test_good_challenger_is_ramped_to_100_percent_and_promoted(stack, storage_en
     judged = [h for h in history if h["action"] in ("advance", "promote", "extend")]
     for entry in judged:
         assert entry["actor"] == "gatehouse" and entry["figures"]["challenger_requests"] >= 12
-        assert {t["name"].split(":")[0] for t in entry["tests"]} >= {"fisher-exact",
-                                                                      "mann-whitney U"}
+        assert {t["name"].split(":")[0] for t in entry["tests"]} >= {"errors", "latency"}
     # Starting the same event again is harmless (idempotent per event id and per version).
     handlers.start_canary(queue_message(gates_passed(model, "2")))
     assert detail(endpoint)["champion"] == "2"
@@ -238,7 +240,9 @@ def test_challenger_with_injected_errors_is_rolled_back_automatically(stack, sto
 
     state = ramp_until(stack, lambda s: s["active"] and s["active"]["phase"] == "rolling_back")
     verdict = state["verdict"]
-    assert verdict["action"] == "rollback" and "fisher-exact" in verdict["reason"]
+    assert verdict["action"] == "rollback"
+    assert "errors: challenger error rate" in verdict["reason"] or \
+        "error SLA" in verdict["reason"]
     assert any(t["significant"] for t in verdict["tests"])
 
     handlers.open_rollback(queue_message(rollback_request(storage_env, model, "3")))

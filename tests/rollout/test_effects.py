@@ -27,7 +27,8 @@ from shared.rollout.store import Loaded, RolloutStore, RolloutTable
 from shared.serving.base import EndpointState, HealthReport, ServingBackend
 
 MODEL = "fraud"
-CANARY = RolloutPolicy(steps=(5, 100), replay_sample_size=0, warmup_seconds=0)
+CANARY = RolloutPolicy(steps=(5, 100), replay_sample_size=0, warmup_seconds=0,
+                       max_warmup_seconds=0)
 STRAIGHT_TO_100 = RolloutPolicy(steps=(100,), replay_sample_size=0, warmup_seconds=0)
 
 

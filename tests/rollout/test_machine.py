@@ -338,3 +338,91 @@ class RolloutMachine(RuleBasedStateMachine):
 
 TestRolloutMachine = RolloutMachine.TestCase
 TestRolloutMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+# ---- warm-up and stalls ----
+
+def canary(policy=POLICY, now=0.0):
+    record = machine.begin(started(policy=policy).record, policy=policy, replay_ok=True,
+                           replay_detail="ok", now=now).record
+    return machine.traffic_applied(record, record.active.routes, config_updated_at=now,
+                                   warmup_seconds=policy.warmup_seconds, now=now)
+
+
+def test_warm_up_ends_when_the_challenger_is_as_fast_as_allowed_and_is_recorded():
+    from shared.rollout.warmup import WarmupSample
+
+    record = canary()
+    cold = WarmupSample(30.0, 600.0, 60.0, 20)     # x10: cold
+    record = machine.warming(record, sample=cold, policy=POLICY, now=30.0)
+    assert record.active.warm_at is None and "warming up" in record.active.warmup["reason"]
+    assert record.active.last_verdict["action"] == "hold"
+    warm = WarmupSample(60.0, 70.0, 60.0, 20)
+    record = machine.warming(record, sample=warm, policy=POLICY, now=60.0)
+    assert record.active.warm_at == 60.0 and record.active.measure_from == 60.0
+    assert "within 2 x the champion's" in record.active.warmup["reason"]
+    assert [s[1] for s in record.active.warmup["samples"]] == [600.0, 70.0]
+
+
+def test_warm_up_ends_when_steady_or_at_the_cap():
+    from shared.rollout.warmup import WarmupSample
+
+    policy = POLICY.model_copy(update={"warmup_stable_seconds": 60.0, "max_warmup_seconds": 300})
+    record = canary(policy)
+    for now in (30.0, 60.0, 90.0):   # x3 slower, steady: not getting faster, so warm
+        record = machine.warming(record, sample=WarmupSample(now, 180.0 + now / 30, 60.0, 20),
+                                 policy=policy, now=now)
+    assert record.active.warm_at == 90.0 and "steady" in record.active.warmup["reason"]
+    record = canary(policy)
+    for now in (30.0, 150.0, 300.0):   # still falling at the cap
+        record = machine.warming(record, sample=WarmupSample(now, 6000.0 / now, 1.0, 20),
+                                 policy=policy, now=now)
+    assert record.active.warm_at == 300.0 and "cap" in record.active.warmup["reason"]
+
+
+def hold(reason="no challenger requests", figures=None, eta=None):
+    return Verdict(Action.HOLD, reason, figures or {"window_seconds": 600.0,
+                                                    "challenger_requests": 30.0},
+                   time_to_decision_seconds=eta)
+
+
+def test_a_step_held_past_max_hold_seconds_says_so_once_with_an_estimate():
+    policy = POLICY.model_copy(update={"max_hold_seconds": 1000.0})
+    record = canary(policy)
+    quiet = machine.judged(record, hold(), policy=policy, now=999.0)
+    assert quiet.transitions == () and quiet.effects == ()
+    stalled = machine.judged(quiet.record, hold(eta=7200.0), policy=policy, now=1000.0)
+    [transition] = stalled.transitions
+    assert transition.action == "stalled" and "about 7200s more" in transition.reason
+    [event] = [e for e in stalled.effects if isinstance(e, Emit)]
+    assert event.kind == "rollout.stalled"
+    assert event.payload["time_to_decision_seconds"] == 7200.0
+    assert event.payload["challenger_requests_per_minute"] == 3.0
+    assert event.payload["on_stall"] == "hold" and stalled.record.active.phase is Phase.CANARY
+    again = machine.judged(stalled.record, hold(), policy=policy, now=5000.0)
+    assert again.transitions == ()
+    # An extension restarts the clock.
+    extended = machine.judged(stalled.record, verdict(Action.EXTEND), policy=policy, now=5001.0)
+    assert extended.record.active.stalled_at is None
+    assert machine.judged(extended.record, hold(), policy=policy, now=6000.0).transitions == ()
+
+
+def test_a_stalled_step_rolls_back_when_the_policy_says_abort():
+    policy = POLICY.model_copy(update={"max_hold_seconds": 100.0, "on_stall": "abort"})
+    step = machine.judged(canary(policy), hold(), policy=policy, now=100.0)
+    assert [t.action for t in step.transitions] == ["stalled", "rollback_requested"]
+    assert step.record.active.phase is Phase.ROLLING_BACK
+    assert kinds(step) == ["rollout.stalled", "rollout.rollback_requested"]
+
+
+def test_looks_are_kept_with_their_evidence():
+    record = canary()
+    figures = {"window_seconds": 60.0, "e_errors": 2.5, "error_rate_upper": 0.02,
+               "p99_ratio": 1.0}
+    for now in range(1, 30):
+        record = machine.judged(record, hold("gathering", figures), policy=POLICY,
+                                now=float(now)).record
+    looks = record.active.looks
+    assert len(looks) == machine.MAX_LOOKS and looks[-1]["at"] == 29.0
+    assert looks[-1]["figures"] == {"window_seconds": 60.0, "e_errors": 2.5,
+                                    "error_rate_upper": 0.02}

@@ -92,7 +92,9 @@ def test_a_canary_on_databricks_accumulates_minutes_once_and_promotes(peer, regi
                                            retry_timeout_seconds=15))
     backend = DatabricksServing(client, base_delay=0.05, poll_interval=0.02)
     policy = RolloutPolicy(endpoint=endpoint, steps=(10, 100), min_bake_seconds=0,
-                           min_requests_per_step=50, warmup_seconds=0, replay_sample_size=0)
+                           min_requests_per_step=50, warmup_seconds=0, max_warmup_seconds=0,
+                           replay_sample_size=0, error_margin_absolute=0.5,
+                           latency_tail_share=1.0)
     service = RolloutService(RolloutStore(RolloutTable(storage, f"r{uuid.uuid4().hex[:12]}")),
                              backend, registry, Bus(storage), lambda name: policy)
 

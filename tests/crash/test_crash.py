@@ -285,7 +285,9 @@ def rolled_back_and_resolved(stack: Stack, model: str) -> bool:
     if not post_alert(stack, f"{model}/firing", latency_alert(model)):
         return False
     state = requests.get(f"{stack.serving_url}/gatehouse/endpoints/{model}", timeout=30).json()
-    paged = incident(stack, model, "latency")
+    # One page per model in a storm window: the alert's own, or the rollback's (naming the
+    # alert) when the rollback was paged first and the alert's page was held, then dropped.
+    paged = incident(stack, model, "latency") or incident(stack, model, "Rollback requested")
     if serving_share(state, "1") != 100 or paged is None:
         return False
     if not post_alert(stack, f"{model}/resolved", latency_alert(model, "resolved")):

@@ -44,6 +44,8 @@ SAMPLES += [
     events.RetrainingTriggered(model_name="fraud", reason="drift", decision=DECISION),
     events.NotificationRequested(title="t", text="x", about_event_id="e", about_event_type="t",
                                  dedup_key="d"),
+    events.TickDue(job="monitor", endpoint="fraud-ep", window=5, due_at=1500.0,
+                   expires_at=1800.0),
 ]
 
 

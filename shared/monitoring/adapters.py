@@ -54,28 +54,20 @@ def inference_sources(settings: Settings) -> list:
 
 
 def traffic(settings: Settings):
-    """(records(since, until), endpoints always judged) or NotConfigured."""
-    from shared.monitoring.sources import PayloadLogSource
+    """Every configured source of served traffic as one Traffic, or NotConfigured."""
+    from shared.monitoring.sources import PayloadLogSource, Traffic
     from shared.serving.payload_log import PayloadLog
 
-    readers = []
+    sources: list = []
     path = settings.payload_log
     if path and path.exists():
-        readers.append(PayloadLogSource(PayloadLog(path)))
-    remote = inference_sources(settings)
-    readers.extend(remote)
-    if not readers:
+        sources.append(PayloadLogSource(PayloadLog(path)))
+    sources.extend(inference_sources(settings))
+    if not sources:
         raise NotConfigured("no traffic to monitor: set GATEHOUSE_PAYLOAD_LOG (the embedded "
                             "payload log) or DATABRICKS_HOST with monitoring.inference_table "
                             "and warehouse_id in the policy")
-
-    def records(since: float, until: float) -> list:
-        found = []
-        for reader in readers:
-            found.extend(reader.records(since, until))
-        return found
-
-    return records, [source.endpoint for source in remote]
+    return Traffic(sources)
 
 
 class References:
@@ -112,17 +104,15 @@ def build_monitor(settings: Settings | None = None):
     from shared.monitoring.service import MlflowMonitorLog, Monitor, MonitorStateStore
 
     settings = runtime.settings() if settings is None else settings
-    records, endpoints = traffic(settings)
     connection = runtime.storage_connection()
     use_mlflow = bool(settings.mlflow_tracking_uri)
     defaults: MonitoringPolicy = monitoring_policy_for(None)
     return Monitor(
-        records=records, states=MonitorStateStore.connect(connection),
+        traffic=traffic(settings), states=MonitorStateStore.connect(connection),
         publish=runtime.bus().publish, policy_for=monitoring_policy_for,
         reference_for=References(ReferenceStore.connect(connection), use_mlflow),
-        labels_for=label_store(connection).get,
-        metrics_log=MlflowMonitorLog(defaults.experiment) if use_mlflow else None,
-        endpoints=endpoints)
+        labels=label_store(connection),
+        metrics_log=MlflowMonitorLog(defaults.experiment) if use_mlflow else None)
 
 
 @lru_cache(maxsize=2)
@@ -130,3 +120,13 @@ def label_store(connection_string: str):
     from shared.monitoring.labels import LabelStore
 
     return LabelStore.connect(connection_string)
+
+
+def monitor_one(due) -> dict | None:
+    """A monitor tick from the queue: judge one endpoint's windows due at the tick's time."""
+    try:
+        monitor = build_monitor()
+    except NotConfigured as exc:
+        log.info("monitor is off; tick for %s dropped: %s", due.endpoint, exc)
+        return None
+    return monitor.tick(due.endpoint, due.due_at, due.labelled)

@@ -27,7 +27,7 @@ from shared.foundation.storage import free_port, queue_service
 FUNCTION_TIMEOUT = "00:00:06"  # the leases a crashed host leaves behind run out this fast
 WORK_QUEUES = (queues.REGISTRY_EVENTS, queues.GATEHOUSE_EVENTS, queues.RUN_GATES,
                queues.START_CANARY, queues.OPEN_ROLLBACK, queues.TRIGGER_RETRAINING,
-               queues.NOTIFICATIONS)
+               queues.NOTIFICATIONS, queues.RAMP_TICKS, queues.MONITOR_TICKS)
 
 
 @dataclass

@@ -520,6 +520,8 @@ FLOWS: dict[str, Flow] = {
     **dict.fromkeys(["rollout.link_rollback_requested", "rollout.link_spent"], LINK),
     "slack.rollback_published": SLACK_BUTTON,
     "monitor.labels_stored": LABELS,
+    # The ramp timer fans out every 30 s while a canary ramps (the monitor timer too, every 5 min)
+    **dict.fromkeys(["fanout.tick_marked", "fanout.tick_enqueued"], PROMOTE),
 }
 
 

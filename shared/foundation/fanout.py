@@ -1,0 +1,114 @@
+"""Periodic work fanned out over queues: a timer enqueues one tick per endpoint, and queue workers
+on every instance do the ticks.
+
+A timer runs on one instance, so a timer that loops over every endpoint itself cannot use more
+instances, and one killed at its timeout starves the same tail endpoints each time. The ramp and
+monitor timers therefore only call `fan_out`: one `TickDue` per endpoint and tick window
+(window = now // period), its id derived from (job, endpoint, window). Before a tick is sent, it
+is marked in the state table (one row per job and endpoint: the last window enqueued, replaced
+under its ETag), so a second run in the same window - an overlapping or repeated timer
+invocation - finds the mark and adds nothing. A run that dies between mark and send loses that
+endpoint's tick for this window only: the next window's tick does the same work (per-endpoint
+ticks are idempotent and catch up).
+
+Workers read ticks through `take_tick`: a tick past its `expires_at` is dropped (when workers
+fall behind, a newer tick repeats its work), anything else goes to the job's per-endpoint work.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Literal
+
+from shared.events import Envelope, TickDue
+from shared.foundation.failpoints import failpoint
+from shared.foundation.handling import consume
+from shared.foundation.idempotency import Result
+from shared.foundation.logs import log_context
+from shared.foundation.state import ConcurrencyConflict, Row, StateTable, Table, safe_row_key
+
+log = logging.getLogger("gatehouse.fanout")
+TABLE = "gatehouseticks"
+SOURCE = "/gatehouse/timer"
+MIN_LIFETIME_SECONDS = 300.0  # a tick lives at least one function timeout
+Job = Literal["ramp", "monitor"]
+Send = Callable[[str, Envelope], object]
+
+
+class TickMarks:
+    """The last tick window enqueued per (job, endpoint): partition = job, row = the endpoint."""
+
+    def __init__(self, table: Table):
+        self.table = table
+
+    @classmethod
+    def connect(cls, connection_string: str) -> TickMarks:
+        return cls(StateTable(connection_string, TABLE))
+
+    def marked(self, job: Job) -> dict[str, Row]:
+        """Every mark of the job (one query)."""
+        return {row.properties["endpoint"]: row for row in self.table.rows(job)}
+
+    def mark(self, job: Job, endpoint: str, window: int, previous: Row | None) -> bool:
+        """Mark the endpoint's tick of `window`; False if this or a later window is marked (by
+        `previous`, or by another run since it was read)."""
+        if previous is not None and int(previous.properties["window"]) >= window:
+            return False
+        properties = {"endpoint": endpoint, "window": window}
+        row = safe_row_key(endpoint)
+        try:
+            if previous is None:
+                self.table.insert(job, row, properties)
+            else:
+                self.table.replace(job, row, properties, previous.etag)
+        except ConcurrencyConflict:
+            return False
+        return True
+
+
+def tick(job: Job, endpoint: str, now: float, period: float, labelled: bool = False) -> TickDue:
+    """The tick of `endpoint` in the window `now` falls in."""
+    return TickDue(job=job, endpoint=endpoint, window=int(now // period), due_at=now,
+                   expires_at=now + max(period, MIN_LIFETIME_SECONDS), labelled=labelled)
+
+
+def tick_envelope(due: TickDue) -> Envelope:
+    """The same id for every run in the tick's window."""
+    return Envelope.wrap(due, source=SOURCE, dedupe_key=f"{due.job}|{due.endpoint}|{due.window}")
+
+
+def fan_out(job: Job, queue: str, endpoints: Iterable[str], now: float, period: float,
+            marks: TickMarks, send: Send, labelled: Iterable[str] = ()) -> list[str]:
+    """Enqueue this window's tick for each endpoint not ticked in it yet; returns those sent."""
+    marked = marks.marked(job)
+    with_labels = set(labelled)
+    sent = []
+    for endpoint in sorted(set(endpoints)):
+        due = tick(job, endpoint, now, period, endpoint in with_labels)
+        if not marks.mark(job, endpoint, due.window, marked.get(endpoint)):
+            continue
+        failpoint("fanout.tick_marked")
+        send(queue, tick_envelope(due))
+        failpoint("fanout.tick_enqueued")
+        sent.append(endpoint)
+    return sent
+
+
+def take_tick(body: bytes | str, queue: str, handler: str, work: Callable[[TickDue], Result],
+              now: Callable[[], float] = time.time) -> Result:
+    """A tick from `queue`: dropped once expired, else `work` on it (through `consume`, so a
+    failure is recorded and the message retried, then poisoned)."""
+
+    def run(content: bytes) -> Result:
+        envelope = Envelope.from_json_expecting(content, TickDue)
+        due = envelope.data_as(TickDue)
+        with log_context(envelope):
+            if now() > due.expires_at:
+                log.info("%s: the %s tick of window %s expired; a newer one repeats it",
+                         due.endpoint, due.job, due.window)
+                return None
+            return work(due)
+
+    return consume(queue, handler, body, run)

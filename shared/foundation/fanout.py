@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 from shared.events import Envelope, TickDue
@@ -32,6 +33,7 @@ from shared.foundation.state import ConcurrencyConflict, Row, StateTable, Table,
 log = logging.getLogger("gatehouse.fanout")
 TABLE = "gatehouseticks"
 SOURCE = "/gatehouse/timer"
+SENDERS = 16
 MIN_LIFETIME_SECONDS = 300.0  # a tick lives at least one function timeout
 Job = Literal["ramp", "monitor"]
 Send = Callable[[str, Envelope], object]
@@ -84,16 +86,19 @@ def fan_out(job: Job, queue: str, endpoints: Iterable[str], now: float, period: 
     """Enqueue this window's tick for each endpoint not ticked in it yet; returns those sent."""
     marked = marks.marked(job)
     with_labels = set(labelled)
-    sent = []
-    for endpoint in sorted(set(endpoints)):
+
+    def one(endpoint: str) -> str | None:
         due = tick(job, endpoint, now, period, endpoint in with_labels)
         if not marks.mark(job, endpoint, due.window, marked.get(endpoint)):
-            continue
+            return None
         failpoint("fanout.tick_marked")
         send(queue, tick_envelope(due))
         failpoint("fanout.tick_enqueued")
-        sent.append(endpoint)
-    return sent
+        return endpoint
+
+    # Two storage round trips per endpoint, each mostly waiting: a few at once.
+    with ThreadPoolExecutor(SENDERS, thread_name_prefix=f"fanout-{job}") as pool:
+        return [e for e in pool.map(one, sorted(set(endpoints))) if e is not None]
 
 
 def take_tick(body: bytes | str, queue: str, handler: str, work: Callable[[TickDue], Result],

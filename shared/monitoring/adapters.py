@@ -100,19 +100,46 @@ class References:
 
 
 def build_monitor(settings: Settings | None = None):
-    from shared.monitoring.reference import ReferenceStore
-    from shared.monitoring.service import MlflowMonitorLog, Monitor, MonitorStateStore
+    """A monitor for one round or one tick (its reference cache lives as long); the stores and
+    the traffic sources are built once per worker and settings."""
+    from shared.monitoring.service import MlflowMonitorLog, Monitor
 
     settings = runtime.settings() if settings is None else settings
     connection = runtime.storage_connection()
     use_mlflow = bool(settings.mlflow_tracking_uri)
     defaults: MonitoringPolicy = monitoring_policy_for(None)
     return Monitor(
-        traffic=traffic(settings), states=MonitorStateStore.connect(connection),
+        traffic=_traffic_of(settings), states=state_store(connection),
         publish=runtime.bus().publish, policy_for=monitoring_policy_for,
-        reference_for=References(ReferenceStore.connect(connection), use_mlflow),
+        reference_for=References(reference_store(connection), use_mlflow),
         labels=label_store(connection),
         metrics_log=MlflowMonitorLog(defaults.experiment) if use_mlflow else None)
+
+
+_built: dict[int, tuple[Settings, object]] = {}
+
+
+def _traffic_of(settings: Settings):
+    """traffic(settings), once per settings object (runtime reads the settings once a worker)."""
+    found = _built.get(id(settings))
+    if found is None or found[0] is not settings:
+        _built.clear()
+        found = _built[id(settings)] = (settings, traffic(settings))
+    return found[1]
+
+
+@lru_cache(maxsize=2)
+def state_store(connection_string: str):
+    from shared.monitoring.service import MonitorStateStore
+
+    return MonitorStateStore.connect(connection_string)
+
+
+@lru_cache(maxsize=2)
+def reference_store(connection_string: str):
+    from shared.monitoring.reference import ReferenceStore
+
+    return ReferenceStore.connect(connection_string)
 
 
 @lru_cache(maxsize=2)

@@ -295,6 +295,8 @@ def run_round(spec: Round, fitted) -> dict:
         while not ready.acquire(timeout=1.0):
             if not all(process.is_alive() for process in processes):
                 raise RuntimeError("a worker died while starting")
+    warm(spec.job)  # the timer's instance is running already, too
+    runtime.bus()
     go.set()
     started = time.perf_counter()
     sent = fan_out(spec, time.time())

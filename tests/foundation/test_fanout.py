@@ -1,6 +1,6 @@
-"""Timers fan out one tick per endpoint and window (marks on Azurite): a second run in the same
-window adds nothing, the next window ticks again, ids are stable per window, workers drop
-expired ticks and refuse anything that is not a tick."""
+"""Timers fan out one tick per endpoint and window (marks on Azurite, in transactions of a
+hundred, or one by one): a second run in the same window adds nothing, the next window ticks
+again, ids are stable per window, workers drop expired ticks and refuse what is not a tick."""
 
 from __future__ import annotations
 
@@ -11,8 +11,15 @@ import uuid
 import pytest
 
 from shared.events import Envelope, TickDue
-from shared.foundation.fanout import TickMarks, fan_out, take_tick, tick, tick_envelope
-from shared.foundation.state import StateTable
+from shared.foundation.fanout import (
+    TickMarks,
+    TickTable,
+    fan_out,
+    take_tick,
+    tick,
+    tick_envelope,
+)
+from shared.foundation.state import MemoryTable
 
 PERIOD = 30.0
 NOW = 1_800_000_000.0  # the start of a tick window
@@ -32,9 +39,12 @@ class Sent:
         return [envelope.id for _, envelope in self.messages]
 
 
-@pytest.fixture
-def marks(storage) -> TickMarks:
-    return TickMarks(StateTable(storage, f"ticks{uuid.uuid4().hex[:12]}"))
+@pytest.fixture(params=["transactions", "one by one"])
+def marks(storage, request) -> TickMarks:
+    """Marks on Azurite, a hundred per transaction; and on a table without transactions."""
+    if request.param == "transactions":
+        return TickMarks(TickTable(storage, f"ticks{uuid.uuid4().hex[:12]}"))
+    return TickMarks(MemoryTable())
 
 
 def test_a_second_run_in_the_same_window_adds_nothing(marks):
@@ -61,7 +71,7 @@ def test_jobs_are_marked_apart(marks):
 
 def test_overlapping_runs_enqueue_each_tick_once(marks):
     sent = Sent()
-    endpoints = [f"ep-{i}" for i in range(40)]
+    endpoints = [f"ep-{i}" for i in range(250)]  # three transactions each
     runs = [threading.Thread(target=fan_out, args=("monitor", "q", endpoints, NOW, 300.0, marks,
                                                    sent)) for _ in range(3)]
     for run in runs:

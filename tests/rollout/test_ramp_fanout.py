@@ -7,8 +7,7 @@ from __future__ import annotations
 import uuid
 
 from shared.events import TickDue
-from shared.foundation.fanout import TickMarks, take_tick
-from shared.foundation.state import StateTable
+from shared.foundation.fanout import TickMarks, TickTable, take_tick
 from shared.rollout.machine import Phase
 from tests.rollout.test_effects import CANARY, STRAIGHT_TO_100, World, start_v2
 
@@ -31,7 +30,7 @@ def test_only_endpoints_with_work_are_due(storage):
 def test_a_tick_from_the_queue_ramps_its_endpoint_once_per_window(storage_env):
     world = World(storage_env, CANARY)
     start_v2(world)
-    marks = TickMarks(StateTable(storage_env, f"ticks{uuid.uuid4().hex[:12]}"))
+    marks = TickMarks(TickTable(storage_env, f"ticks{uuid.uuid4().hex[:12]}"))
     sent: list = []
 
     def send(queue, envelope):

@@ -10,6 +10,7 @@ MLFLOW_TRACKING_URI is set.
 from __future__ import annotations
 
 import logging
+import time
 from functools import lru_cache
 
 from shared.foundation import runtime
@@ -70,17 +71,29 @@ def traffic(settings: Settings):
     return Traffic(sources)
 
 
-class References:
-    """Reference lookups for one monitor run (cached: a run asks once per version)."""
+REFERENCE_TTL_SECONDS = 600.0
+_found: dict[tuple[str, str], tuple[float, object]] = {}
 
-    def __init__(self, store, use_mlflow: bool):
-        self.store, self.use_mlflow = store, use_mlflow
+
+class References:
+    """Reference lookups for one monitor run or tick (cached: it asks once per version). A
+    reference found is kept by the worker for REFERENCE_TTL_SECONDS, since every tick of the
+    version's endpoint needs it; one not found is asked for again by the next run."""
+
+    def __init__(self, store, use_mlflow: bool, clock=time.monotonic):
+        self.store, self.use_mlflow, self.clock = store, use_mlflow, clock
         self._cache: dict[tuple[str, str], object] = {}
 
     def __call__(self, model_name: str, version: str):
         key = (model_name, version)
         if key not in self._cache:
-            self._cache[key] = self._find(model_name, version)
+            kept = _found.get(key)
+            if kept is not None and self.clock() - kept[0] < REFERENCE_TTL_SECONDS:
+                self._cache[key] = kept[1]
+            else:
+                self._cache[key] = self._find(model_name, version)
+                if self._cache[key] is not None:
+                    _found[key] = (self.clock(), self._cache[key])
         return self._cache[key]
 
     def _find(self, model_name: str, version: str):

@@ -335,7 +335,7 @@ def main() -> None:
 
     fitted = fit()
     work = tempfile.mkdtemp(prefix="bench-scale-")
-    azurite = Azurite(os.path.join(work, "azurite")).start()
+    azurite = Azurite(os.path.join(work, "azurite"), in_memory=True).start()
     try:
         from shared.monitoring.reference import ReferenceStore
 

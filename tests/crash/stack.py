@@ -134,10 +134,14 @@ class CrashHost:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, failpoint: str | None = None, also_armed: str = "") -> CrashHost:
+    def start(self, failpoint: str | None = None, also_armed: str = "",
+              timers: tuple[str, ...] = ()) -> CrashHost:
+        """The host, armed at `failpoint` (and `also_armed`), running the timer functions named
+        in `timers` too (the stack's settings disable the timers)."""
         self.lives += 1
         env = {"AzureWebJobsStorage": self.storage, "PYTHONUNBUFFERED": "1",
-               **devstack.NO_TELEMETRY, **self.env}
+               **devstack.NO_TELEMETRY, **self.env,
+               **{f"AzureWebJobs.{timer}.Disabled": "false" for timer in timers}}
         # Unarmed, every point only logs that it was reached.
         env[ENVIRONMENT] = ";".join(filter(None, [f"{failpoint}=exit" if failpoint else "*=trace",
                                                   also_armed]))

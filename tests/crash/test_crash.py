@@ -219,6 +219,7 @@ class Flow:
     done: Callable[[Stack, str], bool]
     also_armed: str = ""        # more failpoint actions for the armed host, e.g. a slow step
     poison_queue: str | None = None  # where the flow's message ends, on purpose
+    timers: tuple[str, ...] = ()  # timer functions the host runs during the flow
 
 
 def host_post(stack: Stack, route: str, body: dict | None = None) -> int | None:
@@ -246,6 +247,16 @@ def promoted(stack: Stack, model: str) -> bool:
         return True
     send_traffic(stack, model)
     host_post(stack, f"rollouts/{model}/ramp")
+    return False
+
+
+def promoted_by_ticks(stack: Stack, model: str) -> bool:
+    """Polled: traffic each time; the ramp timer's ticks (queue ramp-ticks) do the ramping."""
+    state = requests.get(f"{stack.serving_url}/gatehouse/endpoints/{model}", timeout=30).json()
+    champion = stack.client.get_model_version_by_alias(model, "champion").version
+    if serving_share(state, "2") == 100 and champion == "2":
+        return True
+    send_traffic(stack, model)
     return False
 
 
@@ -491,8 +502,10 @@ LINK = Flow("a rollback by a signed one-click link", True, nothing, rolled_back_
 SLACK_BUTTON = Flow("a rollback by Slack's Roll back button", True, nothing,
                     rolled_back_from_slack)
 LABELS = Flow("late labels posted for an endpoint", False, nothing, labels_stored)
+TICKED = Flow("a canary ramped and promoted by the ramp timer's ticks", True, nothing,
+              promoted_by_ticks, timers=("ramp_traffic",))
 BASELINE = (ALIAS, REGISTER, PROMOTE, ROLLBACK, BIG, RETRAIN, STORM, ORPHAN_RESOLUTION, TWIN,
-            POISON, MANUAL, LINK, SLACK_BUTTON, LABELS)
+            POISON, MANUAL, LINK, SLACK_BUTTON, LABELS, TICKED)
 
 # Which flow reaches each failpoint. A failpoint placed in the code without a flow fails
 # test_every_failpoint_has_a_crash_scenario.
@@ -520,8 +533,7 @@ FLOWS: dict[str, Flow] = {
     **dict.fromkeys(["rollout.link_rollback_requested", "rollout.link_spent"], LINK),
     "slack.rollback_published": SLACK_BUTTON,
     "monitor.labels_stored": LABELS,
-    # The ramp timer fans out every 30 s while a canary ramps (the monitor timer too, every 5 min)
-    **dict.fromkeys(["fanout.tick_marked", "fanout.tick_enqueued"], PROMOTE),
+    **dict.fromkeys(["fanout.tick_marked", "fanout.tick_enqueued"], TICKED),
 }
 
 
@@ -579,7 +591,7 @@ def run_crash(stack: Stack, failpoint: str | None, flow: Flow) -> str:
 
 
 def drive(stack: Stack, model: str, failpoint: str | None, flow: Flow) -> None:
-    stack.host.start(failpoint, flow.also_armed)
+    stack.host.start(failpoint, flow.also_armed, flow.timers)
     flow.act(stack, model)
     deadline = time.monotonic() + 180
     crashed = False
@@ -587,7 +599,7 @@ def drive(stack: Stack, model: str, failpoint: str | None, flow: Flow) -> None:
         finished = flow.done(stack, model)  # polling may drive the work, as a client or timer
         if failpoint and not crashed and stack.host.crashed():
             crashed = True
-            stack.host.start(None, flow.also_armed)
+            stack.host.start(None, flow.also_armed, flow.timers)
         elif finished and (crashed or not failpoint):
             break
         assert time.monotonic() < deadline, f"{flow.name}: unfinished (crashed: {crashed})"
@@ -624,7 +636,7 @@ def test_without_a_crash_each_flow_happens_once(ready):
     for flow in BASELINE:
         model = run_crash(stack, None, flow)
         assert exactly_once_problems(stack, model, flow) == [], flow.name
-        gated = {"2": 1} if flow in (REGISTER, PROMOTE, ROLLBACK, BIG) else {}
+        gated = {"2": 1} if flow in (REGISTER, PROMOTE, ROLLBACK, BIG, TICKED) else {}
         assert checks.report_runs(stack.client, model, GATE_EXPERIMENT) == gated, flow.name
         print("REACHED", flow.name, sorted(set(re.findall(r"failpoint (\S+): trace",
                                                           stack.host.all_logs()))))

@@ -145,7 +145,7 @@ def tick_work(spec: Round):
                                               lambda due: service.ramp(due.endpoint)[0])
 
 
-def worker(spec: Round, ready, go, done, results) -> None:
+def worker(spec: Round, ready, go, done, expected, results) -> None:
     os.environ.update({"AzureWebJobsStorage": spec.storage,
                        "GATEHOUSE_PAYLOAD_LOG": spec.payload_log})
     os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -183,7 +183,7 @@ def worker(spec: Round, ready, go, done, results) -> None:
 
     # As the host runs a queue trigger: a batch of messages at once (host.json batchSize).
     with ThreadPoolExecutor(BATCH_SIZE) as pool:
-        while done.value < spec.k:
+        while done.value < expected.value:
             messages = list(queue.receive_messages(messages_per_page=BATCH_SIZE,
                                                    max_messages=BATCH_SIZE,
                                                    visibility_timeout=300))
@@ -287,16 +287,11 @@ def run_round(spec: Round, fitted) -> dict:
     os.environ.update({"AzureWebJobsStorage": spec.storage,
                        "GATEHOUSE_PAYLOAD_LOG": spec.payload_log})
     runtime.reset()
-    now = time.time()
-    window = int(now // WINDOW) - 1
-    if spec.job == "monitor":
-        monitor_setup(spec, fitted, window)
-    else:
-        ramp_setup(spec, now - 10)
     context = multiprocessing.get_context("spawn")
-    ready, go, done, results = (context.Semaphore(0), context.Event(), context.Value("i", 0),
-                                context.Queue())
-    processes = [context.Process(target=worker, args=(spec, ready, go, done, results))
+    ready, go, done, expected, results = (context.Semaphore(0), context.Event(),
+                                          context.Value("i", 0), context.Value("i", spec.k),
+                                          context.Queue())
+    processes = [context.Process(target=worker, args=(spec, ready, go, done, expected, results))
                  for _ in range(spec.workers)]
     for process in processes:
         process.start()
@@ -306,9 +301,17 @@ def run_round(spec: Round, fitted) -> dict:
                 raise RuntimeError("a worker died while starting")
     warm(spec.job)  # the timer's instance is running already, too
     runtime.bus()
+    window = None
+    while window != int(time.time() // WINDOW) - 1:  # the traffic in the last complete window
+        window = int(time.time() // WINDOW) - 1
+        if spec.job == "monitor":
+            monitor_setup(spec, fitted, window)
+        else:
+            ramp_setup(spec, time.time() - 10)
     go.set()
     started = time.perf_counter()
     sent = fan_out(spec, time.time())
+    expected.value = sent
     fanned = time.perf_counter() - started
     per_worker = [collect(results, processes) for _ in processes]
     wall = time.perf_counter() - started

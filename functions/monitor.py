@@ -1,7 +1,8 @@
 """The monitor: every five minutes (and on demand) judge the served traffic's latest windows
 against each version's reference, log the figures to MLflow and publish `monitoring.alert`s.
 
-- monitor_endpoints   timer, NCRONTAB "0 */5 * * * *"
+- monitor_endpoints   timer, NCRONTAB "0 */5 * * * *": one tick per endpoint due on queue
+                      `monitor-ticks` (functions/ticks.py judges each)
 - POST /api/monitor/run                 run it now; body (optional): {"now": <epoch seconds>}
 - POST /api/monitor/labels/{endpoint}   late labels: {"labels": {"<request id>": 1, ...}}
 
@@ -31,16 +32,19 @@ def run_monitor(now: float) -> dict:
 def monitor_endpoints(timer: func.TimerRequest) -> None:
     import time
 
-    from shared.monitoring.adapters import NotConfigured
+    from shared.foundation import runtime
+    from shared.foundation.fanout import TickMarks
+    from shared.monitoring.adapters import NotConfigured, build_monitor
+    from shared.monitoring.service import enqueue_ticks
 
     try:
-        summary = run_monitor(time.time())
+        monitor = build_monitor()
     except NotConfigured as exc:
         log.debug("monitor is off: %s", exc)
         return
-    alerts = sum(len(e["alerts"]) for e in summary["endpoints"].values())
-    log.info("monitor: %d endpoint(s) up to window %s, %d alert(s)", len(summary["endpoints"]),
-             summary["windows_up_to"], alerts)
+    marks = TickMarks.connect(runtime.storage_connection())
+    sent = enqueue_ticks(monitor, time.time(), marks, runtime.bus().send)
+    log.info("monitor: %d tick(s) enqueued", len(sent))
 
 
 @bp.route(route="monitor/run", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)

@@ -1,7 +1,8 @@
 """Rollout handlers: start the canary, ramp traffic on a timer (or on demand), roll back.
 
 - start_canary   queue `start-canary`  (the router forwards `gates.passed`)
-- ramp_traffic   timer every 30 s, and POST /api/rollouts/{endpoint}/ramp
+- ramp_traffic   timer every 30 s: one tick per endpoint with work on queue `ramp-ticks`
+                 (functions/ticks.py ramps each); POST /api/rollouts/{endpoint}/ramp ramps now
 - open_rollback  queue `open-rollback` (the router forwards `rollout.rollback_requested`)
 - POST /api/rollouts/{endpoint}/rollback      a person asks (function key)
 - GET  /api/rollouts/rollback?token=...       the signed one-click link: a confirmation page
@@ -14,7 +15,6 @@ the handlers.
 
 from __future__ import annotations
 
-import json
 import logging
 
 import azure.functions as func
@@ -24,6 +24,7 @@ from shared.foundation.queues import OPEN_ROLLBACK, START_CANARY
 
 bp = func.Blueprint()
 log = logging.getLogger("gatehouse.rollout")
+RAMP_PERIOD_SECONDS = 30.0  # the timer's schedule
 
 
 def _service():
@@ -48,8 +49,14 @@ def start_canary(msg: func.QueueMessage) -> None:
 @bp.timer_trigger(arg_name="timer", schedule="*/30 * * * * *", run_on_startup=False,
                   use_monitor=False)
 def ramp_traffic(timer: func.TimerRequest) -> None:
-    for result in _service().ramp():
-        log.info("ramp: %s", json.dumps(result, default=str)[:2000])
+    import time
+
+    from shared.foundation import runtime
+    from shared.foundation.fanout import TickMarks
+
+    marks = TickMarks.connect(runtime.storage_connection())
+    sent = _service().enqueue_ticks(time.time(), RAMP_PERIOD_SECONDS, marks, runtime.bus().send)
+    log.info("ramp: %d tick(s) enqueued", len(sent))
 
 
 @bp.route(route="rollouts/{endpoint}/ramp", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)

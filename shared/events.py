@@ -241,6 +241,20 @@ class RetrainingTriggered(ModelRef):
     decision: Decision
 
 
+class TickDue(Payload):
+    """One endpoint's turn of a periodic job, fanned out by the job's timer (one per endpoint and
+    tick window; shared/foundation/fanout.py)."""
+
+    kind: Literal["schedule.tick_due"] = "schedule.tick_due"
+    job: Literal["ramp", "monitor"]
+    endpoint: str = Field(min_length=1)
+    window: int = Field(description="the tick window: due_at // the job's period")
+    due_at: float = Field(description="epoch seconds the timer ran at")
+    expires_at: float = Field(description="a worker drops the tick after this (a newer one "
+                                          "repeats its work)")
+    labelled: bool = Field(False, description="monitor ticks: the endpoint has late labels")
+
+
 class NotificationRequested(Payload):
     kind: Literal["notification.requested"] = "notification.requested"
     title: str = Field(min_length=1)
@@ -275,7 +289,8 @@ EventData = Annotated[
     | RolloutStalled
     | MonitoringAlert
     | RetrainingTriggered
-    | NotificationRequested,
+    | NotificationRequested
+    | TickDue,
     Field(discriminator="kind"),
 ]
 

@@ -48,6 +48,8 @@ SAMPLES += [
                           traffic_percent=5, held_seconds=1800, time_to_decision_seconds=7200,
                           challenger_requests_per_minute=0.5, on_stall="hold",
                           decision=DECISION),
+    events.TickDue(job="monitor", endpoint="fraud-ep", window=5, due_at=1500.0,
+                   expires_at=1800.0),
 ]
 
 

@@ -4,6 +4,7 @@ Storage queues have no topics, so Gatehouse routes: receivers put inbound events
 REGISTRY_EVENTS, handlers publish what they decide on GATEHOUSE_EVENTS, and the router
 (functions/router.py) forwards each event to the queue of every handler that acts on it
 (shared/routing.py says which) and asks for a notification when the event is worth one.
+The ramp and monitor timers put one tick per endpoint on their own queues (fanout.py).
 """
 
 REGISTRY_EVENTS = "registry-events"
@@ -13,3 +14,5 @@ RUN_GATES = "run-gates"
 START_CANARY = "start-canary"
 OPEN_ROLLBACK = "open-rollback"
 TRIGGER_RETRAINING = "trigger-retraining"
+RAMP_TICKS = "ramp-ticks"
+MONITOR_TICKS = "monitor-ticks"

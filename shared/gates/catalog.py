@@ -144,7 +144,8 @@ def _drift(context: SuiteContext, blocking: bool) -> Findings:
     columns = [c for c in inputs.holdout.columns
                if c in inputs.reference.columns and c != context.policy.label_column]
     drifts = drift.drift_report(inputs.reference, inputs.holdout, columns,
-                                settings.categorical_columns, settings.n_bins, settings.epsilon)
+                                settings.categorical_columns, settings.n_bins, settings.epsilon,
+                                ks=settings.ks_test)
     result = drift.drift_gate(drifts, settings.psi_warn, settings.psi_fail, blocking,
                               settings.ks_warn, settings.js_warn)
     return Findings(result, {"max_psi": result.observed} if result.observed is not None else {})

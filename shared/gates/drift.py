@@ -10,7 +10,9 @@
   significant shift (fail).
 - Numeric columns also get the two-sample Kolmogorov-Smirnov statistic D = sup_x |F_r(x) - F_c(x)|
   on the non-missing values (scipy.stats.ks_2samp's D) with its asymptotic p-value (see
-  `ks_p_value`).
+  `ks_p_value`), unless the KS test is off (`ks=False`, the policy's `drift.ks_test = false`):
+  then nothing is sorted - the reference's edges come from a partition, each value's bin from
+  comparisons with the edges - and the PSI is the same, bit for bit.
 - Categorical columns also get Pearson's chi-square test of homogeneity on the 2 x K table of
   counts (scipy.stats.chi2_contingency, no continuity correction needed for K > 2) and the
   Jensen-Shannon distance of the two proportions in base 2, within [0, 1]
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from shared.gates.calibration import sorted_quantiles
+from shared.gates.calibration import bin_index, quantiles_unsorted, sorted_quantiles
 from shared.gates.results import FAIL, PASS, WARN, GateResult, skipped
 
 if TYPE_CHECKING:
@@ -54,9 +56,9 @@ class FeatureDrift:
     psi: float
     n_reference: int
     n_current: int
-    test: str  # "ks" or "chi2"
-    statistic: float
-    p_value: float
+    test: str  # "ks", "chi2", or "none" (the KS test off)
+    statistic: float | None
+    p_value: float | None
     js_distance: float | None = None
     bins: list[DriftBin] = field(default_factory=list)
 
@@ -145,6 +147,38 @@ def ks_p_value(statistic: float, n1: int, n2: int) -> float:
     return float(kolmogorov((root + 0.12 + 0.11 / root) * statistic))
 
 
+def _labels(inner: np.ndarray) -> list[str]:
+    labels = [f"<= {inner[0]:.6g}" if len(inner) else "all"]
+    labels += [f"({low:.6g}, {high:.6g}]" for low, high in zip(inner[:-1], inner[1:], strict=True)]
+    return labels + ([f"> {inner[-1]:.6g}"] if len(inner) else [])
+
+
+def numeric_psi(column: str, reference: ArrayLike, current: ArrayLike, n_bins: int = 10,
+                epsilon: float = 1e-4) -> FeatureDrift:
+    """numeric_drift's PSI and bins without the KS test, and without sorting either sample."""
+    reference, current = np.asarray(reference, dtype=float), np.asarray(current, dtype=float)
+    missing_reference, missing_current = np.isnan(reference), np.isnan(current)
+    valid_reference = reference[~missing_reference] if missing_reference.any() else reference
+    valid_current = current[~missing_current] if missing_current.any() else current
+    if len(valid_reference) == 0 or len(valid_current) == 0:
+        raise ValueError(f"column {column!r} has no non-missing values to compare")
+    inner = np.unique(quantiles_unsorted(valid_reference, np.arange(1, n_bins) / n_bins))
+    edges = np.concatenate([[-np.inf], inner, [np.inf]])
+    # x in bin i when inner[i-1] < x <= inner[i]: the number of edges below x
+    reference_counts = np.bincount(bin_index(valid_reference, edges), minlength=len(inner) + 1)
+    current_counts = np.bincount(bin_index(valid_current, edges), minlength=len(inner) + 1)
+    labels = _labels(inner)
+    missing = (len(reference) - len(valid_reference), len(current) - len(valid_current))
+    if any(missing):
+        reference_counts = np.append(reference_counts, missing[0])
+        current_counts = np.append(current_counts, missing[1])
+        labels.append("missing")
+    return FeatureDrift(column, "numeric",
+                        population_stability_index(reference_counts, current_counts, epsilon),
+                        len(reference), len(current), "none", None, None,
+                        bins=_bin_rows(labels, reference_counts, current_counts))
+
+
 def numeric_drift(column: str, reference: ArrayLike, current: ArrayLike, n_bins: int = 10,
                   epsilon: float = 1e-4) -> FeatureDrift:
     reference = np.sort(np.asarray(reference, dtype=float))  # NaN sorts last
@@ -158,9 +192,7 @@ def numeric_drift(column: str, reference: ArrayLike, current: ArrayLike, n_bins:
         [[0], np.searchsorted(valid_reference, inner, side="right"), [len(valid_reference)]]))
     current_counts = np.diff(np.concatenate(
         [[0], np.searchsorted(valid_current, inner, side="right"), [len(valid_current)]]))
-    labels = [f"<= {inner[0]:.6g}" if len(inner) else "all"]
-    labels += [f"({low:.6g}, {high:.6g}]" for low, high in zip(inner[:-1], inner[1:], strict=True)]
-    labels += [f"> {inner[-1]:.6g}"] if len(inner) else []
+    labels = _labels(inner)
     missing = (len(reference) - len(valid_reference), len(current) - len(valid_current))
     if any(missing):
         reference_counts = np.append(reference_counts, missing[0])
@@ -221,8 +253,10 @@ def is_categorical(series: pd.Series, declared: set[str]) -> bool:
 
 def drift_report(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str] | None = None,
                  categorical_columns: Collection[str] = (), n_bins: int = 10,
-                 epsilon: float = 1e-4) -> list[FeatureDrift]:
-    """Drift of every column present in both frames (or of `columns`)."""
+                 epsilon: float = 1e-4, ks: bool = True) -> list[FeatureDrift]:
+    """Drift of every column present in both frames (or of `columns`); `ks=False` leaves out
+    the KS test of numeric columns (and their sorting)."""
+    numeric = numeric_drift if ks else numeric_psi
     chosen = columns if columns is not None else [c for c in current.columns
                                                   if c in reference.columns]
     declared = set(categorical_columns)
@@ -232,8 +266,8 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, columns: list[s
                                                                        declared):
             report.append(categorical_drift(column, reference[column], current[column], epsilon))
         else:
-            report.append(numeric_drift(column, reference[column].to_numpy(),
-                                        current[column].to_numpy(), n_bins, epsilon))
+            report.append(numeric(column, reference[column].to_numpy(),
+                                  current[column].to_numpy(), n_bins, epsilon))
     return report
 
 
@@ -246,7 +280,8 @@ def drift_gate(drifts: list[FeatureDrift] | None, psi_warn: float, psi_fail: flo
         return skipped("drift", blocking, "no column in common with the reference data")
     failing = [d for d in drifts if d.psi >= psi_fail]
     warned = [d for d in drifts if psi_warn <= d.psi < psi_fail
-              or (ks_warn is not None and d.test == "ks" and d.statistic > ks_warn)
+              or (ks_warn is not None and d.statistic is not None and d.test == "ks"
+                  and d.statistic > ks_warn)
               or (js_warn is not None and d.js_distance is not None and d.js_distance > js_warn)]
     worst = max(drifts, key=lambda d: d.psi)
     if failing:
@@ -257,7 +292,8 @@ def drift_gate(drifts: list[FeatureDrift] | None, psi_warn: float, psi_fail: flo
         status = WARN
         detail = "shift: " + ", ".join(
             f"{d.column} PSI {d.psi:.3f}" + (f" KS {d.statistic:.3f}" if d.test == "ks" else
-                                             f" JS {d.js_distance:.3f}") for d in warned)
+                                             f" JS {d.js_distance:.3f}" if d.js_distance
+                                             is not None else "") for d in warned)
     else:
         status = PASS
         detail = f"{len(drifts)} columns stable; largest PSI {worst.psi:.3f} ({worst.column})"

@@ -113,6 +113,8 @@ class DriftGate(GateSection):
     epsilon: float = Field(1e-4, gt=0, lt=0.01, description="floor for empty-bin proportions")
     categorical_columns: list[str] = Field(default_factory=list)
     ks_warn: float | None = Field(None, gt=0, le=1, description="warn above this KS statistic")
+    ks_test: bool = Field(True, description="the KS test of numeric columns (sorts both "
+                                            "samples); false: PSI only, without sorting")
     js_warn: float | None = Field(None, gt=0, le=1, description="warn above this JS distance")
 
     @model_validator(mode="after")
@@ -120,6 +122,8 @@ class DriftGate(GateSection):
         if self.psi_warn > self.psi_fail:
             raise ValueError(f"psi_warn ({self.psi_warn}) must not exceed psi_fail "
                              f"({self.psi_fail})")
+        if self.ks_warn is not None and not self.ks_test:
+            raise ValueError("ks_warn needs the KS test (ks_test = true)")
         return self
 
 

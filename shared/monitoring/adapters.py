@@ -10,6 +10,7 @@ MLFLOW_TRACKING_URI is set.
 from __future__ import annotations
 
 import logging
+import time
 from functools import lru_cache
 
 from shared.foundation import runtime
@@ -54,41 +55,45 @@ def inference_sources(settings: Settings) -> list:
 
 
 def traffic(settings: Settings):
-    """(records(since, until), endpoints always judged) or NotConfigured."""
-    from shared.monitoring.sources import PayloadLogSource
+    """Every configured source of served traffic as one Traffic, or NotConfigured."""
+    from shared.monitoring.sources import PayloadLogSource, Traffic
     from shared.serving.payload_log import PayloadLog
 
-    readers = []
+    sources: list = []
     path = settings.payload_log
     if path and path.exists():
-        readers.append(PayloadLogSource(PayloadLog(path)))
-    remote = inference_sources(settings)
-    readers.extend(remote)
-    if not readers:
+        sources.append(PayloadLogSource(PayloadLog(path)))
+    sources.extend(inference_sources(settings))
+    if not sources:
         raise NotConfigured("no traffic to monitor: set GATEHOUSE_PAYLOAD_LOG (the embedded "
                             "payload log) or DATABRICKS_HOST with monitoring.inference_table "
                             "and warehouse_id in the policy")
+    return Traffic(sources)
 
-    def records(since: float, until: float) -> list:
-        found = []
-        for reader in readers:
-            found.extend(reader.records(since, until))
-        return found
 
-    return records, [source.endpoint for source in remote]
+REFERENCE_TTL_SECONDS = 600.0
+_found: dict[tuple[str, str], tuple[float, object]] = {}
 
 
 class References:
-    """Reference lookups for one monitor run (cached: a run asks once per version)."""
+    """Reference lookups for one monitor run or tick (cached: it asks once per version). A
+    reference found is kept by the worker for REFERENCE_TTL_SECONDS, since every tick of the
+    version's endpoint needs it; one not found is asked for again by the next run."""
 
-    def __init__(self, store, use_mlflow: bool):
-        self.store, self.use_mlflow = store, use_mlflow
+    def __init__(self, store, use_mlflow: bool, clock=time.monotonic):
+        self.store, self.use_mlflow, self.clock = store, use_mlflow, clock
         self._cache: dict[tuple[str, str], object] = {}
 
     def __call__(self, model_name: str, version: str):
         key = (model_name, version)
         if key not in self._cache:
-            self._cache[key] = self._find(model_name, version)
+            kept = _found.get(key)
+            if kept is not None and self.clock() - kept[0] < REFERENCE_TTL_SECONDS:
+                self._cache[key] = kept[1]
+            else:
+                self._cache[key] = self._find(model_name, version)
+                if self._cache[key] is not None:
+                    _found[key] = (self.clock(), self._cache[key])
         return self._cache[key]
 
     def _find(self, model_name: str, version: str):
@@ -108,21 +113,46 @@ class References:
 
 
 def build_monitor(settings: Settings | None = None):
-    from shared.monitoring.reference import ReferenceStore
-    from shared.monitoring.service import MlflowMonitorLog, Monitor, MonitorStateStore
+    """A monitor for one round or one tick (its reference cache lives as long); the stores and
+    the traffic sources are built once per worker and settings."""
+    from shared.monitoring.service import MlflowMonitorLog, Monitor
 
     settings = runtime.settings() if settings is None else settings
-    records, endpoints = traffic(settings)
     connection = runtime.storage_connection()
     use_mlflow = bool(settings.mlflow_tracking_uri)
     defaults: MonitoringPolicy = monitoring_policy_for(None)
     return Monitor(
-        records=records, states=MonitorStateStore.connect(connection),
+        traffic=_traffic_of(settings), states=state_store(connection),
         publish=runtime.bus().publish, policy_for=monitoring_policy_for,
-        reference_for=References(ReferenceStore.connect(connection), use_mlflow),
-        labels_for=label_store(connection).get,
-        metrics_log=MlflowMonitorLog(defaults.experiment) if use_mlflow else None,
-        endpoints=endpoints)
+        reference_for=References(reference_store(connection), use_mlflow),
+        labels=label_store(connection),
+        metrics_log=MlflowMonitorLog(defaults.experiment) if use_mlflow else None)
+
+
+_built: dict[int, tuple[Settings, object]] = {}
+
+
+def _traffic_of(settings: Settings):
+    """traffic(settings), once per settings object (runtime reads the settings once a worker)."""
+    found = _built.get(id(settings))
+    if found is None or found[0] is not settings:
+        _built.clear()
+        found = _built[id(settings)] = (settings, traffic(settings))
+    return found[1]
+
+
+@lru_cache(maxsize=2)
+def state_store(connection_string: str):
+    from shared.monitoring.service import MonitorStateStore
+
+    return MonitorStateStore.connect(connection_string)
+
+
+@lru_cache(maxsize=2)
+def reference_store(connection_string: str):
+    from shared.monitoring.reference import ReferenceStore
+
+    return ReferenceStore.connect(connection_string)
 
 
 @lru_cache(maxsize=2)
@@ -130,3 +160,13 @@ def label_store(connection_string: str):
     from shared.monitoring.labels import LabelStore
 
     return LabelStore.connect(connection_string)
+
+
+def monitor_one(due) -> dict | None:
+    """A monitor tick from the queue: judge one endpoint's windows due at the tick's time."""
+    try:
+        monitor = build_monitor()
+    except NotConfigured as exc:
+        log.info("monitor is off; tick for %s dropped: %s", due.endpoint, exc)
+        return None
+    return monitor.tick(due.endpoint, due.due_at, due.labelled)

@@ -6,6 +6,10 @@ with, or the inference table's client/databricks request id); the rows of a batc
 window by these keys to compute calibration and performance on what has been labelled so far.
 
 Stored on Azure Tables: partition = the endpoint, row = a digest of the key; last write wins.
+Beside them, partition `labelled` holds one row per endpoint that was ever given labels, so the
+monitor asks for labels only where some exist: one query for the endpoints that have labels, and
+per endpoint one query for the labels stored since its earliest unjudged window began (a label
+always arrives after its request was served, so nothing older can belong to that window).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from collections.abc import Iterable, Mapping
 from shared.foundation.state import StateTable, safe_row_key
 
 TABLE = "gatehouselabels"
+LABELLED = "labelled"
+CLOCK_SKEW_SECONDS = 300.0  # labels stamped by our clock, requests by the server's
 QUERY_CHUNK = 40     # keys per filter: keeps the $filter well under the service's length limit
 BATCH = 100          # entities per transaction (the service's maximum)
 
@@ -64,6 +70,11 @@ class LabelTable(StateTable):
                 f"PartitionKey eq '{partition}' and ({keys})"))
         return found
 
+    def labelled_since(self, partition: str, since: float) -> list[dict]:
+        return [dict(e) for e in self._table.query_entities(
+            f"PartitionKey eq '{partition}' and labelled_at ge {float(since)!r}",
+            select=["key", "label"])]
+
 
 class LabelStore:
     def __init__(self, table: LabelTable):
@@ -74,12 +85,22 @@ class LabelStore:
         return cls(LabelTable(connection_string, TABLE))
 
     def put(self, endpoint: str, labels: Mapping[str, object], now: float | None = None) -> int:
-        at = time.time() if now is None else now
+        at = float(time.time() if now is None else now)
         # The last label given for a key wins, also within one call.
         rows = {safe_row_key(key): {"key": key, "label": label_value(value), "labelled_at": at}
                 for key, value in labels.items()}
+        self.table.upsert_many(LABELLED, [(safe_row_key(endpoint), {"endpoint": endpoint})])
         self.table.upsert_many(_partition(endpoint), list(rows.items()))
         return len(rows)
+
+    def labelled_endpoints(self) -> set[str]:
+        """The endpoints that were ever given labels (one query)."""
+        return {row.properties["endpoint"] for row in self.table.rows(LABELLED)}
+
+    def since(self, endpoint: str, since: float) -> dict[str, float]:
+        """The endpoint's labels stored since `since` (one query), by key."""
+        entities = self.table.labelled_since(_partition(endpoint), since - CLOCK_SKEW_SECONDS)
+        return {entity["key"]: float(entity["label"]) for entity in entities}
 
     def get(self, endpoint: str, keys: Iterable[str]) -> dict[str, float]:
         wanted = {safe_row_key(key): key for key in keys}

@@ -7,6 +7,10 @@ last judged window and, per served version, which metrics are in the alert state
 published before the state is saved, with ids derived from (fingerprint, status, window): a run
 that dies in between is repeated by the next one and its alerts are dropped as repeats; of two
 hosts judging the same windows, one saves and both publish the same ids.
+
+The monitor timer only fans out (shared/foundation/fanout.py): `Monitor.due` lists the endpoints
+with traffic to judge, one tick each goes on the `monitor-ticks` queue, and a worker on any
+instance judges one endpoint with `Monitor.tick`, reading only that endpoint's traffic.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from shared.events import Envelope
+from shared.foundation.fanout import Send, TickMarks, fan_out
+from shared.foundation.queues import MONITOR_TICKS
 from shared.foundation.state import ConcurrencyConflict, StateTable, Table, safe_row_key
 from shared.monitoring.monitor import (
     MetricState,
@@ -131,46 +138,93 @@ class MlflowMonitorLog:
             self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
 
 
+class Traffic(Protocol):
+    def records(self, since: float, until: float, endpoint: str) -> list: ...
+    def endpoints(self, since: float, until: float) -> set[str]: ...
+
+
+class LabelReader(Protocol):
+    def labelled_endpoints(self) -> set[str]: ...
+    def since(self, endpoint: str, since: float) -> dict[str, float]: ...
+
+
+class NoLabels:
+    def labelled_endpoints(self) -> set[str]:
+        return set()
+
+    def since(self, endpoint: str, since: float) -> dict[str, float]:
+        return {}
+
+
+@dataclass(frozen=True)
+class Due:
+    """What a monitor round has to judge: the endpoints, which of them have late labels, and
+    the windows up to `last` (of `width` seconds)."""
+
+    endpoints: list[str]
+    labelled: set[str]
+    first: int
+    last: int
+    width: float
+
+
 @dataclass
 class Monitor:
-    """What one monitor run needs; every collaborator is a small adapter (or a fake in tests)."""
+    """What the monitor needs; every collaborator is a small adapter (or a fake in tests).
 
-    records: Callable[[float, float], list]                  # (since, until) -> PayloadRecords
+    `due(now)` says which endpoints a round covers (the timer fans out one tick each), `tick`
+    judges one endpoint's unjudged windows, `run` does a whole round in this process."""
+
+    traffic: Traffic
     states: MonitorStateStore
     publish: Callable[[Envelope], object]
     policy_for: Callable[[str | None], MonitoringPolicy]
     reference_for: Callable[[str, str], ReferenceDistribution | None] = (
         lambda model, version: None)
-    labels_for: Callable[[str, list[str]], dict] = lambda endpoint, keys: {}
+    labels: LabelReader = field(default_factory=NoLabels)
     metrics_log: MlflowMonitorLog | None = None
-    endpoints: list[str] | None = None                       # default: those in the records
 
-    def run(self, now: float) -> dict:
+    def _windows(self, now: float) -> tuple[int, int, float]:
         defaults = self.policy_for(None)
         width = defaults.window_seconds
         last_complete = window_index(now, width) - 1
-        first = last_complete - defaults.max_catch_up_windows + 1
-        # Read only what some endpoint still has to judge: a new endpoint starts at the latest
+        return last_complete - defaults.max_catch_up_windows + 1, last_complete, width
+
+    def due(self, now: float) -> Due:
+        first, last, width = self._windows(now)
+        # Look only where some endpoint still has to judge: a new endpoint starts at the latest
         # complete window, a known one after the last window it judged.
-        pending = [w + 1 for w in self.states.last_windows().values() if w < last_complete]
-        earliest = max(first, min(pending, default=last_complete))
-        since, until = window_bounds(earliest, width)[0], window_bounds(last_complete, width)[1]
-        by_endpoint: dict[str, list] = defaultdict(list)
-        for record in self.records(since, until):
-            by_endpoint[record.endpoint].append(record)
+        pending = [w + 1 for w in self.states.last_windows().values() if w < last]
+        earliest = max(first, min(pending, default=last))
+        since, until = window_bounds(earliest, width)[0], window_bounds(last, width)[1]
+        endpoints = sorted(self.traffic.endpoints(since, until))
+        labelled = self.labels.labelled_endpoints() & set(endpoints) if endpoints else set()
+        return Due(endpoints, labelled, first, last, width)
+
+    def run(self, now: float) -> dict:
+        due = self.due(now)
         endpoints: dict[str, dict] = {}
-        summary = {"windows_up_to": last_complete, "window_seconds": width, "endpoints": endpoints}
-        for endpoint in sorted(set(self.endpoints or []) | set(by_endpoint)):
-            endpoints[endpoint] = self._endpoint(
-                endpoint, by_endpoint.get(endpoint, []), first, last_complete, width)
+        summary = {"windows_up_to": due.last, "window_seconds": due.width,
+                   "endpoints": endpoints}
+        for endpoint in due.endpoints:
+            endpoints[endpoint] = self.tick(endpoint, now, endpoint in due.labelled)
         return summary
 
-    def _endpoint(self, endpoint: str, records: list, first: int, last: int,
-                  width: float) -> dict:
+    def tick(self, endpoint: str, now: float, labelled: bool) -> dict:
+        """Judge the endpoint's windows not judged yet, up to the last complete one at `now`:
+        one read of its traffic, and (when it has labels) one of the labels stored since."""
+        first, last, width = self._windows(now)
         state = self.states.load(endpoint)
         start = max(first, (state.last_window + 1) if state.last_window is not None else last)
         if start > last:
             return {"windows": [], "alerts": []}
+        since, until = window_bounds(start, width)[0], window_bounds(last, width)[1]
+        records = self.traffic.records(since, until, endpoint)
+        labels = self.labels.since(endpoint, since) if labelled else {}
+        return self._endpoint(endpoint, state, records, labels, start, last, width)
+
+    def _endpoint(self, endpoint: str, state: EndpointState, records: list,
+                  labels: dict[str, float], start: int, last: int, width: float) -> dict:
         per_window: dict[int, list] = defaultdict(list)
         for record in records:
             per_window[window_index(record.ts, width)].append(record)
@@ -185,8 +239,6 @@ class Monitor:
                 if not policy.enabled:
                     continue
                 reference = self.reference_for(model_name, version) if model_name else None
-                keys = [row.key for row in data.rows if row.version == version]
-                labels = self.labels_for(endpoint, keys) if keys else {}
                 result = evaluate_window(data, version, window, reference, labels, policy)
                 before = state.states.get(version, {})
                 after, changes = judge(before, result.judged, policy, window)
@@ -218,3 +270,10 @@ class Monitor:
             log.info("%s v%s window %s: %s %s (%.4g)", endpoint, entry["version"],
                      entry["window"], entry["metric"], entry["status"], entry["value"])
         return {"windows": windows, "alerts": published}
+
+
+def enqueue_ticks(monitor: Monitor, now: float, marks: TickMarks, send: Send) -> list[str]:
+    """The monitor timer's round: one tick per endpoint due, on the monitor-ticks queue."""
+    due = monitor.due(now)
+    return fan_out("monitor", MONITOR_TICKS, due.endpoints, now, due.width, marks, send,
+                   labelled=due.labelled)

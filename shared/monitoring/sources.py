@@ -54,6 +54,9 @@ class PayloadLogSource:
     def records(self, since: float, until: float, endpoint: str | None = None) -> list:
         return self.log.records(endpoint=endpoint, since=since, until=until)
 
+    def endpoints(self, since: float, until: float) -> set[str]:
+        return self.log.endpoints(since, until)
+
 
 def quoted_table(template: str, endpoint: str) -> str:
     """`catalog`.`schema`.`table` with {endpoint} filled in; anything else is refused, since the
@@ -128,7 +131,12 @@ class DatabricksInferenceSource:
             rows.extend(chunk.data_array or [])
         return rows
 
+    def endpoints(self, since: float, until: float) -> set[str]:
+        return {self.endpoint}  # judged every round, traffic or not
+
     def records(self, since: float, until: float, endpoint: str | None = None) -> list:
+        if endpoint not in (None, self.endpoint):
+            return []
         records = []
         for (databricks_id, client_id, ts_ms, status, duration, request, response_body,
              model_name, version) in self._rows(since, until):
@@ -138,3 +146,19 @@ class DatabricksInferenceSource:
                 version=version, inputs=request or "{}", outputs=response_body,
                 latency_ms=float(duration or 0), status=int(status or 0)))
         return records
+
+
+class Traffic:
+    """Every configured source read as one."""
+
+    def __init__(self, sources: list):
+        self.sources = sources
+
+    def records(self, since: float, until: float, endpoint: str) -> list:
+        found = []
+        for source in self.sources:
+            found.extend(source.records(since, until, endpoint))
+        return found
+
+    def endpoints(self, since: float, until: float) -> set[str]:
+        return set().union(*(source.endpoints(since, until) for source in self.sources))

@@ -15,6 +15,7 @@ after a crash between an effect and the save that drops it - changes nothing the
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -24,8 +25,11 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.events import TickDue
 from shared.foundation.failpoints import failpoint
+from shared.foundation.fanout import Send, TickMarks, fan_out
 from shared.foundation.http import Reply, error_reply
+from shared.foundation.queues import RAMP_TICKS
 from shared.foundation.state import ConcurrencyConflict
 from shared.foundation.storage import DEFAULT_FUNCTION_TIMEOUT, app_function_timeout
 from shared.registry.versions import is_newer
@@ -357,6 +361,19 @@ class RolloutService:
                 self._note_error(name, f"{type(exc).__name__}: {exc}")
         return results
 
+    def due(self) -> list[str]:
+        """The endpoints a ramp tick has work on: an active rollout, effects waiting in the
+        outbox, or a previous champion to stop serving."""
+        now = self.clock()
+        return [record.endpoint for record in self.store.records()
+                if record.active is not None or record.outbox
+                or machine.retire_previous(record, policy=self.policy_for(record.model_name),
+                                           now=now) is not None]
+
+    def enqueue_ticks(self, now: float, period: float, marks: TickMarks, send: Send) -> list[str]:
+        """The ramp timer's round: one tick per endpoint due, on the ramp-ticks queue."""
+        return fan_out("ramp", RAMP_TICKS, self.due(), now, period, marks, send)
+
     def ramp_now(self, endpoint: str) -> Reply:
         """One endpoint's ramp tick on request: 200 with its state, 502 if serving failed."""
         if self.store.load(endpoint).record is None:
@@ -595,3 +612,11 @@ def from_runtime() -> RolloutService:
 
     return RolloutService(_store(runtime.storage_connection()), serving_backend(), Registry(),
                           runtime.bus(), lambda model: current_policy().for_model(model).rollout)
+
+
+def ramp_one(due: TickDue) -> dict:
+    """A ramp tick from the queue: one endpoint's tick (its trouble is noted on its record, as
+    the ramp does, and the next tick tries again)."""
+    result = from_runtime().ramp(due.endpoint)[0]
+    log.info("ramp: %s", json.dumps(result, default=str)[:2000])
+    return result

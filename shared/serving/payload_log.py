@@ -129,6 +129,13 @@ class PayloadLog:
             rows = db.execute(sql, args).fetchall()
         return [PayloadRecord(*row) for row in rows]
 
+    def endpoints(self, since: float, until: float) -> set[str]:
+        """The endpoints that served a request in [since, until)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT DISTINCT endpoint FROM payloads WHERE ts >= ? AND ts < ?",
+                              (since, until)).fetchall()
+        return {row[0] for row in rows}
+
     def health(self, endpoint: str, since: float, until: float) -> HealthReport:
         """Per-version requests, errors (any non-2xx) and latencies in [since, until)."""
         with self._connect() as db:

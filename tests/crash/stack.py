@@ -27,7 +27,7 @@ from shared.foundation.storage import free_port, queue_service
 FUNCTION_TIMEOUT = "00:00:06"  # the leases a crashed host leaves behind run out this fast
 WORK_QUEUES = (queues.REGISTRY_EVENTS, queues.GATEHOUSE_EVENTS, queues.RUN_GATES,
                queues.START_CANARY, queues.OPEN_ROLLBACK, queues.TRIGGER_RETRAINING,
-               queues.NOTIFICATIONS)
+               queues.NOTIFICATIONS, queues.RAMP_TICKS, queues.MONITOR_TICKS)
 
 
 @dataclass
@@ -134,10 +134,14 @@ class CrashHost:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, failpoint: str | None = None, also_armed: str = "") -> CrashHost:
+    def start(self, failpoint: str | None = None, also_armed: str = "",
+              timers: tuple[str, ...] = ()) -> CrashHost:
+        """The host, armed at `failpoint` (and `also_armed`), running the timer functions named
+        in `timers` too (the stack's settings disable the timers)."""
         self.lives += 1
         env = {"AzureWebJobsStorage": self.storage, "PYTHONUNBUFFERED": "1",
-               **devstack.NO_TELEMETRY, **self.env}
+               **devstack.NO_TELEMETRY, **self.env,
+               **{f"AzureWebJobs.{timer}.Disabled": "false" for timer in timers}}
         # Unarmed, every point only logs that it was reached.
         env[ENVIRONMENT] = ";".join(filter(None, [f"{failpoint}=exit" if failpoint else "*=trace",
                                                   also_armed]))

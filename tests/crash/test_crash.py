@@ -222,6 +222,7 @@ class Flow:
     done: Callable[[Stack, str], bool]
     also_armed: str = ""        # more failpoint actions for the armed host, e.g. a slow step
     poison_queue: str | None = None  # where the flow's message ends, on purpose
+    timers: tuple[str, ...] = ()  # timer functions the host runs during the flow
 
 
 def host_post(stack: Stack, route: str, body: dict | None = None) -> int | None:
@@ -249,6 +250,16 @@ def promoted(stack: Stack, model: str) -> bool:
         return True
     send_traffic(stack, model)
     host_post(stack, f"rollouts/{model}/ramp")
+    return False
+
+
+def promoted_by_ticks(stack: Stack, model: str) -> bool:
+    """Polled: traffic each time; the ramp timer's ticks (queue ramp-ticks) do the ramping."""
+    state = requests.get(f"{stack.serving_url}/gatehouse/endpoints/{model}", timeout=30).json()
+    champion = stack.client.get_model_version_by_alias(model, "champion").version
+    if serving_share(state, "2") == 100 and champion == "2":
+        return True
+    send_traffic(stack, model)
     return False
 
 
@@ -496,8 +507,10 @@ LINK = Flow("a rollback by a signed one-click link", True, nothing, rolled_back_
 SLACK_BUTTON = Flow("a rollback by Slack's Roll back button", True, nothing,
                     rolled_back_from_slack)
 LABELS = Flow("late labels posted for an endpoint", False, nothing, labels_stored)
+TICKED = Flow("a canary ramped and promoted by the ramp timer's ticks", True, nothing,
+              promoted_by_ticks, timers=("ramp_traffic",))
 BASELINE = (ALIAS, REGISTER, PROMOTE, ROLLBACK, BIG, RETRAIN, STORM, ORPHAN_RESOLUTION, TWIN,
-            POISON, MANUAL, LINK, SLACK_BUTTON, LABELS)
+            POISON, MANUAL, LINK, SLACK_BUTTON, LABELS, TICKED)
 
 # Which flow reaches each failpoint. A failpoint placed in the code without a flow fails
 # test_every_failpoint_has_a_crash_scenario.
@@ -525,6 +538,7 @@ FLOWS: dict[str, Flow] = {
     **dict.fromkeys(["rollout.link_rollback_requested", "rollout.link_spent"], LINK),
     "slack.rollback_published": SLACK_BUTTON,
     "monitor.labels_stored": LABELS,
+    **dict.fromkeys(["fanout.tick_marked", "fanout.tick_enqueued"], TICKED),
 }
 
 
@@ -585,7 +599,7 @@ FLOW_DEADLINE_SECONDS = 300  # generous: two cores may be shared with other work
 
 
 def drive(stack: Stack, model: str, failpoint: str | None, flow: Flow) -> None:
-    stack.host.start(failpoint, flow.also_armed)
+    stack.host.start(failpoint, flow.also_armed, flow.timers)
     flow.act(stack, model)
     deadline = time.monotonic() + FLOW_DEADLINE_SECONDS
     crashed = False
@@ -593,7 +607,7 @@ def drive(stack: Stack, model: str, failpoint: str | None, flow: Flow) -> None:
         finished = flow.done(stack, model)  # polling may drive the work, as a client or timer
         if failpoint and not crashed and stack.host.crashed():
             crashed = True
-            stack.host.start(None, flow.also_armed)
+            stack.host.start(None, flow.also_armed, flow.timers)
         elif finished and (crashed or not failpoint):
             break
         assert time.monotonic() < deadline, (f"{flow.name}: unfinished (crashed: {crashed}); "

@@ -18,6 +18,7 @@ from shared.gates.drift import (
     ks_p_value,
     ks_statistic_sorted,
     numeric_drift,
+    numeric_psi,
     population_stability_index,
 )
 
@@ -54,6 +55,37 @@ def test_missing_values_are_a_bin_of_their_own():
     assert found.bins[-1] == {"bin": "missing", "reference": 0.0, "current": 0.25}
     assert found.statistic == pytest.approx(ks_2samp(reference, current[~np.isnan(current)])
                                             .statistic)
+
+
+@settings(max_examples=150, deadline=None)
+@given(arrays(np.float64, st.integers(1, 80), elements=st.integers(-5, 5).map(float)
+              | st.floats(-10, 10) | st.just(np.nan)),
+       arrays(np.float64, st.integers(1, 80), elements=st.integers(-5, 5).map(float)
+              | st.floats(-10, 10) | st.just(np.nan)),
+       st.integers(2, 20))
+def test_the_psi_only_path_gives_the_same_psi_and_bins_without_sorting(reference, current,
+                                                                       n_bins):
+    if np.isnan(reference).all() or np.isnan(current).all():
+        with pytest.raises(ValueError, match="no non-missing values"):
+            numeric_psi("x", reference, current, n_bins)
+        return
+    sorted_path = numeric_drift("x", reference, current, n_bins)
+    psi_only = numeric_psi("x", reference, current, n_bins)
+    assert psi_only.psi == sorted_path.psi  # bit for bit
+    assert psi_only.bins == sorted_path.bins
+    assert (psi_only.test, psi_only.statistic, psi_only.p_value) == ("none", None, None)
+
+
+def test_the_policy_turns_the_ks_test_off():
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"a": rng.normal(size=2000), "b": rng.normal(size=2000)})
+    shifted = frame + 0.5
+    with_ks = drift_report(frame, shifted)
+    psi_only = drift_report(frame, shifted, ks=False)
+    assert [d.psi for d in psi_only] == [d.psi for d in with_ks]
+    assert {d.test for d in psi_only} == {"none"} and {d.test for d in with_ks} == {"ks"}
+    assert drift_gate(psi_only, 0.1, 0.2, True).status == drift_gate(with_ks, 0.1, 0.2,
+                                                                     True).status
 
 
 @settings(max_examples=100, deadline=None)

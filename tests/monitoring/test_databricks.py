@@ -175,14 +175,14 @@ def test_the_monitor_reads_each_policy_models_inference_table(peer, storage_env,
     monkeypatch.setattr(adapters, "monitoring_policy_for", lambda name: MonitoringPolicy(
         inference_table="main.serving.{endpoint}_payload", warehouse_id=WAREHOUSE,
         min_requests=1))
-    records, endpoints = adapters.traffic(Settings.from_env({"DATABRICKS_HOST": peer.url,
-                                                            "DATABRICKS_TOKEN": TOKEN}))
-    assert endpoints == [model]  # the rollout policy's default endpoint: the model's name
+    traffic = adapters.traffic(Settings.from_env({"DATABRICKS_HOST": peer.url,
+                                                  "DATABRICKS_TOKEN": TOKEN}))
+    # the rollout policy's default endpoint (the model's name), judged traffic or not
+    assert traffic.endpoints(0.0, 1.0) == {model}
     published = []
-    monitor = Monitor(records=records, states=MonitorStateStore.connect(storage_env),
+    monitor = Monitor(traffic=traffic, states=MonitorStateStore.connect(storage_env),
                       publish=published.append,
-                      policy_for=lambda name: MonitoringPolicy(min_requests=1),
-                      endpoints=endpoints)
+                      policy_for=lambda name: MonitoringPolicy(min_requests=1))
     summary = monitor.run(start + 300 + 1)
     [judged] = summary["endpoints"][model]["windows"]
     assert judged["window"] == window and judged["figures"]["requests"] == 3

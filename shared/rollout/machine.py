@@ -270,7 +270,10 @@ def start(record: EndpointRecord | None, *, model_name: str, endpoint: str, vers
                             actor=actor, reason=reason, now=now,
                             source_event_id=source_event_id)
     if record is None:
-        record = EndpointRecord(endpoint=endpoint, model_name=model_name, champion=champion)
+        # A first version that passed with `first_version_becomes_champion` holds @champion in
+        # the registry before anything serves it: it is bootstrapped (deployed at 100%).
+        record = EndpointRecord(endpoint=endpoint, model_name=model_name,
+                                champion=None if champion == request.version else champion)
     _refuse_unless_startable(record, request)
     return _remember_start(_decide_start(record, request, policy), source_event_id)
 

@@ -338,3 +338,12 @@ class RolloutMachine(RuleBasedStateMachine):
 
 TestRolloutMachine = RolloutMachine.TestCase
 TestRolloutMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+def test_a_first_version_the_registry_made_champion_is_deployed_at_100_percent():
+    # first_version_becomes_champion: the gates set @champion on v1 before any rollout ran.
+    step = started(version="1", champion="1")
+    assert step.record.champion == "1" and step.record.active is None
+    assert step.record.last.phase is Phase.PROMOTED
+    assert ApplyTraffic(routes={"1": 100}) in step.effects
+    assert [t.action for t in step.transitions] == ["bootstrap"]

@@ -31,15 +31,20 @@ def verdicts(tracking_uri: str, limit: int = RECENT) -> list[dict]:
 
     client = MlflowClient(tracking_uri=tracking_uri)
     found = []
+    aliases: dict[str, dict[str, list[str]]] = {}  # version searches return no aliases
     for mv in client.search_model_versions(max_results=1000):
         version_tags = mv.tags or {}
         if not version_tags.get(GATE_TAG + "decided_at"):
             continue
+        if mv.name not in aliases:
+            aliases[mv.name] = {}
+            for alias, target in (client.get_registered_model(mv.name).aliases or {}).items():
+                aliases[mv.name].setdefault(str(target), []).append(alias)
         found.append({
             "model": mv.name, "version": str(mv.version),
             "verdict": version_tags.get(GATE_TAG + "verdict"),
             "blocking": version_tags.get(GATE_TAG + "blocking"),
-            "aliases": ",".join(getattr(mv, "aliases", None) or []),
+            "aliases": ",".join(sorted(aliases[mv.name].get(str(mv.version), []))),
             "decided_at": version_tags.get(GATE_TAG + "decided_at"),
             "reason": version_tags.get(GATE_TAG + "reason"),
             "report_run_id": version_tags.get(registry_tags.GATE_REPORT_RUN),

@@ -52,7 +52,7 @@ def check_mlflow(tracking_uri: str) -> str | None:
     if not tracking_uri.startswith(("http://", "https://")):
         return None
     try:
-        reply = requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=10)
+        reply = requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=60)
     except requests.RequestException as exc:
         return f"no MLflow server answers at {tracking_uri}: {exc.__class__.__name__}"
     if reply.status_code != 200:
@@ -113,7 +113,7 @@ def summary_lines(state: dict) -> list[str]:
     lines = [
         f"  app            {state['app']['url']}  (pid {state['app']['pid']}, log "
         f"{state['app']['log']})",
-        f"  status page    {state['app']['url']}/api/status",
+        f"  status page    {state['app']['url']}/api/status?code={state['function_key']}",
         f"  Azurite        blob {ports['blob']}, queue {ports['queue']}, table {ports['table']}"
         f"  (pid {azurite['pid']}, {'reused' if azurite.get('reused') else 'started'})",
         f"  MLflow         {state['tracking_uri']}  (webhook {state['webhook']['id']}: test "

@@ -62,17 +62,25 @@ def metrics(report: SuiteReport) -> dict[str, float]:
     return found
 
 
-def diagrams(report: SuiteReport) -> dict[str, bytes]:
-    """reliability.png, when the ECE gate drew a reliability table."""
+def diagrams(report: SuiteReport, policy: GatePolicy) -> dict[str, bytes]:
+    """reliability.png, when the ECE gate drew a reliability table: the verdict and the ECE
+    with its interval in the title."""
     if report.candidate_table is None:
         return {}
     champion = (f"champion v{report.champion_version}" if report.champion_version
                 else "no champion")
+    figures = report.headline
+    interval = ((figures["ece_lower"], figures["ece_upper"])
+                if "ece_lower" in figures and "ece_upper" in figures else None)
+    title = rendering.diagram_title(f"{report.model_name} v{report.version} vs {champion}",
+                                    report.verdict, figures.get("ece"), interval,
+                                    policy.ece.threshold)
     return {"reliability.png": rendering.reliability_diagram_png(
-        report.candidate_table, report.champion_table,
-        f"{report.model_name} v{report.version} vs {champion}",
+        report.candidate_table, report.champion_table, title,
         candidate_label=f"v{report.version}",
-        champion_label=f"v{report.champion_version} (champion)")}
+        champion_label=f"v{report.champion_version} (champion)",
+        min_bin_count=policy.reliability.min_bin_count,
+        confidence=policy.confidence_level)}
 
 
 def record_report(registry, policy: GatePolicy, inputs: SuiteInputs, report: SuiteReport,
@@ -89,7 +97,7 @@ def record_report(registry, policy: GatePolicy, inputs: SuiteInputs, report: Sui
         params=params(policy, inputs), metrics=metrics(report),
         texts={"report.json": rendering.report_json(report, policy, context),
                "report.md": rendering.report_markdown(report, context)},
-        binaries=diagrams(report), before_finish=before_finish)
+        binaries=diagrams(report, policy), before_finish=before_finish)
     return run_id, run_url(registry.tracking_uri, experiment, run_id)
 
 

@@ -45,8 +45,10 @@ def _registry_message(data: events.Payload) -> tuple[str, str, events.Severity] 
                     f"Alias @{data.alias} of {data.model_name} now points at version "
                     f"{data.version}.", "info")
         case events.ModelVersionAliasDeleted():
+            # @challenger goes after every promotion or refused re-run; @champion going is news.
             return (f"{data.model_name} @{data.alias} removed",
-                    f"Alias @{data.alias} was removed from {data.model_name}.", "warning")
+                    f"Alias @{data.alias} was removed from {data.model_name}.",
+                    "warning" if data.alias == "champion" else "info")
         case events.ModelVersionStageTransitioned():
             return (f"{data.model_name} v{data.version} -> {data.to_stage}",
                     f"Version {data.version} of {data.model_name} moved from "
@@ -81,6 +83,15 @@ def _gates_text(data: events.GatesPassed | events.GatesFailed) -> str:
     return "\n".join(lines)
 
 
+def _not_passed(gates: list[events.GateOutcome]) -> str:
+    """'failed its gates', or, when no blocking gate failed but one could not decide, what
+    that means: the evidence is too thin, not the model bad."""
+    blocking = [g.status for g in gates if g.blocking]
+    if "fail" not in blocking and "inconclusive" in blocking:
+        return "is inconclusive: the holdout is too small to decide its gates"
+    return "failed its gates"
+
+
 def _decision_facts(decision: events.Decision) -> dict[str, str]:
     return {"decided by": decision.actor, **_figures(decision.metrics)}
 
@@ -91,8 +102,9 @@ def _internal_message(data: events.Payload) -> Message | None:
             return (f"{data.model_name} v{data.version} passed its gates", _gates_text(data),
                     "info", {**_decision_facts(data.decision), **_report(data.report_run_id)})
         case events.GatesFailed():
-            return (f"{data.model_name} v{data.version} failed its gates", _gates_text(data),
-                    "warning", {**_decision_facts(data.decision), **_report(data.report_run_id)})
+            return (f"{data.model_name} v{data.version} {_not_passed(data.gates)}",
+                    _gates_text(data), "warning",
+                    {**_decision_facts(data.decision), **_report(data.report_run_id)})
         case events.CanaryStarted():
             champion = (f" alongside champion v{data.champion_version}"
                         if data.champion_version else "")

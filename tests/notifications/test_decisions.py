@@ -334,3 +334,24 @@ def test_settings_never_show_secrets_and_know_what_is_configured():
     assert ChannelSettings.from_settings(Settings.from_env({})).configured() == {"outbox"}
     with pytest.raises(ValueError, match="SLACK_CHANNEL"):
         ChannelSettings.from_settings(Settings.from_env({"SLACK_BOT_TOKEN": "xoxb-1"}))
+
+
+def test_an_inconclusive_verdict_is_worded_as_such():
+    gates = [events.GateOutcome(name="ece", status="inconclusive", observed=0.04, threshold=0.02),
+             events.GateOutcome(name="latency", status="fail", blocking=False),
+             events.GateOutcome(name="auc", status="pass")]
+    note = note_of(events.GatesFailed(
+        model_name=MODEL, version="3", gates=gates,
+        decision=Decision(actor="gatehouse", reason="inconclusive: ece inconclusive")))
+    assert note.title == "fraud v3 is inconclusive: the holdout is too small to decide its gates"
+    failed = note_of(events.GatesFailed(
+        model_name=MODEL, version="3", gates=[*gates, events.GateOutcome(name="x", status="fail")],
+        decision=Decision(actor="gatehouse", reason="failed")))
+    assert failed.title == "fraud v3 failed its gates"
+
+
+@pytest.mark.parametrize("alias,severity", [("challenger", "info"), ("champion", "warning")])
+def test_removing_challenger_is_routine_removing_champion_is_not(alias, severity):
+    event = Envelope.wrap(events.ModelVersionAliasDeleted(model_name="m", alias=alias),
+                          source="/s")
+    assert notification_for(event).severity == severity

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict, Unpack
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.registry.tags import CHAMPION_SINCE
 from shared.registry.versions import newer_holder
 from shared.rollout.policy import RolloutPolicy
 
@@ -230,6 +231,8 @@ def _step(record: EndpointRecord, before: Rollout | None, after: Rollout, *, act
             "gatehouse.rollout.traffic_percent": str(after.traffic_percent),
             "gatehouse.rollout.last_action": action,
             "gatehouse.rollout.last_reason": f"{actor}: {reason}"[:4000]}
+    if after.phase is Phase.PROMOTED and (before is None or before.phase is not Phase.PROMOTED):
+        tags[CHAMPION_SINCE] = str(int(now * 1000))  # the audit's promotion lead time
     effects = [e.model_copy(update={"key": f"{after.id}|{seq}|{e.kind}"}) if isinstance(e, Emit)
                else e for e in effects]
     effects.append(RecordOnVersion(version=after.challenger, tags=tags))

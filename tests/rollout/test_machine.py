@@ -347,3 +347,5 @@ def test_a_first_version_the_registry_made_champion_is_deployed_at_100_percent()
     assert step.record.last.phase is Phase.PROMOTED
     assert ApplyTraffic(routes={"1": 100}) in step.effects
     assert [t.action for t in step.transitions] == ["bootstrap"]
+    [recorded] = [e for e in step.effects if isinstance(e, machine.RecordOnVersion)]
+    assert recorded.tags["gatehouse.champion_since"] == "0"  # now=0, in epoch milliseconds

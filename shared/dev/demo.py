@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 import signal
 import sys
 import tempfile
@@ -78,6 +79,11 @@ cooldown_seconds = 3600
 """
 
 
+SHORTCUTS = ("policy shortcuts, to tell the story in minutes (policy.example.toml has the real "
+             "defaults): rollout steps 5/50/100% with 2 s bakes and 80 requests per step "
+             "(defaults: 900 s, 500), no warm-up, the latency gate off, no drift reference and "
+             "no sensitive column (the drift and fairness gates are skipped), 10 s monitoring "
+             "windows")
 DEMO_STARTED = time.monotonic()
 
 
@@ -376,6 +382,9 @@ def main() -> int:
     stack: list = []
     started = time.monotonic()
     try:
+        say(f"this demo runs as pid {os.getpid()}; its working folder {work} is removed at the "
+            "end")
+        say(SHORTCUTS)
         say("starting Azurite, moto's S3, an MLflow server, embedded serving and the app...")
         host, serving, mlflow_server = start_stack(work, secret, outbox, stack)
         hook_id = register_webhook(mlflow_server.url, host.url, secret)
@@ -394,6 +403,7 @@ def main() -> int:
     finally:
         for part in reversed(stack):
             part.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -165,7 +165,7 @@ def test_connect_to_your_mlflow(workdir, mlflow_server, gatehouse_up, first_vers
     assert [(t["action"], t["routes"]) for t in rollout["history"]] == [
         ("bootstrap", {version: 100})]
     [verdict] = [v for v in found["verdicts"] if v["model"] == MODEL]
-    assert verdict["verdict"] == "passed" and verdict["aliases"] == "challenger,champion"
+    assert verdict["verdict"] == "passed" and verdict["aliases"] == "champion"
 
     table = gatehouse(workdir, "status").stdout
     assert re.search(rf"{MODEL}\s+v{version}\s+passed", table), table

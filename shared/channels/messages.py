@@ -24,9 +24,19 @@ def _figures(values: dict[str, float]) -> dict[str, str]:
     return {name: _number(value) for name, value in sorted(values.items())}
 
 
+def is_automatic_actor(actor: str) -> bool:
+    """Gatehouse itself (the judge, a monitor) as opposed to a person."""
+    return actor == "gatehouse" or actor.startswith("gatehouse:")
+
+
 def is_automatic(decision: events.Decision) -> bool:
-    """Gatehouse's own decisions (the judge, a monitor) as opposed to a person's."""
-    return decision.actor == "gatehouse" or decision.actor.startswith("gatehouse:")
+    return is_automatic_actor(decision.actor)
+
+
+def rollback_request_severity(actor: str) -> events.Severity:
+    """Gatehouse's own rollback is an error (it pages by default); a person's is a warning: they
+    know already, so by default nobody is paged for it and nothing needs resolving after."""
+    return "error" if is_automatic_actor(actor) else "warning"
 
 
 def _registry_message(data: events.Payload) -> tuple[str, str, events.Severity] | None:
@@ -135,7 +145,7 @@ def _internal_message(data: events.Payload) -> Message | None:
             who = "Gatehouse" if automatic else data.decision.actor
             return (f"Rollback requested: {data.model_name} v{data.version} on {data.endpoint}",
                     f"{who} asked to roll back version {data.version}: {data.decision.reason}",
-                    "error" if automatic else "warning",
+                    rollback_request_severity(data.decision.actor),
                     {"endpoint": data.endpoint, **_decision_facts(data.decision)})
         case events.RollbackCompleted():
             restored = (f"; v{data.restored_version} serves all traffic again"

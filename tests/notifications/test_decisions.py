@@ -9,7 +9,7 @@ import pytest
 
 from shared import events
 from shared.channels import dispatch, pagerduty, slack, teams
-from shared.channels.base import Delivery, Repeat, RollbackTarget, page_intent
+from shared.channels.base import Delivery, Repeat, RollbackTarget, page_intent, rollback_paged
 from shared.channels.dispatch import RepeatVerdict, judge_repeat, route_channels
 from shared.channels.factory import ChannelSettings
 from shared.channels.messages import notification_for
@@ -222,6 +222,35 @@ def test_plan_page_triggers_once_per_storm_and_resolves_on_rollback():
     elsewhere = {"k": pagerduty.OpenIncident("k", 1000, "other-endpoint")}
     assert "k" not in pagerduty.plan_page(note_of(builders.rollback_completed(MODEL, ENDPOINT)),
                                           "resolve", elsewhere, 1020, 3600).resolve_keys
+
+
+def test_a_manual_rollback_resolves_no_page_of_its_own():
+    by_hand = note_of(builders.rollback_completed(MODEL, ENDPOINT, actor="alice@example.com"))
+    policy = NotificationPolicy()
+    assert not rollback_paged(by_hand, policy)
+    assert rollback_paged(by_hand, NotificationPolicy(page_min_severity="warning"))
+    assert rollback_paged(note_of(builders.rollback_completed(MODEL, ENDPOINT)), policy)
+    assert rollback_paged(note_of(builders.alert(MODEL, status="resolved")),
+                          NotificationPolicy(page_min_severity="critical"))
+    nothing_open = pagerduty.plan_page(by_hand, "resolve", {}, 1020, 3600, rollback_paged=False)
+    assert nothing_open.action == "nothing" and nothing_open.resolve_keys == ()
+    alert_key = "gatehouse/fraud/fraud-prod/error_rate"
+    opened = {alert_key: pagerduty.OpenIncident(alert_key, 1000, ENDPOINT)}
+    settles = pagerduty.plan_page(by_hand, "resolve", opened, 1020, 3600, rollback_paged=False)
+    assert settles.action == "resolve" and settles.resolve_keys == (alert_key,)
+
+
+def test_outbox_lines_carry_the_links_the_chat_channels_show(tmp_path):
+    from shared.channels.outbox import OutboxChannel
+
+    delivery = delivery_of(builders.canary_started(MODEL, ENDPOINT),
+                           rollback_url="https://gatehouse.test.invalid/api/rollback?t=x")
+    outbox = OutboxChannel(tmp_path / "outbox.jsonl")
+    outbox.deliver(delivery)
+    [line] = outbox.read()
+    assert line["links"] == {"model": "http://mlflow.local/#/models/fraud/versions/2",
+                             "roll back": "https://gatehouse.test.invalid/api/rollback?t=x"}
+    assert line["links"]["roll back"] in str(teams.adaptive_card(delivery))
 
 
 def test_a_storm_holds_other_alerts_and_pages_those_still_firing_once_it_ends():

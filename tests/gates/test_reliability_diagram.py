@@ -8,7 +8,7 @@ import io
 import numpy as np
 
 from shared.gates.calibration import reliability_table
-from shared.gates.report import _bin_range, diagram_title, reliability_diagram_png
+from shared.gates.report import _bin_range, bin_bounds, diagram_title, reliability_diagram_png
 
 
 def test_the_title_carries_the_verdict_and_the_ece_interval():
@@ -40,3 +40,48 @@ def test_small_bins_are_grey_and_every_bin_has_an_interval():
     assert greys.sum() > 50  # the small bins' bars
     bluish = (pixels[..., 2] > pixels[..., 0] + 0.2)
     assert bluish.sum() > 200  # judged bins and their intervals
+
+
+def test_the_report_table_prints_bin_bounds_that_differ():
+    assert bin_bounds(0.0, 0.125) == "(0.000, 0.125]"
+    assert bin_bounds(0.00012, 0.00031) == "(0.00012, 0.00031]"
+    assert bin_bounds(0.0001, 0.0004) != "(0.000, 0.000]"
+
+
+def test_regression_reports_get_a_coverage_and_width_picture():
+    """Intervals of constant width on noise that grows with the prediction: they over-cover the
+    low predictions and under-cover the high ones, and the picture shows where."""
+    from matplotlib.image import imread
+
+    from shared.gates.conformal import regression_coverage
+    from shared.gates.evidence import diagrams
+    from shared.gates.policy import GatePolicy
+    from shared.gates.suite import ModelOutputs, SuiteInputs, run_suite
+
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0, 3, 2000)
+    y = 2 * x + rng.normal(0, 0.1 + 0.6 * x)
+    coverage = regression_coverage(y, 2 * x, level=0.9)
+    rows = coverage.test_rows
+    assert rows is not None and len(rows.prediction) == coverage.n_test
+    assert np.allclose(rows.upper - rows.lower, 2 * coverage.quantile)
+    assert rows.covered.mean() == coverage.coverage
+    low_half = rows.prediction < np.median(rows.prediction)
+    assert rows.covered[low_half].mean() > 0.97 > 0.85 > rows.covered[~low_half].mean()
+
+    policy = GatePolicy.model_validate({"task": "regression"})
+    inputs = SuiteInputs("m", "2", labels=y, candidate=ModelOutputs(scores=2 * x))
+    report = run_suite(inputs, policy)
+    assert report.result("conformal").status != "skipped"
+    found = diagrams(report, policy, inputs)
+    assert list(found) == ["regression.png"]
+    pixels = imread(io.BytesIO(found["regression.png"]))
+    bluish = pixels[..., 2] > pixels[..., 0] + 0.2
+    assert bluish.sum() > 500  # coverage points with their intervals, and the width bars
+    band = np.isclose(pixels[..., 0], pixels[..., 1], atol=0.01) & (pixels[..., 0] < 0.95) & (
+        pixels[..., 0] > 0.8)
+    assert band.sum() > 1000  # the target band
+    classifier_inputs = SuiteInputs("m", "2", labels=(y > 3).astype(int),
+                                    candidate=ModelOutputs(scores=np.clip(x / 3, 0, 1)))
+    assert "regression.png" not in diagrams(run_suite(classifier_inputs, GatePolicy()),
+                                            GatePolicy(), classifier_inputs)

@@ -7,7 +7,7 @@ PORT ?= 7071
 PYTEST_ARGS ?=
 FUZZ_REQUESTS ?= 10000
 
-.PHONY: test crash lint demo host bench schema install runtime clean
+.PHONY: test crash lint demo host bench schema install runtime browser clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,12 @@ node_modules/.installed: package.json
 # What running the app needs; the tests also need the infrastructure checks' toolchain.
 runtime: $(VENV)/.installed node_modules/.installed
 
-install: runtime $(INFRA_VENV)/.installed
+# The status page's browser test drives Debian's chromium (no browser download), installed once.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
+
+install: runtime $(INFRA_VENV)/.installed browser
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

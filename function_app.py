@@ -13,11 +13,12 @@ from functions import (
     router,
     run_gates,
     slack_actions,
+    status_page,
     ticks,
 )
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 for module in (registry_webhooks, registry_poller, router, run_gates, rollout, notify,
-               slack_actions, alerts, monitor, retraining, ticks):
+               slack_actions, alerts, monitor, retraining, status_page, ticks):
     app.register_functions(module.bp)

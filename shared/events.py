@@ -8,6 +8,7 @@ discriminator; the envelope's `type` is `TYPE_PREFIX + kind`.
 from __future__ import annotations
 
 import builtins
+import hashlib
 import uuid
 from datetime import UTC, datetime
 from enum import Enum
@@ -18,6 +19,21 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 SCHEMA_VERSION = "1.0"
 TYPE_PREFIX = "io.gatehouse."
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c7c55-3a4e-4f4e-9a55-6a0d9b8c2e11")
+# W3C Trace Context `traceparent`, version 00: trace id, parent (span) id, flags (01: sampled).
+TRACEPARENT_PATTERN = r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+
+
+def traceparent_for(event_id: str, trace_id: str | None = None) -> str:
+    """The `traceparent` of the event `event_id`: in trace `trace_id` (a new one, named by the
+    event id, when None), with a span id derived from the event id, so a redelivered or
+    re-derived event carries the same one (event ids are deterministic)."""
+    digest = hashlib.sha256(event_id.encode()).hexdigest()
+    trace = trace_id or digest[32:64]
+    return f"00-{trace}-{digest[:16]}-01"
+
+
+def trace_id_of(traceparent: str | None) -> str | None:
+    return traceparent.split("-")[1] if traceparent else None
 
 Registry = Literal["mlflow", "databricks", "unity-catalog"]
 
@@ -315,6 +331,10 @@ class Envelope(BaseModel):
     subject: str | None = None
     datacontenttype: Literal["application/json"] = "application/json"
     gatehouseschemaversion: str = SCHEMA_VERSION
+    traceparent: str | None = Field(
+        None, pattern=TRACEPARENT_PATTERN,
+        description="W3C Trace Context of the span that emitted it (CloudEvents distributed "
+                    "tracing extension): storage queues have no header to carry it")
     data: EventData
 
     @model_validator(mode="after")
@@ -326,17 +346,21 @@ class Envelope(BaseModel):
 
     @classmethod
     def wrap(cls, data: Payload, *, source: str, dedupe_key: str | None = None,
-             time: datetime | None = None) -> Envelope:
+             time: datetime | None = None, trace_id: str | None = None) -> Envelope:
         """Build an envelope; with `dedupe_key` the id is derived from it, so a retried producer
-        emits the same id and consumers can drop the repeat."""
+        emits the same id and consumers can drop the repeat. It starts a trace, or joins
+        `trace_id`."""
         event_id = (str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{source}|{dedupe_key}"))
                     if dedupe_key else str(uuid.uuid4()))
         return cls(id=event_id, source=source, type=TYPE_PREFIX + kind_of(type(data)),
-                   time=time or datetime.now(UTC), subject=subject_of(data), data=data)
+                   time=time or datetime.now(UTC), subject=subject_of(data),
+                   traceparent=traceparent_for(event_id, trace_id), data=data)
 
     def derived(self, data: Payload, *, source: str) -> Envelope:
-        """An event caused by this one, with an id stable across redeliveries of this one."""
-        return Envelope.wrap(data, source=source, dedupe_key=f"{self.id}|{kind_of(type(data))}")
+        """An event caused by this one, with an id stable across redeliveries of this one, in
+        this one's trace."""
+        return Envelope.wrap(data, source=source, dedupe_key=f"{self.id}|{kind_of(type(data))}",
+                             trace_id=trace_id_of(self.traceparent))
 
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=True)

@@ -13,8 +13,8 @@ unknown key or bad value is a PolicyError naming the file, the key and what is a
 
 from __future__ import annotations
 
+import logging
 import tomllib
-from functools import lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -27,6 +27,7 @@ from shared.monitoring.policy import MonitoringPolicy
 from shared.rollout.policy import RolloutPolicy
 
 DEFAULT_POLICY_PATH = PROJECT_ROOT / "policy.toml"
+log = logging.getLogger("gatehouse.policy")
 
 
 class PolicyError(ValueError):
@@ -128,9 +129,52 @@ def load_policy(path: str | Path | None = None) -> Policy:
     return parse_policy_text(chosen.read_text(), str(chosen))
 
 
-@lru_cache(maxsize=1)
-def current_policy() -> Policy:
-    return load_policy()
+def _chosen_path() -> Path:
+    return Path(runtime.settings().policy_path or DEFAULT_POLICY_PATH)
+
+
+def _stamp(path: Path) -> tuple[str, int, int] | None:
+    """What says the file changed: its path, modification time and size (None: no file)."""
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return str(path), found.st_mtime_ns, found.st_size
+
+
+class CurrentPolicy:
+    """The policy in force, re-read when its file changes (a stat per call): an edit takes
+    effect without a restart. An edit that does not parse keeps the last good policy in force
+    and is logged once as an error naming the file and the key."""
+
+    def __init__(self) -> None:
+        self._stamp: tuple[str, int, int] | None = None
+        self._policy: Policy | None = None
+        self._refused: tuple[str, int, int] | None = None
+
+    def __call__(self) -> Policy:
+        path = _chosen_path()
+        stamp = _stamp(path)
+        if self._policy is not None and stamp in (self._stamp, self._refused):
+            return self._policy
+        try:
+            policy = load_policy()
+        except PolicyError as exc:
+            if self._policy is None:
+                raise
+            self._refused = stamp
+            log.error("policy edit not applied, the last good policy stays in force: %s", exc)
+            return self._policy
+        if self._policy is not None:
+            log.info("policy reloaded from %s", path)
+        self._policy, self._stamp, self._refused = policy, stamp, None
+        return policy
+
+    def cache_clear(self) -> None:
+        self._policy = self._stamp = self._refused = None
+
+
+current_policy = CurrentPolicy()
 
 
 def notification_policy_for(model_name: str | None) -> NotificationPolicy:

@@ -37,6 +37,13 @@ def test_figures_on_hand_made_history():
     assert result.serving_without_report == ["3"]
 
 
+def test_a_short_history_is_not_extrapolated():
+    minute = DAY_MS / 1440
+    facts = ModelFacts("quick", [VersionFacts(str(n), int(n * 2 * minute), None, {}, {})
+                                 for n in range(1, 5)])  # 4 versions in 8 minutes
+    assert audit.audit_model(facts).versions_per_30_days == 4.0
+
+
 def test_empty_model_has_no_figures_rather_than_zeroes():
     result = audit.audit_model(ModelFacts("empty", []))
     assert result.run_tag_coverage is None and result.median_lead_time_days is None

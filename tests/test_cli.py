@@ -88,7 +88,7 @@ def test_poison_list_and_redrive(storage_env):
     service.create_queue(name)
     service.create_queue(f"{name}-poison")
     service.get_queue_client(f"{name}-poison").send_message("aGVsbG8=")
-    listed = run_cli("poison", "list", name, env={"AzureWebJobsStorage": storage_env})
+    listed = run_cli("poison", "list", name, "--json", env={"AzureWebJobsStorage": storage_env})
     assert json.loads(listed.stdout.splitlines()[0])["content"] == "aGVsbG8="
     moved = run_cli("poison", "redrive", name, env={"AzureWebJobsStorage": storage_env})
     assert "moved 1 message(s)" in moved.stdout
@@ -150,3 +150,69 @@ def test_gates_command_prints_the_report_and_changes_nothing(mlflow_server, moto
 
     assert not any(k.startswith("gatehouse.") for k in
                    MlflowClient(mlflow_server.url).get_model_version(name, version).tags)
+
+
+def run_in(workdir, *args, env=None) -> subprocess.CompletedProcess:
+    """The CLI from another directory, with no Gatehouse settings in the environment."""
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("GATEHOUSE_", "AzureWebJobs", "MLFLOW_TRACKING"))}
+    return subprocess.run([sys.executable, "-m", "shared.ops.cli", *args], cwd=workdir,
+                          capture_output=True, text=True, timeout=120,
+                          env={**clean, "PYTHONPATH": str(PROJECT_ROOT), **(env or {})})
+
+
+def test_status_without_storage_or_mlflow_says_what_is_missing(tmp_path):
+    result = run_in(tmp_path, "status")
+    assert result.returncode == 0, result.stderr
+    assert "unknown (no storage: run `gatehouse up` in this directory" in result.stdout
+    assert "unknown (no MLflow server" in result.stdout
+    assert "no alerts" in result.stdout
+    missing = run_in(tmp_path, "rollouts")
+    assert missing.returncode != 0 and "AzureWebJobsStorage is not set and no `gatehouse up`" \
+        in missing.stderr
+
+
+def test_every_command_finds_the_storage_gatehouse_up_recorded(tmp_path, azurite):
+    from shared.ops import localstate
+
+    localstate.save({"azurite": {"pid": azurite.process.pid, "ports": azurite.ports,
+                                 "connection_string": azurite.connection_string}}, tmp_path)
+    rollouts = run_in(tmp_path, "rollouts")
+    assert rollouts.returncode == 0, rollouts.stderr
+    assert rollouts.stdout.startswith(("endpoint", "no rollouts yet"))
+    poison = run_in(tmp_path, "poison", "list", f"none-{uuid.uuid4().hex[:6]}")
+    assert poison.returncode == 0 and "no poison messages" in poison.stdout
+    status = json.loads(run_in(tmp_path, "status", "--json").stdout)
+    assert set(status["problems"]) == {"verdicts"}  # storage found; no MLflow named
+
+
+def test_policy_check_prints_the_effective_policy_or_what_is_wrong(tmp_path):
+    good = run_in(tmp_path, "policy", "check", str(PROJECT_ROOT / "policy.example.toml"))
+    assert good.returncode == 0, good.stderr
+    assert "valid; 2 model(s) with their own entry (churn, fraud-detector)" in good.stdout
+    assert "[fraud-detector]" in good.stdout and "gates.ece.threshold = 0.03" in good.stdout
+    effective = json.loads(run_in(tmp_path, "policy", "check", str(
+        PROJECT_ROOT / "policy.example.toml"), "--json").stdout)
+    assert effective["models"]["churn"]["gates"]["latency"]["enabled"] is False
+    bad = tmp_path / "policy.toml"
+    bad.write_text("[models.fraud.rollout]\nsteps = [5, 200]\n")
+    refused = run_in(tmp_path, "policy", "check", str(bad))
+    assert refused.returncode == 1 and "models.fraud.rollout.steps" in refused.stderr
+
+
+def test_tables_use_relative_times_and_explain_empty_results():
+    from shared.ops import render
+
+    now = 1_000_000.0
+    assert [render.ago(now - s, now) for s in (0, 42, 300, 7200, 172800)] == [
+        "just now", "42 s ago", "5 min ago", "2 h ago", "2 d ago"]
+    assert render.ago("1970-01-12T13:46:30+00:00", now) == "10 s ago"
+    assert render.ago(None, now) == "-"
+    rollout = {"endpoint": "fraud", "model_name": "fraud", "champion": "1", "active": None,
+               "last": {"challenger": "2", "phase": "promoted", "routes": {"2": 100},
+                        "updated_at": now - 90, "reason": "judge: advance"}}
+    text = render.rollouts_table([rollout], now)
+    assert "v2 100%" in text and "2 min ago" in text and str(now) not in text
+    for empty in (render.rollouts_table, render.verdicts_table, render.alerts_table,
+                  render.poison_table):
+        assert empty([], now).startswith("no ")

@@ -75,7 +75,9 @@ def test_envelope_type_must_match_the_payload():
 
 
 @pytest.mark.parametrize("field,value", [("specversion", "0.3"), ("id", ""), ("source", ""),
-                                         ("time", "not a time"), ("unexpected", 1)])
+                                         ("time", "not a time"), ("unexpected", 1),
+                                         ("traceparent", "00-abc-def-01"),
+                                         ("traceparent", f"00-{'A' * 32}-{'1' * 16}-01")])
 def test_envelope_rejects_bad_attributes(field, value):
     envelope = json.loads(Envelope.wrap(SAMPLES[0], source="/tests").to_json())
     envelope[field] = value
@@ -92,6 +94,30 @@ def test_ids_derived_from_a_delivery_are_stable_and_distinct():
     assert first.derived(note, source="/n").id == again.derived(note, source="/n").id
     assert first.derived(note, source="/n").id != first.id
     assert Envelope.wrap(SAMPLES[1], source="/a").id != Envelope.wrap(SAMPLES[1], source="/a").id
+
+
+def test_derived_events_carry_the_trace_of_their_cause():
+    """W3C traceparent in the envelope: a chain of events shares one trace id, each event has
+    its own span id, and a redelivery (same ids) carries the same traceparent."""
+    import re
+
+    first = Envelope.wrap(SAMPLES[1], source="/a", dedupe_key="delivery-1")
+    note = SAMPLES[-1]
+    child = first.derived(note, source="/n")
+    grandchild = child.derived(SAMPLES[2], source="/g")
+    for envelope in (first, child, grandchild):
+        assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", envelope.traceparent or "")
+    trace = {e.traceparent.split("-")[1] for e in (first, child, grandchild) if e.traceparent}
+    spans = {e.traceparent.split("-")[2] for e in (first, child, grandchild) if e.traceparent}
+    assert len(trace) == 1 and len(spans) == 3
+    assert child.traceparent == first.derived(note, source="/n").traceparent
+    assert Envelope.from_json(child.to_json()).traceparent == child.traceparent
+    other = Envelope.wrap(SAMPLES[1], source="/a", dedupe_key="delivery-2")
+    assert other.traceparent.split("-")[1] not in trace  # type: ignore[union-attr]
+    old = json.loads(first.to_json())
+    del old["traceparent"]  # envelopes queued before tracing still read
+    assert Envelope.model_validate(old).traceparent is None
+    assert Envelope.model_validate(old).derived(note, source="/n").traceparent
 
 
 def test_subject_names_model_and_version():

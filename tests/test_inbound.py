@@ -21,6 +21,11 @@ def mlflow_body(entity: str, action: str, data: dict) -> bytes:
                        "timestamp": datetime.now(UTC).isoformat(), "data": data}).encode()
 
 
+def real(example: dict) -> dict:
+    """MLflow's example payload for a real model (as sent, the example is a test delivery)."""
+    return {**example, "name": "fraud"}
+
+
 MLFLOW_EVENTS = sorted(mlflow_types.EVENT_TO_PAYLOAD_CLASS.items(),
                        key=lambda item: (item[0][0].value, item[0][1].value))
 
@@ -29,10 +34,15 @@ MLFLOW_EVENTS = sorted(mlflow_types.EVENT_TO_PAYLOAD_CLASS.items(),
                          ids=[f"{e.value}.{a.value}" for (e, a), _ in MLFLOW_EVENTS])
 def test_every_mlflow_event_is_accepted_or_ignored(key, payload_class):
     entity, action = key
-    result = inbound.parse_mlflow(mlflow_body(entity.value, action.value, payload_class.example()))
+    result = inbound.parse_mlflow(mlflow_body(entity.value, action.value,
+                                              real(payload_class.example())))
     if (entity.value, action.value) in inbound.MLFLOW_PAYLOADS:
         assert isinstance(result, inbound.Accepted)
-        assert result.payload.model_name == payload_class.example()["name"]
+        assert result.payload.model_name == "fraud"
+        test_delivery = inbound.parse_mlflow(mlflow_body(entity.value, action.value,
+                                                         payload_class.example()))
+        assert isinstance(test_delivery, inbound.Ignored)
+        assert "MLflow's test delivery" in test_delivery.reason
     else:
         assert entity.value.startswith(("prompt", "budget"))
         assert isinstance(result, inbound.Ignored)
@@ -52,7 +62,7 @@ def test_our_mlflow_models_cover_exactly_mlflows_registry_events():
 
 
 def test_mlflow_model_version_created_maps_every_field():
-    example = mlflow_types.ModelVersionCreatedPayload.example()
+    example = real(mlflow_types.ModelVersionCreatedPayload.example())
     result = inbound.parse_mlflow(mlflow_body("model_version", "created", example))
     assert result.payload == events.ModelVersionCreated(
         model_name=example["name"], version=example["version"], source=example["source"],
@@ -69,7 +79,7 @@ def test_mlflow_model_version_created_maps_every_field():
 def test_mlflow_events_map_to_internal_types(payload_class, expected):
     event = next(WebhookEvent(e, a) for (e, a), cls in mlflow_types.EVENT_TO_PAYLOAD_CLASS.items()
                  if cls is payload_class)
-    example = mlflow_types.get_example_payload_for_event(event)
+    example = real(mlflow_types.get_example_payload_for_event(event))
     result = inbound.parse_mlflow(mlflow_body(event.entity.value, event.action.value, example))
     assert type(result.payload) is expected
     for field in ("alias", "version"):

@@ -56,7 +56,8 @@ def test_a_poison_message_is_listed_with_its_handler_attempts_and_last_error(sto
     [poisoned] = bus.peek(f"{queue}-poison")
     assert poisoned.id == envelope.id  # intact
 
-    listed = subprocess.run([sys.executable, "-m", "shared.ops.cli", "poison", "list", queue],
+    listed = subprocess.run([sys.executable, "-m", "shared.ops.cli", "poison", "list", queue,
+                             "--json"],
                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
                             env={**os.environ, "AzureWebJobsStorage": storage_env})
     assert listed.returncode == 0, listed.stderr

@@ -59,3 +59,41 @@ def test_environment_variable_picks_the_file(tmp_path, monkeypatch):
 def test_empty_documents_are_defaults():
     assert Policy({}).for_model("m") == ModelPolicy()
     assert parse_policy_text("", "p.yaml").for_model("m") == ModelPolicy()
+
+
+def test_an_edited_policy_file_is_read_again_without_a_restart(tmp_path, monkeypatch, caplog):
+    import os
+
+    from shared.policy import CurrentPolicy
+
+    path = tmp_path / "policy.toml"
+    path.write_text("[defaults.rollout]\nsteps = [5, 100]\n")
+    monkeypatch.setenv("GATEHOUSE_POLICY_PATH", str(path))
+    current = CurrentPolicy()
+    assert current().for_model("m").rollout.steps == (5, 100)
+
+    def edit(text: str, seconds_later: int) -> None:
+        path.write_text(text)
+        stamp = path.stat().st_mtime + seconds_later
+        os.utime(path, (stamp, stamp))
+
+    edit("[defaults.rollout]\nsteps = [10, 50, 100]\n", 1)
+    assert current().for_model("m").rollout.steps == (10, 50, 100)
+    # A broken edit leaves the last good policy in force and says why, once.
+    edit("[defaults.rollout]\nstepz = [1]\n", 2)
+    assert current().for_model("m").rollout.steps == (10, 50, 100)
+    assert current().for_model("m").rollout.steps == (10, 50, 100)
+    refusals = [r for r in caplog.records if "policy edit not applied" in r.getMessage()]
+    assert len(refusals) == 1 and "defaults.rollout.stepz" in refusals[0].getMessage()
+    edit("[defaults.rollout]\nsteps = [100]\n", 3)
+    assert current().for_model("m").rollout.steps == (100,)
+
+
+def test_a_first_policy_that_does_not_parse_is_an_error(tmp_path, monkeypatch):
+    from shared.policy import CurrentPolicy
+
+    path = tmp_path / "policy.toml"
+    path.write_text("[defaults.gates]\nnope = 1\n")
+    monkeypatch.setenv("GATEHOUSE_POLICY_PATH", str(path))
+    with pytest.raises(PolicyError, match="defaults.gates.nope"):
+        CurrentPolicy()()

@@ -41,7 +41,8 @@ def signed(payload: dict | None = None, delivery_id: str | None = None, secret: 
            timestamp: int | None = None) -> tuple[dict, bytes]:
     body = json.dumps({"entity": "model_version", "action": "created",
                        "timestamp": datetime.now(UTC).isoformat(),
-                       "data": payload or ModelVersionCreatedPayload.example()})
+                       "data": payload or {**ModelVersionCreatedPayload.example(),
+                                           "name": "fraud"}})
     delivery_id = delivery_id or str(uuid.uuid4())
     stamp = str(timestamp or int(time.time()))
     return ({"Content-Type": "application/json", "X-MLflow-Delivery-Id": delivery_id,
@@ -71,7 +72,14 @@ def test_signed_delivery_is_enqueued_as_a_typed_envelope(bus, queue_name):
     waiting = bus.peek(queue_name)
     assert [e.id for e in waiting] == [reply.body["event_id"]]
     assert waiting[0].type == "io.gatehouse.model_version.created"
-    assert waiting[0].data.model_name == "example_model"
+    assert waiting[0].data.model_name == "fraud"
+
+
+def test_mlflows_test_delivery_is_acknowledged_and_not_acted_on(bus, queue_name):
+    headers, body = signed(payload=ModelVersionCreatedPayload.example())
+    reply = receive(bus, headers, body)
+    assert reply.status == 200 and "MLflow's test delivery" in json.dumps(reply.body)
+    assert bus.peek(queue_name) == []
 
 
 def test_redelivery_is_enqueued_under_the_same_id_and_routed_once(bus, queue_name, storage_env):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from shared.channels.messages import rollback_request_severity
 from shared.channels.policy import PAGING_EVENTS, SEVERITY_RANK, NotificationPolicy
 from shared.events import TYPE_PREFIX, NotificationRequested
 
@@ -31,6 +32,18 @@ def page_intent(note: NotificationRequested, policy: NotificationPolicy) -> Page
     if SEVERITY_RANK[note.severity] >= SEVERITY_RANK[policy.page_min_severity]:
         return "trigger"
     return None
+
+
+def rollback_paged(note: NotificationRequested, policy: NotificationPolicy) -> bool:
+    """For a completed rollback, whether its request opened a page (True for any other note).
+    A rollback completes with the requester as its actor (`decided by`); one completed by
+    Gatehouse after the grace period has Gatehouse's name and counts as paged (resolving an
+    incident that was never opened sends nothing: the channel resolves only open ones)."""
+    if event_kind(note) != "rollout.rollback_completed":
+        return True
+    actor = note.facts.get("decided by") or "gatehouse"
+    severity = rollback_request_severity(actor)
+    return SEVERITY_RANK[severity] >= SEVERITY_RANK[policy.page_min_severity]
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,19 @@ def _figures(values: dict[str, float]) -> dict[str, str]:
     return {name: _number(value) for name, value in sorted(values.items())}
 
 
+def is_automatic_actor(actor: str) -> bool:
+    """Gatehouse itself (the judge, a monitor) as opposed to a person."""
+    return actor == "gatehouse" or actor.startswith("gatehouse:")
+
+
 def is_automatic(decision: events.Decision) -> bool:
-    """Gatehouse's own decisions (the judge, a monitor) as opposed to a person's."""
-    return decision.actor == "gatehouse" or decision.actor.startswith("gatehouse:")
+    return is_automatic_actor(decision.actor)
+
+
+def rollback_request_severity(actor: str) -> events.Severity:
+    """Gatehouse's own rollback is an error (it pages by default); a person's is a warning: they
+    know already, so by default nobody is paged for it and nothing needs resolving after."""
+    return "error" if is_automatic_actor(actor) else "warning"
 
 
 def _registry_message(data: events.Payload) -> tuple[str, str, events.Severity] | None:
@@ -45,8 +55,10 @@ def _registry_message(data: events.Payload) -> tuple[str, str, events.Severity] 
                     f"Alias @{data.alias} of {data.model_name} now points at version "
                     f"{data.version}.", "info")
         case events.ModelVersionAliasDeleted():
+            # @challenger goes after every promotion or refused re-run; @champion going is news.
             return (f"{data.model_name} @{data.alias} removed",
-                    f"Alias @{data.alias} was removed from {data.model_name}.", "warning")
+                    f"Alias @{data.alias} was removed from {data.model_name}.",
+                    "warning" if data.alias == "champion" else "info")
         case events.ModelVersionStageTransitioned():
             return (f"{data.model_name} v{data.version} -> {data.to_stage}",
                     f"Version {data.version} of {data.model_name} moved from "
@@ -81,6 +93,15 @@ def _gates_text(data: events.GatesPassed | events.GatesFailed) -> str:
     return "\n".join(lines)
 
 
+def _not_passed(gates: list[events.GateOutcome]) -> str:
+    """'failed its gates', or, when no blocking gate failed but one could not decide, what
+    that means: the evidence is too thin, not the model bad."""
+    blocking = [g.status for g in gates if g.blocking]
+    if "fail" not in blocking and "inconclusive" in blocking:
+        return "is inconclusive: the holdout is too small to decide its gates"
+    return "failed its gates"
+
+
 def _decision_facts(decision: events.Decision) -> dict[str, str]:
     return {"decided by": decision.actor, **_figures(decision.metrics)}
 
@@ -91,8 +112,9 @@ def _internal_message(data: events.Payload) -> Message | None:
             return (f"{data.model_name} v{data.version} passed its gates", _gates_text(data),
                     "info", {**_decision_facts(data.decision), **_report(data.report_run_id)})
         case events.GatesFailed():
-            return (f"{data.model_name} v{data.version} failed its gates", _gates_text(data),
-                    "warning", {**_decision_facts(data.decision), **_report(data.report_run_id)})
+            return (f"{data.model_name} v{data.version} {_not_passed(data.gates)}",
+                    _gates_text(data), "warning",
+                    {**_decision_facts(data.decision), **_report(data.report_run_id)})
         case events.CanaryStarted():
             champion = (f" alongside champion v{data.champion_version}"
                         if data.champion_version else "")
@@ -123,7 +145,7 @@ def _internal_message(data: events.Payload) -> Message | None:
             who = "Gatehouse" if automatic else data.decision.actor
             return (f"Rollback requested: {data.model_name} v{data.version} on {data.endpoint}",
                     f"{who} asked to roll back version {data.version}: {data.decision.reason}",
-                    "error" if automatic else "warning",
+                    rollback_request_severity(data.decision.actor),
                     {"endpoint": data.endpoint, **_decision_facts(data.decision)})
         case events.RollbackCompleted():
             restored = (f"; v{data.restored_version} serves all traffic again"

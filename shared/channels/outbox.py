@@ -3,7 +3,9 @@
 Used when no Slack, Teams or PagerDuty is configured, or when a route names it. Delivery is
 idempotent per event id: a redelivered notification is found in the file and not written twice.
 A notification that would open or close a PagerDuty incident carries `"page": "trigger"` or
-`"page": "resolve"`, so the outbox shows on-call's side of the story too.
+`"page": "resolve"`, so the outbox shows on-call's side of the story too (a rollback whose request
+paged nobody, a person's by default, resolves no page of its own). Each line carries the links
+Slack and Teams show (`links`: the MLflow pages, the signed rollback link).
 """
 
 from __future__ import annotations
@@ -14,9 +16,17 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shared.channels.base import Delivery, PageIntent, page_intent
+from shared.channels.base import Delivery, PageIntent, page_intent, rollback_paged
 
 log = logging.getLogger("gatehouse.outbox")
+
+
+def links_of(delivery: Delivery) -> dict[str, str]:
+    """The links the chat channels show: the note's and MLflow's, and Teams' Roll back button."""
+    links = dict(delivery.links)
+    if delivery.rollback_url and delivery.rollback is not None:
+        links["roll back"] = delivery.rollback_url
+    return links
 
 
 class OutboxChannel:
@@ -30,9 +40,13 @@ class OutboxChannel:
     def deliver(self, delivery: Delivery) -> dict:
         """Append the notification unless it is there already."""
         page = page_intent(delivery.note, delivery.policy)
-        return {"written": self.write(delivery.event_id, delivery.note, page)}
+        if page == "resolve" and not rollback_paged(delivery.note, delivery.policy):
+            page = None
+        return {"written": self.write(delivery.event_id, delivery.note, page,
+                                      links=links_of(delivery))}
 
-    def write(self, event_id: str, note, page: PageIntent | None = None) -> bool:
+    def write(self, event_id: str, note, page: PageIntent | None = None,
+              links: dict[str, str] | None = None) -> bool:
         """Append one notification line unless its event id is there already; True if written."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps({
@@ -41,6 +55,7 @@ class OutboxChannel:
             "channel": self.name,
             **({"page": page} if page else {}),
             **note.model_dump(mode="json", exclude_none=True),
+            **({"links": links} if links else {}),
         })
         with open(self.path, "a+", encoding="utf-8") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)

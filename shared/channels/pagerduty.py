@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from shared.channels.base import ChannelError, Delivery, event_kind, page_intent
+from shared.channels.base import ChannelError, Delivery, event_kind, page_intent, rollback_paged
 from shared.foundation.failpoints import failpoint
 from shared.foundation.state import ConcurrencyConflict, Row, Table, safe_row_key
 
@@ -145,18 +145,23 @@ def _recent(open_incidents: dict[str, OpenIncident], now: float,
 
 def plan_page(note, intent: str | None, open_incidents: dict[str, OpenIncident], now: float,
               storm_window_seconds: float, *, resolved: dict[str, Mark] | None = None,
-              pending: dict[str, Mark] | None = None) -> PagePlan:
+              pending: dict[str, Mark] | None = None, rollback_paged: bool = True) -> PagePlan:
     """What to do at PagerDuty for one note, given the scope's open incidents, the resolves
-    applied (`resolved`) and those waiting for their trigger (`pending`)."""
+    applied (`resolved`) and those waiting for their trigger (`pending`). A completed rollback
+    whose request paged nobody (`rollback_paged` False: a person's, below page_min_severity)
+    resolves only the open incidents it settles, never its own, which was never triggered."""
     key = incident_key(note)
     if intent is None:
         return PagePlan("nothing", key, reason="not a paging event")
     if intent == "resolve":
-        keys = [key]
+        keys = [key] if rollback_paged else []
         if event_kind(note) == "rollout.rollback_completed":
             endpoint = note.facts.get("endpoint")
             keys += sorted(k for k, incident in open_incidents.items()
                            if k != key and (incident.endpoint in (None, endpoint)))
+        if not keys:
+            return PagePlan("nothing", key, reason="the rollback paged nobody and no incident "
+                                                   "it settles is open")
         return PagePlan("resolve", key, tuple(keys), "resolved")
     applied = (resolved or {}).get(key)
     if applied is not None and not_after(occurred_of(note), applied.occurred):
@@ -413,7 +418,8 @@ class PagerDutyChannel:
         state = self.incidents.state(scope)
         intent = page_intent(note, delivery.policy)
         plan = plan_page(note, intent, state.incidents, delivery.now, window,
-                         resolved=state.resolved, pending=state.pending)
+                         resolved=state.resolved, pending=state.pending,
+                         rollback_paged=rollback_paged(note, delivery.policy))
         summary = {"action": plan.action, "incident": plan.key, "reason": plan.reason}
         if plan.action == "nothing":
             if plan.settles is not None:

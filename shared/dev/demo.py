@@ -17,14 +17,18 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 import signal
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import requests
 
@@ -81,11 +85,44 @@ cooldown_seconds = 3600
 """
 
 
+SHORTCUTS = ("policy shortcuts, to tell the story in minutes (policy.example.toml has the real "
+             "defaults): rollout steps 5/50/100% with 2 s bakes and 80 requests per step "
+             "(defaults: 900 s, 500), no warm-up, the latency gate off, no drift reference and "
+             "no sensitive column (the drift and fairness gates are skipped), 10 s monitoring "
+             "windows")
 DEMO_STARTED = time.monotonic()
+PROGRESS_EVERY_SECONDS = 5.0
+Found = TypeVar("Found")
 
 
 def say(text: str) -> None:
     print(f"[gatehouse demo {time.monotonic() - DEMO_STARTED:5.0f}s] {text}", flush=True)
+
+
+@contextmanager
+def progress(what: str, every: float = PROGRESS_EVERY_SECONDS) -> Iterator[None]:
+    """While the block runs, say every `every` seconds what it waits for and for how long."""
+    done = threading.Event()
+    started = time.monotonic()
+
+    def tick() -> None:
+        while not done.wait(every):
+            say(f"   ... waiting for {what} ({time.monotonic() - started:.0f}s)")
+
+    ticker = threading.Thread(target=tick, name="demo-progress", daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        ticker.join()
+
+
+def wait(what: str, condition: Callable[[], Found | None], timeout: float = 60) -> Found:
+    """wait_for, saying how long it has waited every few seconds."""
+    with progress(what):
+        found: Found = wait_for(what, condition, timeout=timeout)
+    return found
 
 
 class Story:
@@ -115,7 +152,7 @@ class Story:
             return next((note for note in self.outbox.read()
                          if note.get("about_event_type", "").endswith(event_kind)
                          and note.get("version") == version), None)
-        return wait_for(what, arrived, timeout=timeout)
+        return wait(what, arrived, timeout=timeout)
 
     def gate_verdict(self, version: str) -> str:
         def verdict():
@@ -124,7 +161,7 @@ class Story:
             # decided_at is written after the verdict and the blocking list
             if tags.get("gatehouse.gates.decided_at"):
                 return tags
-        tags = wait_for(f"the gate verdict on v{version}", verdict, timeout=240)
+        tags = wait(f"the gate verdict on v{version}", verdict, timeout=240)
         blocking = tags.get("gatehouse.gates.blocking") or "none"
         return f"{tags['gatehouse.gates.verdict']} (blocking gates not passed: {blocking})"
 
@@ -132,6 +169,12 @@ class Story:
         reply = requests.get(f"{self.host_url}/api/rollouts/{ENDPOINT}", headers=self.keys,
                              timeout=30)
         return reply.json() if reply.status_code == 200 else {}
+
+    def rollout_of(self, version: str) -> dict | None:
+        """The rollout of `version` in the rollout store, active or queued, if any."""
+        record = self.rollout()
+        return next((r for r in (record.get("active"), record.get("queued"))
+                     if r and r.get("challenger") == version), None)
 
     def ramp(self) -> dict:
         return requests.post(f"{self.host_url}/api/rollouts/{ENDPOINT}/ramp", headers=self.keys,
@@ -158,9 +201,10 @@ class Story:
         """Drifted traffic alone in a fresh monitoring window, then wait for that window to
         close: the monitor judges complete windows only."""
         width = MONITOR_WINDOW_SECONDS
-        time.sleep(width - time.time() % width)
-        self.send_traffic(requests_count, drift=1.0, seed=5)
-        time.sleep(width - time.time() % width + 0.5)
+        with progress("a fresh monitoring window, filled with drifted traffic"):
+            time.sleep(width - time.time() % width)
+            self.send_traffic(requests_count, drift=1.0, seed=5)
+            time.sleep(width - time.time() % width + 0.5)
 
     def champion(self) -> str | None:
         try:
@@ -169,14 +213,19 @@ class Story:
             return None
 
     def register(self, kind: str, label: str, seed: int) -> str:
-        version = demo_models.log_and_register(demo_models.train(kind, seed=seed), MODEL,
-                                               f"fraud-{label}")
+        with progress(f"training and registering the {label} model"):
+            version = demo_models.log_and_register(demo_models.train(kind, seed=seed), MODEL,
+                                                   f"fraud-{label}")
         self.versions[version] = label
         say(f"registered v{version} ({label}); the webhook takes it from here")
         return version
 
     def ramp_until_done(self, version: str, traffic_seed: int) -> dict:
         """Live traffic and ramp ticks until the rollout of `version` ends."""
+        with progress(f"the judge to finish the rollout of v{version}"):
+            return self._ramp_until_done(version, traffic_seed)
+
+    def _ramp_until_done(self, version: str, traffic_seed: int) -> dict:
         for tick in range(40):
             self.send_traffic(200, seed=traffic_seed * 100 + tick)
             state = self.ramp()
@@ -208,14 +257,14 @@ def play(story: Story, short: bool) -> None:
     say("1) version 1: a plain classifier, the first one, becomes the champion")
     v1 = story.register("basic", "plain", seed=1)
     say(f"   gates on v{v1}: {story.gate_verdict(v1)}")
-    wait_for("v1 to serve as champion", lambda: story.champion() == v1, timeout=120)
+    wait("v1 to serve as champion", lambda: story.champion() == v1, timeout=120)
     story.send_traffic(60, seed=1)
     say(f"   v{v1} is @champion and serves 100% of {ENDPOINT}")
 
     say("2) version 2: better and well calibrated")
     v2 = story.register("good", "calibrated", seed=2)
     say(f"   gates on v{v2}: {story.gate_verdict(v2)}")
-    wait_for("the canary of v2", lambda: (story.rollout().get("active") or {}).get(
+    wait("the canary of v2", lambda: (story.rollout().get("active") or {}).get(
         "challenger") == v2, timeout=120)
     say("   5% canary started; sending live traffic and letting the judge ramp it")
     story.ramp_until_done(v2, traffic_seed=2)
@@ -230,9 +279,9 @@ def play(story: Story, short: bool) -> None:
     say("4) version 4: passes the gates, then fails in canary (injected errors)")
     v4 = story.register("good", "flaky in serving", seed=4)
     say(f"   gates on v{v4}: {story.gate_verdict(v4)}")
-    wait_for("the canary of v4", lambda: (story.rollout().get("active") or {}).get(
+    wait("the canary of v4", lambda: (story.rollout().get("active") or {}).get(
         "challenger") == v4, timeout=120)
-    wait_for("v4 to be served", lambda: requests.put(
+    wait("v4 to be served", lambda: requests.put(
         f"{story.serving_url}/gatehouse/endpoints/{ENDPOINT}/faults",
         json={v4: {"error_rate": 0.5}}, timeout=30).status_code == 200, timeout=60)
     say("   injected a 50% error rate on v4's replicas")
@@ -242,8 +291,9 @@ def play(story: Story, short: bool) -> None:
 
     say("5) traffic drifts: the monitor notices, retraining starts")
     story.drifted_window(300)
-    result = requests.post(f"{story.host_url}/api/monitor/run", json={}, headers=story.keys,
-                           timeout=300).json()
+    with progress("the monitor's run over the window"):
+        result = requests.post(f"{story.host_url}/api/monitor/run", json={}, headers=story.keys,
+                               timeout=300).json()
     for window in result["endpoints"].get(ENDPOINT, {}).get("windows", []):
         figures = window["figures"]
         say(f"   monitor, last {result['window_seconds']:.0f}s window on v{window['version']}: "
@@ -252,11 +302,15 @@ def play(story: Story, short: bool) -> None:
             f"{figures.get('prediction_psi', float('nan')):.2f}")
     for alert in result["endpoints"].get(ENDPOINT, {}).get("alerts", []):
         say(f"   monitor raised {alert['metric']} ({alert['status']}, {alert['value']:.3g})")
-    v5 = wait_for("the retrained version", lambda: next(
+    v5 = wait("the retrained version", lambda: next(
         (mv.version for mv in story.client.search_model_versions(f"name='{MODEL}'")
          if int(mv.version) > int(v4)), None), timeout=300)
     story.versions[v5] = "retrained on drifted data"
-    say(f"   retraining registered v{v5}; gates on it: {story.gate_verdict(v5)}")
+    verdict = story.gate_verdict(v5)
+    say(f"   retraining registered v{v5}; gates on it: {verdict}")
+    if verdict.startswith("passed"):
+        wait(f"the canary of v{v5}", lambda: story.rollout_of(v5), timeout=120)
+        say(f"   v{v5} is in canary; the demo ends here, the judge would carry on ramping it")
 
 
 PAGE_MARK = {"trigger": " [pages on-call]", "resolve": " [resolves the page]"}
@@ -268,16 +322,20 @@ def describe_note(note: dict) -> str:
 
 
 def summary(story: Story) -> None:
-    say("summary")
+    """What the registry, the rollout store and the outbox hold now, not what was narrated."""
+    say("summary (read from the registry, the rollout store and the outbox)")
     print(f"\n  {'version':8s} {'what':28s} {'gates':13s} {'refused by':28s} aliases")
-    for version, label in sorted(story.versions.items(), key=lambda kv: int(kv[0])):
-        mv = story.client.get_model_version(MODEL, version)
+    registered = story.client.search_model_versions(f"name='{MODEL}'")
+    for mv in sorted(registered, key=lambda mv: int(mv.version)):
+        label = story.versions.get(mv.version, "-")
         aliases = ",".join(getattr(mv, "aliases", []) or []) or "-"
-        print(f"  v{version:7s} {label:28s} {mv.tags.get('gatehouse.gates.verdict', '-'):13s} "
+        print(f"  v{mv.version:7s} {label:28s} {mv.tags.get('gatehouse.gates.verdict', '-'):13s} "
               f"{mv.tags.get('gatehouse.gates.blocking') or '-':28s} {aliases}")
 
     detail = requests.get(f"{story.host_url}/api/rollouts/{ENDPOINT}", headers=story.keys,
                           timeout=30).json()
+    print(f"\n  {ENDPOINT} now: champion v{detail.get('champion') or '-'}; "
+          f"{describe_rollout(detail.get('active'))}")
     print(f"\n  traffic on {ENDPOINT} (each change, who made it and why):")
     for change in detail.get("history", []):
         routes = ", ".join(f"v{v} {p}%" for v, p in sorted(change["routes"].items()))
@@ -297,6 +355,13 @@ def summary(story: Story) -> None:
     for note in notes:
         print(f"    {describe_note(note)}")
     print()
+
+
+def describe_rollout(active: dict | None) -> str:
+    if not active:
+        return "no rollout under way"
+    routes = ", ".join(f"v{v} {p}%" for v, p in sorted(active.get("routes", {}).items()))
+    return f"v{active['challenger']} {active['phase']} ({routes})"
 
 
 def describe_part(part) -> str:
@@ -379,8 +444,12 @@ def main() -> int:
     stack: list = []
     started = time.monotonic()
     try:
+        say(f"this demo runs as pid {os.getpid()}; its working folder {work} is removed at the "
+            "end")
+        say(SHORTCUTS)
         say("starting Azurite, moto's S3, an MLflow server, embedded serving and the app...")
-        host, serving, mlflow_server = start_stack(work, secret, outbox, stack)
+        with progress("the stack to start (the MLflow server is the slowest)"):
+            host, serving, mlflow_server = start_stack(work, secret, outbox, stack)
         hook_id = register_webhook(mlflow_server.url, host.url, secret)
         say(f"stack up in {time.monotonic() - started:.0f}s; MLflow webhook {hook_id} "
             f"points at the app")
@@ -397,6 +466,7 @@ def main() -> int:
     finally:
         for part in reversed(stack):
             part.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

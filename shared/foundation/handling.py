@@ -37,6 +37,7 @@ from shared.foundation.idempotency import (
     Result,
 )
 from shared.foundation.logs import log_context
+from shared.foundation.tracing import event_span
 
 log = logging.getLogger("gatehouse")
 TWIN_MARGIN_SECONDS = 2.0  # past the holder's lease, so the rescheduled copy finds it settled
@@ -178,7 +179,7 @@ def process_event(body: bytes | str, payload_type: type[PayloadT], scope: str,
 
         envelope = Envelope.from_json_expecting(content, payload_type)
         data = envelope.data_as(payload_type)
-        with log_context(envelope):
+        with log_context(envelope), event_span(envelope, scope):
             return process_once(store or runtime.idempotency(), scope, envelope.id,
                                 lambda: work(envelope, data))
 

@@ -33,6 +33,7 @@ or above it, and is inconclusive otherwise: the holdout cannot resolve the thres
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -385,6 +386,15 @@ def assess_calibration(labels: ArrayLike, scores: ArrayLike, kind: str = "auto",
 
 # ---- gates ----------------------------------------------------------------------------------
 
+def rows_to_resolve(upper: float, threshold: float, rows: int) -> int | None:
+    """Roughly how many rows a well-calibrated model needs to pass: where the interval's upper
+    end (`upper` at `rows`), shrinking as 1/sqrt(rows), falls below the threshold. (A model
+    that is off by more than the threshold never gets there.) None without a threshold."""
+    if threshold <= 0 or rows <= 0:
+        return None
+    return max(rows + 1, math.ceil(rows * (upper / threshold) ** 2))
+
+
 def ece_gate(assessment: CalibrationAssessment | None, threshold: float, blocking: bool,
              why_missing: str = "no probabilities to assess") -> GateResult:
     if assessment is None:
@@ -392,17 +402,22 @@ def ece_gate(assessment: CalibrationAssessment | None, threshold: float, blockin
     a = assessment
     interval = f"[{a.lower:.4f}, {a.upper:.4f}]"
     status = below_threshold_status(a.lower, a.upper, threshold)
+    rows = max(t.n for t in a.tables.values())
+    needed = None
     if status == PASS:
         detail = f"ECE {a.ece:.4f}, {a.level:.0%} interval {interval} < {threshold}"
     elif status == FAIL:
         detail = (f"ECE {a.ece:.4f}, {a.level:.0%} interval {interval} is at or above "
                   f"{threshold}")
     else:
+        needed = rows_to_resolve(a.upper, threshold, rows)
         detail = (f"ECE {a.ece:.4f}, {a.level:.0%} interval {interval} straddles {threshold}: "
-                  f"the holdout is too small to resolve the threshold (a perfectly calibrated "
-                  f"model would show up to {a.null_quantile:.4f} here)")
+                  f"the holdout ({rows} rows) is too small to resolve the threshold (a "
+                  f"perfectly calibrated model would show up to {a.null_quantile:.4f} here); "
+                  f"a well-calibrated model needs about {needed} rows to pass")
     return GateResult("ece", status, blocking, observed=a.ece, threshold=threshold, detail=detail,
-                      evidence={"kind": a.kind, "ece": a.ece, "lower": a.lower, "upper": a.upper,
+                      evidence={"rows": rows, "rows_to_resolve": needed,
+                                "kind": a.kind, "ece": a.ece, "lower": a.lower, "upper": a.upper,
                                 "level": a.level, "null_quantile": a.null_quantile,
                                 "interval_method": a.method,
                                 "mce": max(t.mce for t in a.tables.values()),

@@ -25,6 +25,7 @@ from shared.gates import (
     schema,
 )
 from shared.gates.context import SuiteContext
+from shared.gates.inputs import SuiteInputs
 from shared.gates.policy import GatePolicy, GateSection
 from shared.gates.results import FAIL, INCONCLUSIVE, GateResult, skipped
 
@@ -98,9 +99,14 @@ def _conformal(context: SuiteContext, blocking: bool) -> Findings:
 
 
 def _coverage(context: SuiteContext) -> conformal.CoverageReport:
-    policy, inputs = context.policy, context.inputs
-    settings, outputs = policy.conformal, inputs.candidate
     labels, scores = context.predictions()
+    return coverage_report(context.policy, context.inputs, labels, scores)
+
+
+def coverage_report(policy: GatePolicy, inputs: SuiteInputs, labels: np.ndarray,
+                    scores: np.ndarray) -> conformal.CoverageReport:
+    """The conformal gate's coverage of the candidate's `scores` against `labels`."""
+    settings, outputs = policy.conformal, inputs.candidate
     ordered = settings.split == "ordered"
     if policy.task == "regression":
         return conformal.regression_coverage(

@@ -89,6 +89,17 @@ class CoverageReport:
     quantile: float | list[float]
     mean_size: float  # classifiers: mean set size; regressors: mean interval width
     per_class: dict[str, dict[str, Any]] = field(default_factory=dict)
+    test_rows: RegressionTestRows | None = None  # regressors: the intervals on the test rows
+
+
+@dataclass(frozen=True)
+class RegressionTestRows:
+    """Each test row's prediction, its conformal interval and whether the interval covered it."""
+
+    prediction: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    covered: np.ndarray
 
 
 def classifier_coverage(labels: np.ndarray, scores: np.ndarray, level: float = 0.9,
@@ -159,21 +170,29 @@ def regression_coverage(y: np.ndarray, prediction: np.ndarray | None = None, lev
                         calibration_fraction: float = 0.5, seed: int = 0,
                         confidence_level: float = 0.95, ordered: bool = False) -> CoverageReport:
     y = np.asarray(y, dtype=float)
-    width_of: Callable[[float, np.ndarray], np.ndarray]
+    if prediction is not None:
+        center = np.asarray(prediction, dtype=float)
+    elif lower is not None and upper is not None:
+        center = (np.asarray(lower, dtype=float) + np.asarray(upper, dtype=float)) / 2
+    else:
+        raise ValueError("regression coverage needs predictions or the model's quantiles")
+    # bounds_of(q, rows): each row's interval (lower, upper) for the conformal quantile q.
+    bounds_of: Callable[[float, np.ndarray], tuple[np.ndarray, np.ndarray]]
     if score == "absolute":
-        scores = np.abs(y - prediction)
-        width_of = lambda q, rows: np.full(rows.sum(), 2 * q)  # noqa: E731
+        scores = np.abs(y - center)
+        bounds_of = lambda q, rows: (center[rows] - q, center[rows] + q)  # noqa: E731
     elif score == "normalized":
         if difficulty is None:
             raise ValueError("normalized scores need a difficulty estimate")
         sigma = np.maximum(np.asarray(difficulty, dtype=float), 1e-12)
-        scores = np.abs(y - prediction) / sigma
-        width_of = lambda q, rows: 2 * q * sigma[rows]  # noqa: E731
+        scores = np.abs(y - center) / sigma
+        bounds_of = lambda q, rows: (center[rows] - q * sigma[rows],  # noqa: E731
+                                     center[rows] + q * sigma[rows])
     elif score == "cqr":
         if lower is None or upper is None:
             raise ValueError("cqr needs the model's lower and upper quantiles")
         scores = np.maximum(lower - y, y - upper)
-        width_of = lambda q, rows: (upper[rows] - lower[rows]) + 2 * q  # noqa: E731
+        bounds_of = lambda q, rows: (lower[rows] - q, upper[rows] + q)  # noqa: E731
     else:
         raise ValueError(f"unknown regression score {score!r}")
     calibrate = split_mask(len(y), calibration_fraction, seed, ordered)
@@ -183,10 +202,12 @@ def regression_coverage(y: np.ndarray, prediction: np.ndarray | None = None, lev
     q = conformal_quantile(scores[calibrate], 1 - level)
     covered = scores[test] <= q
     hits = int(covered.sum())
+    low, high = bounds_of(q, test)
     return CoverageReport(method=score, level=level, coverage=hits / len(covered),
                           interval=clopper_pearson(hits, len(covered), confidence_level),
                           n_calibration=int(calibrate.sum()), n_test=int(test.sum()),
-                          quantile=q, mean_size=float(np.mean(width_of(q, test))))
+                          quantile=q, mean_size=float(np.mean(high - low)),
+                          test_rows=RegressionTestRows(center[test], low, high, covered))
 
 
 def conformal_gate(report: CoverageReport | None, tolerance: float, blocking: bool,

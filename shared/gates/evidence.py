@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.gates import report as rendering
+from shared.gates.catalog import coverage_report
 from shared.gates.inputs import SuiteInputs
 from shared.gates.mlflow_report import (
     discard_run,
@@ -62,17 +63,49 @@ def metrics(report: SuiteReport) -> dict[str, float]:
     return found
 
 
-def diagrams(report: SuiteReport) -> dict[str, bytes]:
-    """reliability.png, when the ECE gate drew a reliability table."""
+def diagrams(report: SuiteReport, policy: GatePolicy,
+             inputs: SuiteInputs | None = None) -> dict[str, bytes]:
+    """reliability.png, when the ECE gate drew a reliability table: the verdict and the ECE
+    with its interval in the title; for a regression model, regression.png (its intervals'
+    coverage and width against the prediction)."""
     if report.candidate_table is None:
-        return {}
+        return regression_diagram(report, policy, inputs) if inputs is not None else {}
     champion = (f"champion v{report.champion_version}" if report.champion_version
                 else "no champion")
+    figures = report.headline
+    interval = ((figures["ece_lower"], figures["ece_upper"])
+                if "ece_lower" in figures and "ece_upper" in figures else None)
+    title = rendering.diagram_title(f"{report.model_name} v{report.version} vs {champion}",
+                                    report.verdict, figures.get("ece"), interval,
+                                    policy.ece.threshold)
     return {"reliability.png": rendering.reliability_diagram_png(
-        report.candidate_table, report.champion_table,
-        f"{report.model_name} v{report.version} vs {champion}",
+        report.candidate_table, report.champion_table, title,
         candidate_label=f"v{report.version}",
-        champion_label=f"v{report.champion_version} (champion)")}
+        champion_label=f"v{report.champion_version} (champion)",
+        min_bin_count=policy.reliability.min_bin_count,
+        confidence=policy.confidence_level)}
+
+
+def regression_diagram(report: SuiteReport, policy: GatePolicy,
+                       inputs: SuiteInputs) -> dict[str, bytes]:
+    """regression.png when the conformal gate judged a regression model's intervals (the
+    coverage is worked out again: the split is seeded, so it is the gate's)."""
+    gate = report.result("conformal")
+    scores = inputs.candidate.scores
+    if policy.task != "regression" or gate is None or gate.status == "skipped" or \
+            inputs.labels is None or scores is None:
+        return {}
+    coverage = coverage_report(policy, inputs, inputs.labels, scores)
+    if coverage.test_rows is None:
+        return {}
+    settings = policy.conformal
+    title = (f"{report.model_name} v{report.version}: {report.verdict.upper()}\n"
+             f"coverage {coverage.coverage:.4f} [{coverage.interval.lower:.4f}, "
+             f"{coverage.interval.upper:.4f}] (target {settings.level:.0%} "
+             f"± {settings.tolerance:.0%}), mean width {coverage.mean_size:.4g}")
+    return {"regression.png": rendering.regression_diagram_png(
+        coverage.test_rows, title, settings.level, settings.tolerance,
+        min_bin_count=policy.reliability.min_bin_count, confidence=policy.confidence_level)}
 
 
 def record_report(registry, policy: GatePolicy, inputs: SuiteInputs, report: SuiteReport,
@@ -89,7 +122,7 @@ def record_report(registry, policy: GatePolicy, inputs: SuiteInputs, report: Sui
         params=params(policy, inputs), metrics=metrics(report),
         texts={"report.json": rendering.report_json(report, policy, context),
                "report.md": rendering.report_markdown(report, context)},
-        binaries=diagrams(report), before_finish=before_finish)
+        binaries=diagrams(report, policy, inputs), before_finish=before_finish)
     return run_id, run_url(registry.tracking_uri, experiment, run_id)
 
 

@@ -131,6 +131,14 @@ def _mlflow_to_event(key: tuple[str, str], data: _Lenient) -> events.Payload:
     raise AssertionError(f"no mapping for {key}")
 
 
+def is_mlflow_test_delivery(data: dict) -> bool:
+    """MLflow's `test_webhook` sends its example payloads, with no header to mark them: model
+    `example_model` with the example tag, tag key or alias (mlflow.webhooks.types)."""
+    return data.get("name") == "example_model" and (
+        data.get("tags") == {"example_key": "example_value"}
+        or data.get("key") == "example_key" or data.get("alias") == "example_alias")
+
+
 def parse_mlflow(body: bytes) -> Accepted | Ignored:
     document = http.json_object(body)
     envelope = http.validate(MlflowWebhookBody, document)
@@ -138,6 +146,9 @@ def parse_mlflow(body: bytes) -> Accepted | Ignored:
     if envelope.entity in MLFLOW_IGNORED_ENTITIES:
         return Ignored(f"{envelope.entity}.{envelope.action}: "
                        f"{MLFLOW_IGNORED_ENTITIES[envelope.entity]}")
+    if is_mlflow_test_delivery(envelope.data):
+        return Ignored(f"{envelope.entity}.{envelope.action}: MLflow's test delivery (its example "
+                       "payload for model example_model): acknowledged, not acted on")
     model = MLFLOW_PAYLOADS.get(key)
     if model is None:
         known = ", ".join(sorted(f"{e}.{a}" for e, a in MLFLOW_PAYLOADS))

@@ -4,8 +4,10 @@ Per registered model and overall:
 - tagging coverage: share of runs, and of versions, that carry every lineage tag
   (versions also need a run id);
 - run volume: runs behind the model's versions, and runs in the experiments they came from;
-- registration frequency: versions per 30 days over the model's registered history;
-- promotion lead time: version created -> became champion (`gatehouse.champion_since`), median;
+- registration frequency: versions per 30 days over the model's registered history (its count
+  when that history is shorter than 30 days);
+- promotion lead time: version created -> became champion (`gatehouse.champion_since`, which
+  Gatehouse writes when it promotes or bootstraps a champion), median;
 - share of champion versions promoted with a gate report (`gatehouse.gates.report_run_id`);
 - versions serving without a gate report (currently @champion / @challenger or in
   Production / Staging, with no report).
@@ -76,7 +78,9 @@ def audit_model(facts: ModelFacts, required: tuple[str, ...] = tags.DEFAULT_LINE
                           if v.run_id and has_lineage({**v.run_tags, **v.version_tags}, required))
     created = sorted(v.created_ms for v in versions)
     span_days = (created[-1] - created[0]) / DAY_MS if len(created) > 1 else 0.0
-    frequency = round(len(created) / max(span_days, 1.0) * 30, 3) if created else None
+    # Over a history shorter than 30 days the count itself is the rate: 4 versions registered
+    # in 8 minutes are 4 in those 30 days, not 4 per minute scaled up to 120.
+    frequency = round(len(created) / max(span_days, 30.0) * 30, 3) if created else None
     champions = [v for v in versions if tags.CHAMPION_SINCE in v.version_tags]
     lead_days = [(int(v.version_tags[tags.CHAMPION_SINCE]) - v.created_ms) / DAY_MS
                  for v in champions]

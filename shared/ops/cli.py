@@ -1,7 +1,8 @@
-"""gatehouse: the operator's command line (`python -m shared.ops.cli --help`).
+"""gatehouse: the operator's command line (`gatehouse --help`).
 
-Storage comes from AzureWebJobsStorage (as for the app); MLflow from --tracking-uri or
-MLFLOW_TRACKING_URI.
+Storage comes from AzureWebJobsStorage (as for the app), else from the Azurite that `gatehouse up`
+recorded in ./.gatehouse/state.json; MLflow from --tracking-uri, MLFLOW_TRACKING_URI, or that
+state file.
 """
 
 from __future__ import annotations
@@ -10,9 +11,14 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 EPILOG = """examples:
+  gatehouse up --tracking-uri http://127.0.0.1:5000 --policy policy.toml
+                                        the app on this machine, wired to your MLflow server
+  gatehouse status                      rollouts, recent verdicts, alerts, poison (--json too)
+  gatehouse policy check policy.toml    validate a policy, print each model's effective policy
   python -m shared.ops.cli replay event.json --dry-run       what would happen, no side effects
   python -m shared.ops.cli replay webhook.json --format mlflow
   python -m shared.ops.cli poison list                       messages that failed every retry,
@@ -28,8 +34,25 @@ EPILOG = """examples:
 
 def _storage() -> str:
     from shared.foundation import runtime
+    from shared.ops import localstate
 
-    return runtime.storage_connection()
+    app = runtime.settings()
+    if app.storage_connection or app.storage_account_name:
+        return runtime.storage_connection()
+    recorded = localstate.storage_connection()
+    if recorded:
+        return recorded
+    raise SystemExit("no storage to read: AzureWebJobsStorage is not set and no `gatehouse up` "
+                     f"runs from this directory ({localstate.state_path()} names no running "
+                     "Azurite); start `gatehouse up` here, or set AzureWebJobsStorage")
+
+
+def _tracking_uri(flag: str | None = None) -> str | None:
+    from shared.foundation import runtime
+    from shared.ops import localstate
+
+    return (flag or runtime.settings().mlflow_tracking_uri
+            or localstate.load().get("tracking_uri"))
 
 
 def _read_input(path: str) -> bytes:
@@ -89,48 +112,23 @@ def cmd_replay(args) -> int:
     return 0
 
 
-def poison_entry(poison_queue: str, message, encoding: str, failures) -> dict:
-    """One poison message with why it got there: the failure its handler recorded last."""
-    from shared.foundation.storage import decode_queue_message
-
-    entry = {"queue": poison_queue, "id": message.id, "inserted": str(message.inserted_on)}
-    try:
-        body = decode_queue_message(message.content or "", encoding)
-    except ValueError:
-        body = None
-    record = None if body is None else failures.find(poison_queue.removesuffix("-poison"), body)
-    if record is None:
-        entry["last_error"] = ("no failure recorded: the host gave up on it without the handler "
-                               "failing (a crash, or a message that could not be decoded)")
-    else:
-        entry.update(handler=record.get("handler"), attempts=record.get("attempts"),
-                     last_error=record.get("last_error"),
-                     last_failed_at=record.get("last_failed_at"),
-                     first_failed_at=record.get("first_failed_at"))
-        if record.get("event_id"):
-            entry["event_id"] = record["event_id"]
-    entry["content"] = (message.content or "")[:400]
-    return entry
-
-
 def cmd_poison(args) -> int:
-    from shared.foundation.failures import FailureLog
-    from shared.foundation.storage import queue_options, queue_service
+    from shared.foundation.storage import queue_service
+    from shared.ops import render
+    from shared.ops.poison import poison_messages, poison_queues
 
+    if args.action == "list":
+        entries = list(poison_messages(_storage(), args.queue))
+        if args.json:
+            for entry in entries:
+                print(json.dumps(entry))
+        else:
+            print(render.poison_table(entries, time.time()))
+        return 0
     service = queue_service(_storage())
-    poison_queues = [q.name for q in service.list_queues() if q.name.endswith("-poison")]
-    if args.queue:
-        wanted = args.queue if args.queue.endswith("-poison") else f"{args.queue}-poison"
-        poison_queues = [q for q in poison_queues if q == wanted]
     moved = 0
-    failures = FailureLog.connect(_storage()) if args.action == "list" else None
-    encoding = queue_options().message_encoding
-    for name in poison_queues:
+    for name in poison_queues(service, args.queue):
         poison = service.get_queue_client(name)
-        if args.action == "list":
-            for message in poison.peek_messages(max_messages=32):
-                print(json.dumps(poison_entry(name, message, encoding, failures)))
-            continue
         target = service.get_queue_client(name.removesuffix("-poison"))
         while True:
             batch = list(poison.receive_messages(max_messages=32, visibility_timeout=60))
@@ -140,17 +138,14 @@ def cmd_poison(args) -> int:
                 target.send_message(message.content)
                 poison.delete_message(message)
                 moved += 1
-    if args.action == "redrive":
-        print(f"moved {moved} message(s) back to their queues")
+    print(f"moved {moved} message(s) back to their queues")
     return 0
 
 
 def _client(args):
     from mlflow import MlflowClient
 
-    from shared.foundation import runtime
-
-    uri = args.tracking_uri or runtime.settings().mlflow_tracking_uri
+    uri = _tracking_uri(args.tracking_uri)
     if not uri:
         raise SystemExit("no MLflow server: pass --tracking-uri or set MLFLOW_TRACKING_URI")
     return MlflowClient(tracking_uri=uri)
@@ -206,22 +201,91 @@ def cmd_poll(args) -> int:
 
 
 def cmd_rollouts(args) -> int:
-    from shared.rollout.service import RolloutService
-    from shared.rollout.store import RolloutStore
+    from shared.ops import render
+    from shared.ops.status import rollouts
 
-    store = RolloutStore.connect(_storage())
+    found = rollouts(_storage())
     if args.endpoint:
-        record = store.load(args.endpoint).record
-        if record is None:
+        found = [r for r in found if r["endpoint"] == args.endpoint]
+        if not found:
             print(f"no rollout has ever run on endpoint {args.endpoint!r}", file=sys.stderr)
             return 1
-        print(json.dumps({**RolloutService.describe(record), "history": [
-            t.model_dump(mode="json") for t in store.history(args.endpoint)]}, indent=2,
-            default=str))
+    if args.json:
+        for rollout in found:
+            if not args.endpoint:
+                rollout.pop("history")
+            print(json.dumps(rollout, indent=2 if args.endpoint else None, default=str))
         return 0
-    for record in store.records():
-        print(json.dumps(RolloutService.describe(record), default=str))
+    print(render.rollouts_table(found, time.time()))
+    if args.endpoint:
+        print("\n" + render.history_table(found[0]["history"], time.time()))
     return 0
+
+
+def cmd_status(args) -> int:
+    from shared.foundation import runtime
+    from shared.ops import localstate, render
+    from shared.ops.status import gather
+
+    state = localstate.load()
+    try:
+        storage: str | None = _storage()
+    except SystemExit:  # the status says so in its sections
+        storage = None
+    outbox = (os.environ.get("GATEHOUSE_OUTBOX_PATH") or state.get("outbox")
+              or runtime.settings().outbox_path)
+    status = gather(storage, _tracking_uri(args.tracking_uri), Path(outbox))
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+    else:
+        print(render.status_text(status, time.time()))
+    return 0
+
+
+def cmd_policy(args) -> int:
+    from shared.policy import PolicyError, load_policy
+
+    try:
+        policy = load_policy(args.file)
+    except PolicyError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return 1
+    effective = {"defaults": policy.defaults.model_dump(mode="json"),
+                 "models": {name: policy.for_model(name).model_dump(mode="json")
+                            for name in policy.models}}
+    if args.json:
+        print(json.dumps(effective, indent=2))
+        return 0
+    print(f"{args.file}: valid; {len(policy.models)} model(s) with their own entry"
+          + (f" ({', '.join(policy.models)})" if policy.models else "")
+          + "; any other model gets the defaults.")
+    for name, document in [("defaults", effective["defaults"]), *effective["models"].items()]:
+        print(f"\n[{name}]")
+        for line in _flatten(document):
+            print(f"  {line}")
+    return 0
+
+
+def _flatten(document: dict, prefix: str = "") -> list[str]:
+    lines = []
+    for key, value in document.items():
+        if isinstance(value, dict) and value:
+            lines += _flatten(value, f"{prefix}{key}.")
+        else:
+            lines.append(f"{prefix}{key} = {json.dumps(value)}")
+    return lines
+
+
+def cmd_up(args) -> int:
+    from shared.ops import up
+
+    return up.run(args)
+
+
+def cmd_down(args) -> int:
+    from shared.ops import up
+
+    return up.down(args)
 
 
 def cmd_gates(args) -> int:
@@ -266,6 +330,7 @@ def _poison_command(commands) -> None:
                                  "(with handler, attempts and last error) or redrive them")
     poison.add_argument("action", choices=("list", "redrive"))
     poison.add_argument("queue", nargs="?", help="one queue (e.g. run-gates); default all")
+    poison.add_argument("--json", action="store_true", help="one JSON object per message")
     poison.set_defaults(run=cmd_poison)
 
 
@@ -304,6 +369,7 @@ def _poll_command(commands) -> None:
 def _rollouts_command(commands) -> None:
     rollouts = commands.add_parser("rollouts", help="rollouts per endpoint, or one with history")
     rollouts.add_argument("endpoint", nargs="?")
+    rollouts.add_argument("--json", action="store_true", help="JSON instead of tables")
     rollouts.set_defaults(run=cmd_rollouts)
 
 
@@ -319,14 +385,49 @@ def _gates_command(commands) -> None:
     gates.set_defaults(run=cmd_gates)
 
 
-COMMANDS = (_replay_command, _poison_command, _webhooks_command, _audit_command, _poll_command,
+def _status_command(commands) -> None:
+    status = commands.add_parser("status", help="rollouts, recent gate verdicts, alerts and "
+                                 "pages, poison messages")
+    status.add_argument("--tracking-uri")
+    status.add_argument("--json", action="store_true", help="JSON instead of tables")
+    status.set_defaults(run=cmd_status)
+
+
+def _policy_command(commands) -> None:
+    policy = commands.add_parser("policy", help="check a policy file")
+    policy.add_argument("action", choices=("check",))
+    policy.add_argument("file")
+    policy.add_argument("--json", action="store_true",
+                        help="the effective policy per model as JSON")
+    policy.set_defaults(run=cmd_policy)
+
+
+def _up_command(commands) -> None:
+    up = commands.add_parser("up", help="run the app here against your MLflow server (Azurite, "
+                             "embedded serving, the webhook); Ctrl+C stops it")
+    up.add_argument("--tracking-uri", help="your MLflow server (default: MLFLOW_TRACKING_URI)")
+    up.add_argument("--policy", help="policy file (default: GATEHOUSE_POLICY_PATH, else the "
+                    "built-in defaults)")
+    up.add_argument("--port", type=int, default=7071, help="the app's HTTP port")
+    up.add_argument("--serving-port", type=int, default=None,
+                    help="the embedded serving endpoint's port (default: a free one)")
+    up.add_argument("--webhook-secret", help="the MLflow webhook's secret (default: "
+                    "GATEHOUSE_MLFLOW_WEBHOOK_SECRET, the recorded one, or a new one)")
+    up.set_defaults(run=cmd_up)
+    down = commands.add_parser("down", help="stop what `gatehouse up` left running here")
+    down.set_defaults(run=cmd_down)
+
+
+COMMANDS = (_up_command, _status_command, _policy_command, _replay_command, _poison_command,
+            _webhooks_command, _audit_command, _poll_command,
             _rollouts_command, _gates_command)
 
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
-        prog="gatehouse", description="Operate Gatehouse: replay events, look at what failed, "
-        "wire MLflow to it, audit a registry.", epilog=EPILOG,
+        prog="gatehouse", description="Run and operate Gatehouse: run it against your MLflow, "
+        "see what it does, check a policy, replay events, look at what failed, audit a "
+        "registry.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = top.add_subparsers(dest="command", required=True)
     for add_command in COMMANDS:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict, Unpack
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.registry.tags import CHAMPION_SINCE
 from shared.registry.versions import newer_holder
 from shared.rollout import warmup
 from shared.rollout.policy import RolloutPolicy
@@ -243,6 +244,8 @@ def _step(record: EndpointRecord, before: Rollout | None, after: Rollout, *, act
             "gatehouse.rollout.traffic_percent": str(after.traffic_percent),
             "gatehouse.rollout.last_action": action,
             "gatehouse.rollout.last_reason": f"{actor}: {reason}"[:4000]}
+    if after.phase is Phase.PROMOTED and (before is None or before.phase is not Phase.PROMOTED):
+        tags[CHAMPION_SINCE] = str(int(now * 1000))  # the audit's promotion lead time
     effects = [e.model_copy(update={"key": f"{after.id}|{seq}|{e.kind}"}) if isinstance(e, Emit)
                else e for e in effects]
     effects.append(RecordOnVersion(version=after.challenger, tags=tags))
@@ -283,7 +286,10 @@ def start(record: EndpointRecord | None, *, model_name: str, endpoint: str, vers
                             actor=actor, reason=reason, now=now,
                             source_event_id=source_event_id)
     if record is None:
-        record = EndpointRecord(endpoint=endpoint, model_name=model_name, champion=champion)
+        # A first version that passed with `first_version_becomes_champion` holds @champion in
+        # the registry before anything serves it: it is bootstrapped (deployed at 100%).
+        record = EndpointRecord(endpoint=endpoint, model_name=model_name,
+                                champion=None if champion == request.version else champion)
     _refuse_unless_startable(record, request)
     return _remember_start(_decide_start(record, request, policy), source_event_id)
 

@@ -33,6 +33,10 @@ def http_functions() -> dict[str, Callable]:
 @pytest.fixture(scope="module")
 def fuzz_app(tmp_path_factory, mlflow_server, moto_s3, fuzz_secrets,
              http_functions) -> Iterator[Callable[[FuzzRequest], Answer]]:
+    # mlflow is imported once here: seconds on a loaded machine, which the per-example deadline
+    # (meant for stuck parsers) would otherwise count against the status routes' first example.
+    import mlflow.artifacts  # noqa: F401
+
     from shared.serving.payload_log import PayloadLog
 
     work = tmp_path_factory.mktemp("fuzz")

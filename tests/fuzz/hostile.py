@@ -459,12 +459,24 @@ def _labels(rnd, secrets, now) -> FuzzRequest:
                        headers=content_type(rnd), body=body_from(template, rnd))
 
 
+def _status(rnd, secrets, now) -> FuzzRequest:
+    params = {"code": route_text(rnd, "key")} if rnd.random() < 0.5 else {}
+    return FuzzRequest("status_page", "GET", {}, params=params, body=b"")
+
+
+def _diagram(rnd, secrets, now) -> FuzzRequest:
+    run_id = rnd.getrandbits(128).to_bytes(16, "big").hex()
+    return FuzzRequest("status_diagram", "GET", {
+        "run_id": route_text(rnd, run_id), "artifact": route_text(rnd, "reliability.png")})
+
+
 BUILDERS = {
     "mlflow_registry_webhook": _mlflow, "databricks_registry_webhook": _databricks,
     "forwarded_registry_event": _forwarded, "health": _health, "request_rerun": _rerun,
     "ramp_endpoint": _ramp, "rollback_endpoint": _rollback, "rollback_link": _link,
     "list_rollouts": _list, "get_rollout": _get, "slack_actions": _slack,
     "receive_alert": _alert, "monitor_now": _monitor_run, "receive_labels": _labels,
+    "status_page": _status, "status_diagram": _diagram,
 }
 
 

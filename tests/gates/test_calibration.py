@@ -217,3 +217,26 @@ def test_sampled_second_moments_are_close_to_exact():
     exact = np.bincount(index, weights=p * p, minlength=15)
     filled = table.counts > 100
     assert table.sum_confidence_squared[filled] == pytest.approx(exact[filled], rel=1e-2)
+
+
+def test_an_inconclusive_ece_gate_says_how_many_rows_would_resolve_it():
+    rng = np.random.default_rng(2)
+    p = rng.beta(2, 2, 400)
+    y = (rng.random(400) < p).astype(int)
+    result = ece_gate(assess_calibration(y, p), 0.02, True)
+    needed = result.evidence["rows_to_resolve"]
+    assert result.evidence["rows"] == 400 and needed > 400
+    assert f"a well-calibrated model needs about {needed} rows to pass" in result.detail
+    # A calibrated model on a little more than that passes (the figure is rough, not too low).
+    big = rng.beta(2, 2, int(needed * 1.2))
+    labels = (rng.random(big.size) < big).astype(int)
+    assert ece_gate(assess_calibration(labels, big), 0.02, True).status == "pass"
+
+
+def test_rows_to_resolve_follows_the_interval_width():
+    from shared.gates.calibration import rows_to_resolve
+
+    # An upper end twice the threshold: four times the rows.
+    assert rows_to_resolve(0.04, 0.02, 1000) == 4000
+    assert rows_to_resolve(0.01, 0.02, 1000) == 1001
+    assert rows_to_resolve(0.04, 0.0, 1000) is None

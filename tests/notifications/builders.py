@@ -40,10 +40,11 @@ def rollback_requested(model: str, endpoint: str, version: str = "2",
                                     decision=decision)
 
 
-def rollback_completed(model: str, endpoint: str, version: str = "2") -> events.RollbackCompleted:
+def rollback_completed(model: str, endpoint: str, version: str = "2",
+                       actor: str = "gatehouse") -> events.RollbackCompleted:
     return events.RollbackCompleted(model_name=model, version=version, endpoint=endpoint,
                                     restored_version="1",
-                                    decision=Decision(actor="gatehouse", reason="rolled back"))
+                                    decision=Decision(actor=actor, reason="rolled back"))
 
 
 def stalled(model: str, endpoint: str, *, eta: float | None = 7200.0,

@@ -9,7 +9,7 @@ import pytest
 
 from shared import events
 from shared.channels import dispatch, pagerduty, slack, teams
-from shared.channels.base import Delivery, Repeat, RollbackTarget, page_intent
+from shared.channels.base import Delivery, Repeat, RollbackTarget, page_intent, rollback_paged
 from shared.channels.dispatch import RepeatVerdict, judge_repeat, route_channels
 from shared.channels.factory import ChannelSettings
 from shared.channels.messages import notification_for
@@ -234,6 +234,35 @@ def test_plan_page_triggers_once_per_storm_and_resolves_on_rollback():
                                           "resolve", elsewhere, 1020, 3600).resolve_keys
 
 
+def test_a_manual_rollback_resolves_no_page_of_its_own():
+    by_hand = note_of(builders.rollback_completed(MODEL, ENDPOINT, actor="alice@example.com"))
+    policy = NotificationPolicy()
+    assert not rollback_paged(by_hand, policy)
+    assert rollback_paged(by_hand, NotificationPolicy(page_min_severity="warning"))
+    assert rollback_paged(note_of(builders.rollback_completed(MODEL, ENDPOINT)), policy)
+    assert rollback_paged(note_of(builders.alert(MODEL, status="resolved")),
+                          NotificationPolicy(page_min_severity="critical"))
+    nothing_open = pagerduty.plan_page(by_hand, "resolve", {}, 1020, 3600, rollback_paged=False)
+    assert nothing_open.action == "nothing" and nothing_open.resolve_keys == ()
+    alert_key = "gatehouse/fraud/fraud-prod/error_rate"
+    opened = {alert_key: pagerduty.OpenIncident(alert_key, 1000, ENDPOINT)}
+    settles = pagerduty.plan_page(by_hand, "resolve", opened, 1020, 3600, rollback_paged=False)
+    assert settles.action == "resolve" and settles.resolve_keys == (alert_key,)
+
+
+def test_outbox_lines_carry_the_links_the_chat_channels_show(tmp_path):
+    from shared.channels.outbox import OutboxChannel
+
+    delivery = delivery_of(builders.canary_started(MODEL, ENDPOINT),
+                           rollback_url="https://gatehouse.test.invalid/api/rollback?t=x")
+    outbox = OutboxChannel(tmp_path / "outbox.jsonl")
+    outbox.deliver(delivery)
+    [line] = outbox.read()
+    assert line["links"] == {"model": "http://mlflow.local/#/models/fraud/versions/2",
+                             "roll back": "https://gatehouse.test.invalid/api/rollback?t=x"}
+    assert line["links"]["roll back"] in str(teams.adaptive_card(delivery))
+
+
 def test_a_storm_holds_other_alerts_and_pages_those_still_firing_once_it_ends():
     first = note_of(builders.alert(MODEL, "error_rate", endpoint=ENDPOINT))
     opened = {"gatehouse/fraud/fraud-prod/error_rate": pagerduty.OpenIncident(
@@ -344,3 +373,24 @@ def test_settings_never_show_secrets_and_know_what_is_configured():
     assert ChannelSettings.from_settings(Settings.from_env({})).configured() == {"outbox"}
     with pytest.raises(ValueError, match="SLACK_CHANNEL"):
         ChannelSettings.from_settings(Settings.from_env({"SLACK_BOT_TOKEN": "xoxb-1"}))
+
+
+def test_an_inconclusive_verdict_is_worded_as_such():
+    gates = [events.GateOutcome(name="ece", status="inconclusive", observed=0.04, threshold=0.02),
+             events.GateOutcome(name="latency", status="fail", blocking=False),
+             events.GateOutcome(name="auc", status="pass")]
+    note = note_of(events.GatesFailed(
+        model_name=MODEL, version="3", gates=gates,
+        decision=Decision(actor="gatehouse", reason="inconclusive: ece inconclusive")))
+    assert note.title == "fraud v3 is inconclusive: the holdout is too small to decide its gates"
+    failed = note_of(events.GatesFailed(
+        model_name=MODEL, version="3", gates=[*gates, events.GateOutcome(name="x", status="fail")],
+        decision=Decision(actor="gatehouse", reason="failed")))
+    assert failed.title == "fraud v3 failed its gates"
+
+
+@pytest.mark.parametrize("alias,severity", [("challenger", "info"), ("champion", "warning")])
+def test_removing_challenger_is_routine_removing_champion_is_not(alias, severity):
+    event = Envelope.wrap(events.ModelVersionAliasDeleted(model_name="m", alias=alias),
+                          source="/s")
+    assert notification_for(event).severity == severity

@@ -109,6 +109,34 @@ def test_an_alert_storm_pages_once_and_the_rollback_resolves_it(channel_env, sto
         ["resolved", "triggered"]
 
 
+def test_a_manual_rollback_pages_nobody_and_resolves_nothing(channel_env, storage, clock, peers,
+                                                            model_name):
+    from shared.channels.outbox import OutboxChannel
+    from shared.channels.policy import Route
+    from shared.events import Decision
+
+    slack_peer, pagerduty_peer, teams_peer = peers
+    send = dispatcher(channel_env, storage, clock, NotificationPolicy(routes=[Route(
+        channels=["outbox", "slack", "teams", "pagerduty"])]))
+    endpoint, person = f"{model_name}-prod", "alice@example.com"
+    send.deliver(builders.notification_envelope(builders.canary_started(model_name, endpoint)))
+    requested = send.deliver(builders.notification_envelope(builders.rollback_requested(
+        model_name, endpoint, decision=Decision(actor=person, reason="looks wrong"))))
+    completed = send.deliver(builders.notification_envelope(
+        builders.rollback_completed(model_name, endpoint, actor=person)))
+    assert "pagerduty" not in requested["channels"]
+    assert completed["channels"]["pagerduty"]["action"] == "nothing"
+    assert [e for e in pagerduty_peer.events
+            if e["dedup_key"].startswith(f"gatehouse/{model_name}/")] == []
+    lines = [line for line in OutboxChannel(channel_env["GATEHOUSE_OUTBOX_PATH"]).read()
+             if line.get("model_name") == model_name]
+    assert [line.get("page") for line in lines] == [None, None, None]
+    # The outbox carries the links the chat channels show.
+    card = teams_peer.cards_about(model_name)[0]["attachments"][0]["content"]
+    assert {a["url"] for a in card["actions"]} == set(lines[0]["links"].values()) != set()
+    assert lines[0]["links"]["model"].endswith(f"/#/models/{model_name}/versions/2")
+
+
 def test_alerts_held_by_a_storm_page_once_it_ends_if_they_still_fire(channel_env, storage, clock,
                                                                       peers, model_name):
     _, pagerduty_peer, _ = peers

@@ -314,3 +314,15 @@ def test_the_canary_never_moves_challenger_off_a_newer_version(storage):
     world.start("2", "e-v2")
     assert world.record().active.phase is Phase.CANARY
     assert world.registry.aliases["challenger"] == "4"
+
+
+def test_a_first_champion_named_by_the_gates_is_served(storage):
+    # first_version_becomes_champion set @champion on v1; nothing serves the endpoint yet.
+    world = World(storage, CANARY)
+    world.serving.routes = {}
+    result = world.start("1", "gates-passed-v1")
+    assert "refused" not in result
+    assert world.serving.configs == [{"1": 100}] and world.serving.routes == {"1": 100}
+    assert world.record().champion == "1" and world.record().active is None
+    assert world.history() == [("bootstrap", "1")]
+    assert world.registry.aliases == {"champion": "1"}

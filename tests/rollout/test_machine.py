@@ -426,3 +426,14 @@ def test_looks_are_kept_with_their_evidence():
     assert len(looks) == machine.MAX_LOOKS and looks[-1]["at"] == 29.0
     assert looks[-1]["figures"] == {"window_seconds": 60.0, "e_errors": 2.5,
                                     "error_rate_upper": 0.02}
+
+
+def test_a_first_version_the_registry_made_champion_is_deployed_at_100_percent():
+    # first_version_becomes_champion: the gates set @champion on v1 before any rollout ran.
+    step = started(version="1", champion="1")
+    assert step.record.champion == "1" and step.record.active is None
+    assert step.record.last.phase is Phase.PROMOTED
+    assert ApplyTraffic(routes={"1": 100}) in step.effects
+    assert [t.action for t in step.transitions] == ["bootstrap"]
+    [recorded] = [e for e in step.effects if isinstance(e, machine.RecordOnVersion)]
+    assert recorded.tags["gatehouse.champion_since"] == "0"  # now=0, in epoch milliseconds

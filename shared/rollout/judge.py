@@ -7,7 +7,15 @@ champion by more than the policy's margins. Point estimates decide nothing.
 Shown worse (ROLLBACK): any of four e-values reaches 1/(alpha/4). By Ville's inequality each
 reaches it with probability at most alpha/4 over the whole rollout when its null holds, so a
 challenger no worse than its champion is rolled back with probability at most `alpha`:
-- errors: the challenger's error rate above the champion's (event-rate ratio θ > 1);
+- errors: the challenger's error rate above `rollback_error_ratio` (default 1.1) × the
+  champion's (event-rate ratio θ > θ0). Still anytime-valid for every challenger no worse than
+  the champion: the split's likelihood ratio is monotone in θ, so the mixture against θ0 is a
+  supermartingale under every θ <= θ0, θ = 1 included, and Ville's bound holds unchanged. The
+  tolerance is not a cut in alpha: under θ = 1 the evidence against θ0 drifts down by
+  KL(p(1) || p(θ0)) per event, so long rollouts of equal models stop accumulating chance
+  excursions, while a real 3x or 5x regression loses little (its distance from 1.1 is nearly
+  its distance from 1). A challenger between 1 and θ0 is not rolled back on errors, and is
+  promoted only if its upper bound clears the promotion margin (1 + error_margin_relative);
 - error SLA: the challenger's error rate above `max_error_rate` (its confidence sequence's lower
   bound over the cap) - unless the champion's is shown above the cap too, when the comparison
   with the champion is what counts;
@@ -271,8 +279,10 @@ class _Look:
     def _rollback_tests(self) -> tuple[TestResult, ...]:
         alpha, ratio, cap = self.rollback_alpha, self.policy.max_p99_latency_ratio, \
             self.policy.max_error_rate
-        tests = [e_test("errors: challenger error rate > champion's",
-                        evidence.worse_evidence(tuple(s.errors for s in self.steps)), alpha),
+        tolerance = self.policy.rollback_error_ratio
+        tests = [e_test(f"errors: challenger error rate > {tolerance:g} x champion's",
+                        evidence.worse_evidence(tuple(s.errors for s in self.steps), tolerance),
+                        alpha),
                  self._sla_test(cap, alpha)]
         if any(s.latency_requests for s in self.steps):
             tests.append(e_test(f"latency: challenger latency / {ratio:g} above the pooled median "

@@ -40,6 +40,11 @@ class RolloutPolicy(BaseModel):
         description="promotion needs the challenger's error rate shown at most the champion's "
                     "plus max(this, error_margin_relative x the champion's)")
     error_margin_relative: float = Field(default=0.5, ge=0)
+    rollback_error_ratio: float = Field(
+        default=1.1, ge=1.0,
+        description="rollback on errors needs the challenger's error rate shown above this x "
+                    "the champion's (1: any excess); keep it under 1 + error_margin_relative, "
+                    "so what is tolerated here stays within the promotion margin")
     latency_tail_share: float = Field(
         default=0.01, gt=0, le=1,
         description="promotion needs the share of challenger requests slower than "

@@ -150,7 +150,7 @@ def test_error_regression_rolls_back_naming_the_evidence():
     verdict = look(health("1", rng.lognormal(2, 0.4, 2000), 4),
                    health("2", rng.lognormal(2, 0.4, 200), 30), now=10.0)
     assert verdict.action is Action.ROLLBACK
-    assert "errors: challenger error rate > champion's" in verdict.reason
+    assert "errors: challenger error rate > 1.1 x champion's" in verdict.reason
     assert verdict.figures["error_ratio_lower"] > 1
 
 
@@ -198,11 +198,12 @@ def test_a_significant_tail_rolls_back():
 
 # ---- whole rollouts, simulated: the machine and the judge, tick by tick ----
 
-def rollouts(error_rates=(0.01, 0.01), latency_scale=1.0, seeds=range(10), rate=2000.0):
+def rollouts(error_rates=(0.01, 0.01), latency_scale=1.0, seeds=range(10), rate=2000.0,
+             policy=POLICY):
     scenario = Scenario("test", Version(error_rates[0]),
                         Version(error_rates[1], latency_scale=latency_scale), rate=rate,
                         horizon_seconds=1800)
-    return [run_gatehouse(scenario, seed, POLICY).action for seed in seeds]
+    return [run_gatehouse(scenario, seed, policy).action for seed in seeds]
 
 
 def test_false_alarms_on_identical_models_stay_at_or_under_alpha():
@@ -216,7 +217,8 @@ def test_the_simulation_would_see_inflated_false_alarms(monkeypatch):
     """Rolling back at an e-value of 2 (alpha 0.5 per test) does exceed the nominal rate, so the
     test above can tell a sound judge from an unsound one."""
     monkeypatch.setattr(judge_module, "ROLLBACK_TESTS", 0.1)
-    outcomes = rollouts(seeds=range(40))
+    outcomes = rollouts(seeds=range(40),
+                        policy=POLICY.model_copy(update={"rollback_error_ratio": 1.0}))
     assert outcomes.count("rollback") / len(outcomes) > POLICY.alpha
 
 
@@ -224,3 +226,4 @@ def test_simulated_regressions_are_rolled_back_and_good_models_promoted():
     assert set(rollouts(error_rates=(0.01, 0.08))) == {"rollback"}
     assert set(rollouts(latency_scale=2.0)) == {"rollback"}
     assert rollouts(latency_scale=1.02, seeds=range(20)).count("promote") >= 18
+

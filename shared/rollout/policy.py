@@ -64,6 +64,11 @@ class RolloutPolicy(BaseModel):
                     "max_p99_latency_ratio) x the champion's ...")
     warmup_stable_seconds: float = Field(
         default=300.0, gt=0, description="... or its median has held steady this long")
+    max_prediction_psi: float = Field(
+        default=0.2, gt=0,
+        description="the challenger's predictions against the champion's on the same traffic "
+                    "(PSI on the reference's prediction bins, both with at least "
+                    "min_requests_per_step predictions): above it = rollback")
     max_extensions: int = Field(default=3, ge=0,
                                 description="extra bake periods when a step is inconclusive")
     max_hold_seconds: float = Field(

@@ -227,3 +227,53 @@ def test_simulated_regressions_are_rolled_back_and_good_models_promoted():
     assert set(rollouts(latency_scale=2.0)) == {"rollback"}
     assert rollouts(latency_scale=1.02, seeds=range(20)).count("promote") >= 18
 
+
+# ---- model quality: the challenger's predictions against the champion's ----
+
+def _prediction_reference():
+    from shared.monitoring.reference import numeric_reference
+
+    return numeric_reference(np.random.default_rng(0).beta(2, 5, 5000))
+
+
+def test_prediction_psi_uses_the_reference_bins_and_the_project_psi():
+    from shared.gates.drift import population_stability_index
+    from shared.rollout.quality import compare_predictions
+
+    reference, rng = _prediction_reference(), np.random.default_rng(1)
+    champion, same, shifted = rng.beta(2, 5, 2000), rng.beta(2, 5, 2000), rng.beta(5, 2, 2000)
+    alike = compare_predictions(reference, same, champion)
+    assert alike.psi < 0.05 and alike.disagreement_rate is None
+    assert (alike.challenger_predictions, alike.champion_predictions) == (2000, 2000)
+    unlike = compare_predictions(reference, shifted, champion)
+    assert unlike.psi > 1.0
+    assert unlike.psi == pytest.approx(population_stability_index(
+        reference.bin_counts(champion), reference.bin_counts(shifted)))
+    with pytest.raises(ValueError):
+        compare_predictions(reference, [], champion)
+
+
+def test_a_prediction_shift_rolls_back_naming_the_psi_and_shows_in_the_look():
+    from shared.rollout.quality import compare_predictions
+
+    reference, rng = _prediction_reference(), np.random.default_rng(2)
+    champion = health("1", rng.lognormal(2, 0.3, 2000), 0)
+    challenger = health("2", rng.lognormal(2, 0.3, 2000), 0)
+
+    def judged(challenger_scores, **kwargs):
+        predictions = compare_predictions(reference, challenger_scores, rng.beta(2, 5, 2000))
+        window = Window(ready=True, start=0.0, end=1000.0, champion=champion,
+                        challenger=challenger, predictions=predictions)
+        return judge(POLICY, window, now=1000.0, measure_from=0.0, extensions=0,
+                     step_percent=10, **kwargs)
+
+    shifted = judged(rng.beta(5, 2, 2000))
+    assert shifted.action is Action.ROLLBACK and "prediction PSI" in shifted.reason
+    assert "max_prediction_psi 0.2" in shifted.reason
+    assert shifted.figures["prediction_psi"] > POLICY.max_prediction_psi
+    alike = judged(rng.beta(2, 5, 2000))
+    assert alike.action is not Action.ROLLBACK
+    assert alike.summary()["figures"]["prediction_psi"] < POLICY.max_prediction_psi
+    # Too few predictions: shown in the look, not judged.
+    few = judged(rng.beta(5, 2, POLICY.min_requests_per_step - 1))
+    assert few.action is not Action.ROLLBACK and few.figures["prediction_psi"] > 0.2

@@ -7,7 +7,15 @@ champion by more than the policy's margins. Point estimates decide nothing.
 Shown worse (ROLLBACK): any of four e-values reaches 1/(alpha/4). By Ville's inequality each
 reaches it with probability at most alpha/4 over the whole rollout when its null holds, so a
 challenger no worse than its champion is rolled back with probability at most `alpha`:
-- errors: the challenger's error rate above the champion's (event-rate ratio θ > 1);
+- errors: the challenger's error rate above `rollback_error_ratio` (default 1.1) × the
+  champion's (event-rate ratio θ > θ0). Still anytime-valid for every challenger no worse than
+  the champion: the split's likelihood ratio is monotone in θ, so the mixture against θ0 is a
+  supermartingale under every θ <= θ0, θ = 1 included, and Ville's bound holds unchanged. The
+  tolerance is not a cut in alpha: under θ = 1 the evidence against θ0 drifts down by
+  KL(p(1) || p(θ0)) per event, so long rollouts of equal models stop accumulating chance
+  excursions, while a real 3x or 5x regression loses little (its distance from 1.1 is nearly
+  its distance from 1). A challenger between 1 and θ0 is not rolled back on errors, and is
+  promoted only if its upper bound clears the promotion margin (1 + error_margin_relative);
 - error SLA: the challenger's error rate above `max_error_rate` (its confidence sequence's lower
   bound over the cap) - unless the champion's is shown above the cap too, when the comparison
   with the champion is what counts;
@@ -42,6 +50,7 @@ from typing import Any
 from shared.rollout import evidence
 from shared.rollout.evidence import RatioSegment
 from shared.rollout.policy import RolloutPolicy
+from shared.rollout.quality import PredictionComparison
 from shared.serving.base import VersionHealth, WeightedSamples
 
 ROLLBACK_TESTS = 4
@@ -88,6 +97,7 @@ class Window:
     champion: VersionHealth | None
     challenger: VersionHealth | None
     detail: str = ""
+    predictions: PredictionComparison | None = None    # model quality, where the shell has it
 
 
 @dataclass(frozen=True)
@@ -214,13 +224,36 @@ def judge(policy: RolloutPolicy, window: Window, *, now: float, measure_from: fl
         named = "; ".join(f"{t.name} (e={t.statistic:.3g} >= {1 / t.alpha:.3g})" for t in worse)
         return Verdict(Action.ROLLBACK, f"challenger shown worse at {step_percent}%: {named}",
                        figures, look.tests, looked=True, step=step)
+    shifted = _prediction_shift(policy, window.predictions)
+    if shifted:
+        return Verdict(Action.ROLLBACK, f"challenger's predictions unlike the champion's at "
+                                        f"{step_percent}%: {shifted}", figures, look.tests,
+                       looked=True, step=step)
     if not full:
         return _gathering_verdict(look, now, bake_deadline, ttd, step)
     return _full_evidence_verdict(look, extensions, ttd, step)
 
 
+def _prediction_shift(policy: RolloutPolicy, predictions: PredictionComparison | None) -> str:
+    """Why the challenger's prediction distribution counts as shifted ("" when it does not).
+
+    A point estimate with a floor on the sample, not anytime-valid evidence: with at least
+    `min_requests_per_step` predictions per version, the PSI of two samples of one distribution
+    is about (bins - 1) x (1/n1 + 1/n2) (0.04 for 11 bins at 500 each), far under the usual 0.2."""
+    if predictions is None or min(predictions.challenger_predictions,
+                                  predictions.champion_predictions) < policy.min_requests_per_step:
+        return ""
+    if predictions.psi <= policy.max_prediction_psi:
+        return ""
+    return (f"prediction PSI {predictions.psi:.3f} > max_prediction_psi "
+            f"{policy.max_prediction_psi:g} ({predictions.challenger_predictions} challenger / "
+            f"{predictions.champion_predictions} champion predictions)")
+
+
 def _figures(window: Window) -> dict[str, float]:
     figures: dict[str, float] = {"window_seconds": max(0.0, window.end - window.start)}
+    if window.predictions is not None:
+        figures.update(window.predictions.figures())
     for role, health in (("challenger", window.challenger), ("champion", window.champion)):
         if health is None:
             continue
@@ -271,8 +304,10 @@ class _Look:
     def _rollback_tests(self) -> tuple[TestResult, ...]:
         alpha, ratio, cap = self.rollback_alpha, self.policy.max_p99_latency_ratio, \
             self.policy.max_error_rate
-        tests = [e_test("errors: challenger error rate > champion's",
-                        evidence.worse_evidence(tuple(s.errors for s in self.steps)), alpha),
+        tolerance = self.policy.rollback_error_ratio
+        tests = [e_test(f"errors: challenger error rate > {tolerance:g} x champion's",
+                        evidence.worse_evidence(tuple(s.errors for s in self.steps), tolerance),
+                        alpha),
                  self._sla_test(cap, alpha)]
         if any(s.latency_requests for s in self.steps):
             tests.append(e_test(f"latency: challenger latency / {ratio:g} above the pooled median "

@@ -40,6 +40,11 @@ class RolloutPolicy(BaseModel):
         description="promotion needs the challenger's error rate shown at most the champion's "
                     "plus max(this, error_margin_relative x the champion's)")
     error_margin_relative: float = Field(default=0.5, ge=0)
+    rollback_error_ratio: float = Field(
+        default=1.1, ge=1.0,
+        description="rollback on errors needs the challenger's error rate shown above this x "
+                    "the champion's (1: any excess); keep it under 1 + error_margin_relative, "
+                    "so what is tolerated here stays within the promotion margin")
     latency_tail_share: float = Field(
         default=0.01, gt=0, le=1,
         description="promotion needs the share of challenger requests slower than "
@@ -59,6 +64,11 @@ class RolloutPolicy(BaseModel):
                     "max_p99_latency_ratio) x the champion's ...")
     warmup_stable_seconds: float = Field(
         default=300.0, gt=0, description="... or its median has held steady this long")
+    max_prediction_psi: float = Field(
+        default=0.2, gt=0,
+        description="the challenger's predictions against the champion's on the same traffic "
+                    "(PSI on the reference's prediction bins, both with at least "
+                    "min_requests_per_step predictions): above it = rollback")
     max_extensions: int = Field(default=3, ge=0,
                                 description="extra bake periods when a step is inconclusive")
     max_hold_seconds: float = Field(

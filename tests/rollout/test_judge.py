@@ -150,7 +150,7 @@ def test_error_regression_rolls_back_naming_the_evidence():
     verdict = look(health("1", rng.lognormal(2, 0.4, 2000), 4),
                    health("2", rng.lognormal(2, 0.4, 200), 30), now=10.0)
     assert verdict.action is Action.ROLLBACK
-    assert "errors: challenger error rate > champion's" in verdict.reason
+    assert "errors: challenger error rate > 1.1 x champion's" in verdict.reason
     assert verdict.figures["error_ratio_lower"] > 1
 
 
@@ -198,11 +198,12 @@ def test_a_significant_tail_rolls_back():
 
 # ---- whole rollouts, simulated: the machine and the judge, tick by tick ----
 
-def rollouts(error_rates=(0.01, 0.01), latency_scale=1.0, seeds=range(10), rate=2000.0):
+def rollouts(error_rates=(0.01, 0.01), latency_scale=1.0, seeds=range(10), rate=2000.0,
+             policy=POLICY):
     scenario = Scenario("test", Version(error_rates[0]),
                         Version(error_rates[1], latency_scale=latency_scale), rate=rate,
                         horizon_seconds=1800)
-    return [run_gatehouse(scenario, seed, POLICY).action for seed in seeds]
+    return [run_gatehouse(scenario, seed, policy).action for seed in seeds]
 
 
 def test_false_alarms_on_identical_models_stay_at_or_under_alpha():
@@ -216,7 +217,8 @@ def test_the_simulation_would_see_inflated_false_alarms(monkeypatch):
     """Rolling back at an e-value of 2 (alpha 0.5 per test) does exceed the nominal rate, so the
     test above can tell a sound judge from an unsound one."""
     monkeypatch.setattr(judge_module, "ROLLBACK_TESTS", 0.1)
-    outcomes = rollouts(seeds=range(40))
+    outcomes = rollouts(seeds=range(40),
+                        policy=POLICY.model_copy(update={"rollback_error_ratio": 1.0}))
     assert outcomes.count("rollback") / len(outcomes) > POLICY.alpha
 
 
@@ -224,3 +226,54 @@ def test_simulated_regressions_are_rolled_back_and_good_models_promoted():
     assert set(rollouts(error_rates=(0.01, 0.08))) == {"rollback"}
     assert set(rollouts(latency_scale=2.0)) == {"rollback"}
     assert rollouts(latency_scale=1.02, seeds=range(20)).count("promote") >= 18
+
+
+# ---- model quality: the challenger's predictions against the champion's ----
+
+def _prediction_reference():
+    from shared.monitoring.reference import numeric_reference
+
+    return numeric_reference(np.random.default_rng(0).beta(2, 5, 5000))
+
+
+def test_prediction_psi_uses_the_reference_bins_and_the_project_psi():
+    from shared.gates.drift import population_stability_index
+    from shared.rollout.quality import compare_predictions
+
+    reference, rng = _prediction_reference(), np.random.default_rng(1)
+    champion, same, shifted = rng.beta(2, 5, 2000), rng.beta(2, 5, 2000), rng.beta(5, 2, 2000)
+    alike = compare_predictions(reference, same, champion)
+    assert alike.psi < 0.05 and alike.disagreement_rate is None
+    assert (alike.challenger_predictions, alike.champion_predictions) == (2000, 2000)
+    unlike = compare_predictions(reference, shifted, champion)
+    assert unlike.psi > 1.0
+    assert unlike.psi == pytest.approx(population_stability_index(
+        reference.bin_counts(champion), reference.bin_counts(shifted)))
+    with pytest.raises(ValueError):
+        compare_predictions(reference, [], champion)
+
+
+def test_a_prediction_shift_rolls_back_naming_the_psi_and_shows_in_the_look():
+    from shared.rollout.quality import compare_predictions
+
+    reference, rng = _prediction_reference(), np.random.default_rng(2)
+    champion = health("1", rng.lognormal(2, 0.3, 2000), 0)
+    challenger = health("2", rng.lognormal(2, 0.3, 2000), 0)
+
+    def judged(challenger_scores, **kwargs):
+        predictions = compare_predictions(reference, challenger_scores, rng.beta(2, 5, 2000))
+        window = Window(ready=True, start=0.0, end=1000.0, champion=champion,
+                        challenger=challenger, predictions=predictions)
+        return judge(POLICY, window, now=1000.0, measure_from=0.0, extensions=0,
+                     step_percent=10, **kwargs)
+
+    shifted = judged(rng.beta(5, 2, 2000))
+    assert shifted.action is Action.ROLLBACK and "prediction PSI" in shifted.reason
+    assert "max_prediction_psi 0.2" in shifted.reason
+    assert shifted.figures["prediction_psi"] > POLICY.max_prediction_psi
+    alike = judged(rng.beta(2, 5, 2000))
+    assert alike.action is not Action.ROLLBACK
+    assert alike.summary()["figures"]["prediction_psi"] < POLICY.max_prediction_psi
+    # Too few predictions: shown in the look, not judged.
+    few = judged(rng.beta(5, 2, POLICY.min_requests_per_step - 1))
+    assert few.action is not Action.ROLLBACK and few.figures["prediction_psi"] > 0.2

@@ -153,6 +153,16 @@ def _labels(inner: np.ndarray) -> list[str]:
     return labels + ([f"> {inner[-1]:.6g}"] if len(inner) else [])
 
 
+
+def _with_missing_bin(labels: list[str], reference_counts: np.ndarray,
+                      current_counts: np.ndarray, missing: tuple[int, int]
+                      ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The bins, with a "missing" bin appended when either side has missing values."""
+    if not any(missing):
+        return labels, reference_counts, current_counts
+    return (labels + ["missing"], np.append(reference_counts, missing[0]),
+            np.append(current_counts, missing[1]))
+
 def numeric_psi(column: str, reference: ArrayLike, current: ArrayLike, n_bins: int = 10,
                 epsilon: float = 1e-4) -> FeatureDrift:
     """numeric_drift's PSI and bins without the KS test, and without sorting either sample."""
@@ -167,12 +177,9 @@ def numeric_psi(column: str, reference: ArrayLike, current: ArrayLike, n_bins: i
     # x in bin i when inner[i-1] < x <= inner[i]: the number of edges below x
     reference_counts = np.bincount(bin_index(valid_reference, edges), minlength=len(inner) + 1)
     current_counts = np.bincount(bin_index(valid_current, edges), minlength=len(inner) + 1)
-    labels = _labels(inner)
-    missing = (len(reference) - len(valid_reference), len(current) - len(valid_current))
-    if any(missing):
-        reference_counts = np.append(reference_counts, missing[0])
-        current_counts = np.append(current_counts, missing[1])
-        labels.append("missing")
+    labels, reference_counts, current_counts = _with_missing_bin(
+        _labels(inner), reference_counts, current_counts,
+        (len(reference) - len(valid_reference), len(current) - len(valid_current)))
     return FeatureDrift(column, "numeric",
                         population_stability_index(reference_counts, current_counts, epsilon),
                         len(reference), len(current), "none", None, None,
@@ -192,12 +199,9 @@ def numeric_drift(column: str, reference: ArrayLike, current: ArrayLike, n_bins:
         [[0], np.searchsorted(valid_reference, inner, side="right"), [len(valid_reference)]]))
     current_counts = np.diff(np.concatenate(
         [[0], np.searchsorted(valid_current, inner, side="right"), [len(valid_current)]]))
-    labels = _labels(inner)
-    missing = (len(reference) - len(valid_reference), len(current) - len(valid_current))
-    if any(missing):
-        reference_counts = np.append(reference_counts, missing[0])
-        current_counts = np.append(current_counts, missing[1])
-        labels.append("missing")
+    labels, reference_counts, current_counts = _with_missing_bin(
+        _labels(inner), reference_counts, current_counts,
+        (len(reference) - len(valid_reference), len(current) - len(valid_current)))
     statistic = ks_statistic_sorted(valid_reference, valid_current)
     return FeatureDrift(column, "numeric",
                         population_stability_index(reference_counts, current_counts, epsilon),

@@ -244,20 +244,22 @@ def send_traffic(stack: Stack, model: str, count: int = 20) -> None:
 
 def promoted(stack: Stack, model: str) -> bool:
     """Polled: traffic and a ramp tick each time (what the timer does), until v2 is champion."""
-    state = requests.get(f"{stack.serving_url}/gatehouse/endpoints/{model}", timeout=30).json()
-    champion = stack.client.get_model_version_by_alias(model, "champion").version
-    if serving_share(state, "2") == 100 and champion == "2":
+    if v2_champion_and_serving(stack, model):
         return True
     send_traffic(stack, model)
     host_post(stack, f"rollouts/{model}/ramp")
     return False
 
 
-def promoted_by_ticks(stack: Stack, model: str) -> bool:
-    """Polled: traffic each time; the ramp timer's ticks (queue ramp-ticks) do the ramping."""
+def v2_champion_and_serving(stack: Stack, model: str) -> bool:
     state = requests.get(f"{stack.serving_url}/gatehouse/endpoints/{model}", timeout=30).json()
     champion = stack.client.get_model_version_by_alias(model, "champion").version
-    if serving_share(state, "2") == 100 and champion == "2":
+    return serving_share(state, "2") == 100 and champion == "2"
+
+
+def promoted_by_ticks(stack: Stack, model: str) -> bool:
+    """Polled: traffic each time; the ramp timer's ticks (queue ramp-ticks) do the ramping."""
+    if v2_champion_and_serving(stack, model):
         return True
     send_traffic(stack, model)
     return False

@@ -18,7 +18,11 @@ open for good. So:
   its trigger is accepted; a trigger that happened after the waiting resolve (its `occurred`
   time is later) is a new firing and drops it;
 - resolves applied are remembered (`resolved`), so a trigger older than the last resolve of its
-  key (a late redelivery) pages nobody.
+  key (a late redelivery) pages nobody;
+- a trigger is recorded as intended (`triggering`) before it is sent: a host killed after
+  PagerDuty accepted it, before it was recorded open, leaves the intent, so the retry sends it
+  again even inside a storm (where a new alert would be held), and a resolve meanwhile treats the
+  key as open (resolving an incident PagerDuty never opened is a no-op there).
 Waiting and applied resolves are kept for a day. Every step is safe to redo: PagerDuty folds a
 repeated trigger into the incident its dedup_key opened and ignores a repeated resolve, and the
 record shows which steps landed.
@@ -145,19 +149,23 @@ def _recent(open_incidents: dict[str, OpenIncident], now: float,
 
 def plan_page(note, intent: str | None, open_incidents: dict[str, OpenIncident], now: float,
               storm_window_seconds: float, *, resolved: dict[str, Mark] | None = None,
-              pending: dict[str, Mark] | None = None, rollback_paged: bool = True) -> PagePlan:
+              pending: dict[str, Mark] | None = None,
+              triggering: dict[str, OpenIncident] | None = None,
+              rollback_paged: bool = True) -> PagePlan:
     """What to do at PagerDuty for one note, given the scope's open incidents, the resolves
-    applied (`resolved`) and those waiting for their trigger (`pending`). A completed rollback
+    applied (`resolved`), those waiting for their trigger (`pending`) and the triggers sent but
+    not yet recorded open (`triggering`: a resolve treats them as open). A completed rollback
     whose request paged nobody (`rollback_paged` False: a person's, below page_min_severity)
     resolves only the open incidents it settles, never its own, which was never triggered."""
     key = incident_key(note)
+    triggering = triggering or {}
     if intent is None:
         return PagePlan("nothing", key, reason="not a paging event")
     if intent == "resolve":
         keys = [key] if rollback_paged else []
         if event_kind(note) == "rollout.rollback_completed":
             endpoint = note.facts.get("endpoint")
-            keys += sorted(k for k, incident in open_incidents.items()
+            keys += sorted(k for k, incident in {**triggering, **open_incidents}.items()
                            if k != key and (incident.endpoint in (None, endpoint)))
         if not keys:
             return PagePlan("nothing", key, reason="the rollback paged nobody and no incident "
@@ -170,6 +178,9 @@ def plan_page(note, intent: str | None, open_incidents: dict[str, OpenIncident],
     waiting = (pending or {}).get(key)
     if waiting is not None and not_after(occurred_of(note), waiting.occurred) is not False:
         return _settle_waiting(key, waiting, open_incidents, now, storm_window_seconds)
+    if key in triggering and key not in open_incidents:
+        return PagePlan("trigger", key, reason="a trigger of this incident was sent and not "
+                                               "recorded: sent again")
     recent = _recent(open_incidents, now, storm_window_seconds)
     if any(i.key == key for i in recent):
         return PagePlan("suppress", key, reason=f"incident {key} is open already")
@@ -247,12 +258,17 @@ class IncidentsChanged(ChannelError):
 @dataclass
 class PageState:
     """One storm scope's row: incidents PagerDuty accepted and not yet resolved, alerts a storm
-    held, resolves applied and resolves waiting for their trigger."""
+    held, resolves applied, resolves waiting for their trigger, and triggers about to be sent."""
 
     incidents: dict[str, OpenIncident] = field(default_factory=dict)
     held: dict[str, dict] = field(default_factory=dict)
     resolved: dict[str, Mark] = field(default_factory=dict)
     pending: dict[str, Mark] = field(default_factory=dict)
+    triggering: dict[str, OpenIncident] = field(default_factory=dict)
+
+    @property
+    def open_or_triggering(self) -> dict[str, OpenIncident]:
+        return {**self.triggering, **self.incidents}
 
     @classmethod
     def parse(cls, properties: dict | None) -> PageState:
@@ -262,26 +278,33 @@ class PageState:
             found: dict[str, Any] = json.loads(properties.get(name) or "{}")
             return found
 
-        return cls({key: OpenIncident(key, value["opened_at"], value.get("endpoint"),
+        def incidents(name: str) -> dict[str, OpenIncident]:
+            return {key: OpenIncident(key, value["opened_at"], value.get("endpoint"),
                                       value.get("occurred", ""))
-                    for key, value in loaded("incidents").items()},
-                   loaded("held"),
+                    for key, value in loaded(name).items()}
+
+        return cls(incidents("incidents"), loaded("held"),
                    {key: Mark(**value) for key, value in loaded("resolved").items()},
-                   {key: Mark(**value) for key, value in loaded("pending").items()})
+                   {key: Mark(**value) for key, value in loaded("pending").items()},
+                   incidents("triggering"))
 
     def properties(self, scope: str) -> dict[str, str]:
-        return {"scope": scope,
-                "incidents": json.dumps({k: {"opened_at": i.opened_at, "endpoint": i.endpoint,
-                                             "occurred": i.occurred}
-                                         for k, i in self.incidents.items()}),
+        def incidents(found: dict[str, OpenIncident]) -> str:
+            return json.dumps({k: {"opened_at": i.opened_at, "endpoint": i.endpoint,
+                                   "occurred": i.occurred} for k, i in found.items()})
+
+        return {"scope": scope, "incidents": incidents(self.incidents),
                 "held": json.dumps(self.held),
                 "resolved": json.dumps({k: vars(m) for k, m in self.resolved.items()}),
-                "pending": json.dumps({k: vars(m) for k, m in self.pending.items()})}
+                "pending": json.dumps({k: vars(m) for k, m in self.pending.items()}),
+                "triggering": incidents(self.triggering)}
 
     def forget_before(self, cutoff: float) -> None:
         for marks in (self.resolved, self.pending):
             for key in [k for k, mark in marks.items() if mark.at < cutoff]:
                 del marks[key]
+        for key in [k for k, intent in self.triggering.items() if intent.opened_at < cutoff]:
+            del self.triggering[key]
 
 
 class OpenIncidents:
@@ -329,9 +352,17 @@ class OpenIncidents:
                 raise IncidentsChanged(f"a resolve of {incident.key} arrived meanwhile")
             if settles is None:
                 state.pending.pop(incident.key, None)  # a resolve of an earlier firing
+            state.triggering.pop(incident.key, None)
             state.incidents[incident.key] = incident
             for key in released:
                 state.held.pop(key, None)
+        self._change(scope, add, incident.opened_at)
+
+    def intend(self, scope: str, incident: OpenIncident) -> None:
+        """Record a trigger about to be sent, so that a crash after PagerDuty accepts it cannot
+        leave an incident open there that Gatehouse never resolves."""
+        def add(state: PageState) -> None:
+            state.triggering.setdefault(incident.key, incident)
         self._change(scope, add, incident.opened_at)
 
     def hold(self, scope: str, key: str, entry: dict) -> bool:
@@ -364,11 +395,12 @@ class OpenIncidents:
         at = 0.0 if now is None else now
 
         def drop(state: PageState) -> None:
-            surprise = [k for k in keys if k in state.incidents and k not in sent]
+            surprise = [k for k in keys if k in state.open_or_triggering and k not in sent]
             if surprise:
                 raise IncidentsChanged(f"{', '.join(surprise)} opened meanwhile")
             for key in sent:
                 state.incidents.pop(key, None)
+                state.triggering.pop(key, None)
                 state.resolved[key] = Mark(at, when)
                 state.pending.pop(key, None)
             for key in waiting:
@@ -419,6 +451,7 @@ class PagerDutyChannel:
         intent = page_intent(note, delivery.policy)
         plan = plan_page(note, intent, state.incidents, delivery.now, window,
                          resolved=state.resolved, pending=state.pending,
+                         triggering=state.triggering,
                          rollback_paged=rollback_paged(note, delivery.policy))
         summary = {"action": plan.action, "incident": plan.key, "reason": plan.reason}
         if plan.action == "nothing":
@@ -434,17 +467,18 @@ class PagerDutyChannel:
         if plan.action == "resolve" and intent == "resolve":
             return self._resolve(scope, plan, state, delivery)
         if plan.action == "trigger":
+            incident = OpenIncident(plan.key, delivery.now, note.facts.get("endpoint"),
+                                    occurred_of(note))
+            self.incidents.intend(scope, incident)
             self.client.trigger(**trigger_request(note, delivery, plan.key))
             failpoint("pagerduty.triggered")
-            self.incidents.opened(scope, OpenIncident(plan.key, delivery.now,
-                                                      note.facts.get("endpoint"),
-                                                      occurred_of(note)), settles=plan.settles)
+            self.incidents.opened(scope, incident, settles=plan.settles)
         if plan.settles is not None:  # the resolve that was waiting for this trigger
             self._send_resolves((plan.key,))
             self.incidents.closed(scope, (plan.key,), note, now=delivery.now,
                                   occurred=plan.settles.occurred)
             return {**summary, "resolved": [plan.key]}
-        return {"action": "trigger", "incident": plan.key}
+        return summary
 
     def _send_resolves(self, keys: tuple[str, ...]) -> None:
         for key in keys:
@@ -458,14 +492,14 @@ class PagerDutyChannel:
         resolved by as recent a resolve waits for its trigger. Then page the alerts a storm
         held, if they still fire and nothing recent is open any more."""
         note, occurred = delivery.note, occurred_of(delivery.note)
-        sent = tuple(k for k in plan.resolve_keys if k in state.incidents)
+        sent = tuple(k for k in plan.resolve_keys if k in state.open_or_triggering)
 
         def resolved_already(key: str) -> bool:
             applied = state.resolved.get(key)
             return applied is not None and bool(not_after(occurred, applied.occurred))
 
         waiting = tuple(k for k in plan.resolve_keys
-                        if k not in state.incidents and k not in state.held
+                        if k not in state.open_or_triggering and k not in state.held
                         and not resolved_already(k))
         self._send_resolves(sent)
         incidents, held = self.incidents.closed(scope, plan.resolve_keys, note, sent=sent,

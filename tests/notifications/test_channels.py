@@ -116,7 +116,7 @@ def test_pagerduty_triggers_and_resolves_over_https(pagerduty_channel, pagerduty
     requested = builders.notification_envelope(builders.rollback_requested(model_name, endpoint))
     ref = pagerduty_channel.deliver(builders.delivery_for(requested, ui=MLFLOW_UI))
     key = f"gatehouse/{model_name}/{endpoint}/rollback"
-    assert ref == {"action": "trigger", "incident": key}
+    assert ref == {"action": "trigger", "incident": key, "reason": "new incident"}
     [incident] = pagerduty_peer.incidents_for(f"gatehouse/{model_name}/")
     assert incident["status"] == "triggered" and incident["severity"] == "error"
     sent = [e for e in pagerduty_peer.events if e.get("dedup_key") == key][0]

@@ -206,6 +206,62 @@ def test_a_late_trigger_cut_short_and_redone_opens_and_resolves_one_incident(
     assert page(pagerduty, firing)["action"] == "nothing"
 
 
+def _cut_after_pagerduty_accepted(channel, envelope, monkeypatch) -> None:
+    monkeypatch.setenv(ENVIRONMENT, "pagerduty.triggered=raise")
+    with pytest.raises(FailpointError):
+        page(channel, envelope)
+    monkeypatch.delenv(ENVIRONMENT)
+
+
+def test_a_trigger_cut_short_is_sent_again_even_when_a_storm_began_meanwhile(
+        pagerduty, pagerduty_peer, model_name, monkeypatch):
+    """The host died after PagerDuty accepted the trigger; on restart another page of the model
+    went first. The retried trigger is not held as part of that storm: it is recorded open, so
+    its alert's resolve reaches PagerDuty."""
+    firing, resolved = alert_pair(model_name, "latency")
+    key = incident_key(firing.data)
+    _cut_after_pagerduty_accepted(pagerduty, firing, monkeypatch)
+    assert [i["status"] for i in pagerduty_peer.incidents_for(key)] == ["triggered"]
+
+    rollback = builders.notification_envelope(builders.rollback_requested(
+        model_name, f"{model_name}-prod"))
+    assert page(pagerduty, rollback)["action"] == "trigger"  # the storm's first page
+    retried = page(pagerduty, firing)
+    assert retried["action"] == "trigger" and "not recorded" in retried["reason"]
+    assert key in pagerduty.incidents.read(f"model:{model_name}")[0]
+    assert page(pagerduty, resolved)["incidents"] == [key]
+    [incident] = pagerduty_peer.incidents_for(key)
+    assert incident["status"] == "resolved"
+
+
+def test_a_resolve_after_a_trigger_cut_short_resolves_it_and_the_retry_pages_nobody(
+        pagerduty, pagerduty_peer, model_name, monkeypatch):
+    firing, resolved = alert_pair(model_name, "latency")
+    key = incident_key(firing.data)
+    _cut_after_pagerduty_accepted(pagerduty, firing, monkeypatch)
+    assert page(pagerduty, resolved)["incidents"] == [key]  # the intent counts as open
+    assert page(pagerduty, firing)["action"] == "nothing"
+    assert events_for(pagerduty_peer, key) == ["trigger", "resolve"]
+    [incident] = pagerduty_peer.incidents_for(key)
+    assert incident["status"] == "resolved"
+    assert pagerduty.incidents.state(f"model:{model_name}").triggering == {}
+
+
+def test_a_trigger_refused_before_pagerduty_saw_it_resolves_as_a_no_op(
+        pagerduty, pagerduty_peer, model_name, monkeypatch):
+    """A crash between recording the intent and sending: the resolve is sent for an incident
+    PagerDuty never opened (a no-op there) and nothing stays recorded."""
+    firing, resolved = alert_pair(model_name, "latency")
+    key = incident_key(firing.data)
+    pagerduty_peer.inject(400, body=json.dumps({"status": "invalid event"}).encode())
+    with pytest.raises(ChannelError):
+        page(pagerduty, firing)
+    assert pagerduty_peer.incidents_for(key) == []
+    page(pagerduty, resolved)
+    assert pagerduty_peer.incidents_for(key) == []
+    assert pagerduty.incidents.read(f"model:{model_name}") == ({}, {})
+
+
 @pytest.mark.parametrize("point", ["pagerduty.triggered", "pagerduty.resolved",
                                    "pagerduty.storm_paged"])
 def test_a_storm_cut_short_and_redone_pages_each_incident_once(pagerduty, pagerduty_peer,

@@ -12,10 +12,14 @@ send and the record of it is the one place a redo could send twice, so:
 - channels whose target drops a repeat (`resends_safely`: PagerDuty by dedup_key, the outbox by
   event id) are simply sent again: at least once at the wire, once at the target;
 - the others (Slack, Teams) record their intent (`sending`) before the send. A redo that finds
-  an intent with no outcome does not send again: the message may well have gone, and a second
-  copy in a chat channel is the worse failure. That is at most once: a host killed after the
-  intent and before the send loses that channel's copy, a window of one network call, against
-  a double post on every crash after a send.
+  an intent with no outcome asks the channel where the earlier attempt posted (`find_sent`,
+  Slack: by the message metadata naming the notification): found, it is recorded delivered;
+  not found, it is sent now. Exactly once, where the channel can be read back.
+- where it cannot (Teams' incoming webhooks; Slack without the history scope), the redo does not
+  send again: the message may well have gone, and a second copy in a chat channel is the worse
+  failure. That is at most once: a host killed after the intent and before the send loses that
+  channel's copy, a window of one network call, against a double post on every crash after a
+  send.
 """
 
 from __future__ import annotations
@@ -305,13 +309,16 @@ class Dispatcher:
             return {"failed": done.get("error"), "transient": False}
         channel = self.channels[name]
         collapsed = delivery.repeat is not None and not channel.updates_in_place
-        if status == SENDING and not collapsed and not channel.resends_safely:
-            return self._unconfirmed(name, envelope)
         try:
             if collapsed:
                 assert delivery.repeat is not None
                 ref = {"collapsed_into": delivery.repeat.original_event_id}
             else:
+                if status == SENDING and not channel.resends_safely:
+                    earlier = self._look_for_earlier_send(
+                        name, envelope, delivery, float((done or {}).get("updated_at") or 0))
+                    if earlier is not None:
+                        return earlier
                 if not channel.resends_safely:
                     self.state.record_sending(envelope.id, name)
                 ref = channel.deliver(delivery)
@@ -325,6 +332,28 @@ class Dispatcher:
             return {"failed": message, "transient": transient}
         if not collapsed:
             AFTER_SEND.get(name, lambda: None)()  # sent, not yet recorded: a crash lands here
+        self.state.record_delivered(envelope.id, name, ref)
+        if delivery.repeat is None:
+            self.state.remember_ref(delivery.note.dedup_key, envelope.id, name, ref)
+        return ref
+
+    def _look_for_earlier_send(self, name: str, envelope: Envelope, delivery: Delivery,
+                               since: float) -> dict | None:
+        """The outcome of an attempt cut short after its intent: what it posted (recorded now),
+        or, when the channel cannot tell, unconfirmed; None when it did not post."""
+        find_sent = getattr(self.channels[name], "find_sent", None)
+        if find_sent is None:
+            return self._unconfirmed(name, envelope)
+        try:
+            ref: dict | None = find_sent(delivery, since)
+        except ChannelError as exc:
+            if exc.transient:
+                raise
+            log.warning("notification %s to %s: cannot look for an earlier post: %s",
+                        envelope.id, name, self.redact(str(exc)))
+            return self._unconfirmed(name, envelope)
+        if ref is None:
+            return None
         self.state.record_delivered(envelope.id, name, ref)
         if delivery.repeat is None:
             self.state.remember_ref(delivery.note.dedup_key, envelope.id, name, ref)

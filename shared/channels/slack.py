@@ -5,6 +5,12 @@ and the thread's first message is updated in place to show the latest state, wit
 button while a version serves traffic and *Open in MLflow*. A repeat within the dedup window
 updates the message it repeats instead of posting. Button clicks come back signed to
 `POST /api/slack/actions` (functions/slack_actions.py), verified here.
+
+Every message carries Slack message metadata naming its notification, so an attempt cut short
+after its intent to send can look (`find_sent`: conversations.history, and conversations.replies
+of the version's thread) for what the earlier attempt posted, instead of guessing. That needs the
+bot's `channels:history` (or `groups:history`) scope and the channel's ID (configured, or learned
+from an earlier post); without them the redo stays at most once.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ TRANSIENT_ERRORS = {"ratelimited", "internal_error", "fatal_error", "service_una
 SEVERITY_MARK = {"info": ":information_source:", "warning": ":warning:",
                  "error": ":rotating_light:", "critical": ":rotating_light:"}
 HIDDEN_FACTS = {"occurred"}
+METADATA_EVENT = "gatehouse_notification"
+LOOKUP_MARGIN_SECONDS = 60  # clocks differ; look a little before the intent was recorded
+LOOKUP_LIMIT = 200
 
 
 def slack_client(token: str, base_url: str | None = None, *, backoff: float = 0.5,
@@ -150,6 +159,24 @@ def fallback_text(delivery: Delivery) -> str:
     return _cut(f"{delivery.note.title}: {delivery.note.text}", 3000)
 
 
+def message_metadata(delivery: Delivery) -> dict:
+    return {"event_type": METADATA_EVENT, "event_payload": {"notification": delivery.event_id}}
+
+
+def posted_for(messages: list[dict], event_id: str) -> dict | None:
+    """The message (if any) whose metadata names the notification `event_id`."""
+    for message in messages:
+        metadata = message.get("metadata") or {}
+        if metadata.get("event_type") == METADATA_EVENT and \
+                (metadata.get("event_payload") or {}).get("notification") == event_id:
+            return message
+    return None
+
+
+def looks_like_channel_id(channel: str) -> bool:
+    return channel[:1] in ("C", "G") and channel.isalnum() and channel.isupper()
+
+
 # ---- threads on the state table ----
 
 @dataclass(frozen=True)
@@ -228,6 +255,36 @@ class SlackThreads:
             "key": key, "state": "open", "channel": channel, "ts": ts,
             "latest_event_id": event_id, "latest_occurred": occurred}, etag)
 
+    def adopt(self, key: str, channel: str, ts: str, event_id: str, occurred: str) -> None:
+        """A thread head found in the channel, posted by an attempt cut short before it recorded
+        it: record it open, unless another thread for the key is open by now."""
+        def head(current: dict | None) -> dict | None:
+            if current is not None and current.get("state") == "open":
+                return None
+            return {"key": key, "state": "open", "channel": channel, "ts": ts,
+                    "latest_event_id": event_id, "latest_occurred": occurred}
+
+        self.table.modify(self.PARTITION, safe_row_key(key), head, self.ADVANCE_ATTEMPTS)
+
+    def channel_id(self, configured: str) -> str | None:
+        """The ID of the configured channel (a name cannot be read back), once a post told it."""
+        if looks_like_channel_id(configured):
+            return configured
+        row = self.table.get(self.PARTITION, safe_row_key(f"channel/{configured}"))
+        return row.properties.get("id") if row else None
+
+    def learned_channel_id(self, configured: str, channel_id: str) -> None:
+        if looks_like_channel_id(configured):
+            return
+
+        def learned(current: dict | None) -> dict | None:
+            if current is not None and current.get("id") == channel_id:
+                return None
+            return {"name": configured, "id": channel_id}
+
+        self.table.modify(self.PARTITION, safe_row_key(f"channel/{configured}"), learned,
+                          self.ADVANCE_ATTEMPTS)
+
     def release(self, key: str, etag: str) -> None:
         try:
             self.table.delete(self.PARTITION, safe_row_key(key), etag)
@@ -266,12 +323,21 @@ class SlackChannel:
         self.threads = threads
 
     def deliver(self, delivery: Delivery) -> dict:
+        if delivery.repeat is not None:
+            return self._calling(self._update_repeat, delivery)
+        return self._calling(self._post, delivery)
+
+    def find_sent(self, delivery: Delivery, since: float) -> dict | None:
+        """Where an earlier attempt posted this notification, or None if it did not. Raises a
+        permanent ChannelError when it cannot look (no history scope, channel ID unknown)."""
+        return self._calling(self._find_sent, delivery, since)
+
+    @staticmethod
+    def _calling(action, *args):
         from slack_sdk.errors import SlackApiError, SlackClientError
 
         try:
-            if delivery.repeat is not None:
-                return self._update_repeat(delivery)
-            return self._post(delivery)
+            return action(*args)
         except SlackApiError as exc:
             response = exc.response
             error = response.get("error") if isinstance(response.data, dict) else None
@@ -296,21 +362,50 @@ class SlackChannel:
                 self.client.chat_update(channel=found.channel, ts=found.ts, text=text,
                                         blocks=root_blocks(delivery))
             reply = self.client.chat_postMessage(channel=found.channel, thread_ts=found.ts,
-                                                 text=text, blocks=reply_blocks(delivery))
+                                                 text=text, blocks=reply_blocks(delivery),
+                                                 metadata=message_metadata(delivery))
             if _is_newer(occurred, found.latest_occurred):
                 self.threads.advance(key, delivery.event_id, occurred)
             return {"channel": found.channel, "ts": reply["ts"], "thread_ts": found.ts,
                     "root": False}
         try:
             posted = self.client.chat_postMessage(channel=self.channel, text=text,
-                                                  blocks=root_blocks(delivery))
+                                                  blocks=root_blocks(delivery),
+                                                  metadata=message_metadata(delivery))
         except BaseException:
             self.threads.release(key, found)
             raise
+        self.threads.learned_channel_id(self.channel, posted["channel"])
         self.threads.opened(key, found, posted["channel"], posted["ts"], delivery.event_id,
                             occurred)
         return {"channel": posted["channel"], "ts": posted["ts"], "thread_ts": posted["ts"],
                 "root": True}
+
+    def _find_sent(self, delivery: Delivery, since: float) -> dict | None:
+        key, event_id = thread_key(delivery.note), delivery.event_id
+        oldest = f"{max(since - LOOKUP_MARGIN_SECONDS, 0):.6f}"
+        thread = self.threads.get(key)
+        if thread is not None:
+            replies = self.client.conversations_replies(
+                channel=thread.channel, ts=thread.ts, oldest=oldest, limit=LOOKUP_LIMIT,
+                include_all_metadata=True)
+            reply = posted_for(replies.get("messages") or [], event_id)
+            if reply is not None:
+                return {"channel": thread.channel, "ts": reply["ts"], "thread_ts": thread.ts,
+                        "root": reply["ts"] == thread.ts, "found": True}
+        channel = thread.channel if thread is not None else self.threads.channel_id(self.channel)
+        if channel is None:
+            raise ChannelError(f"cannot look for an earlier post: the ID of {self.channel} is "
+                               f"not known yet (configure SLACK_CHANNEL as an ID)", False)
+        history = self.client.conversations_history(channel=channel, oldest=oldest,
+                                                    limit=LOOKUP_LIMIT, include_all_metadata=True)
+        root = posted_for(history.get("messages") or [], event_id)
+        if root is None:
+            return None
+        self.threads.adopt(key, channel, root["ts"], event_id,
+                           delivery.note.facts.get("occurred", ""))
+        return {"channel": channel, "ts": root["ts"], "thread_ts": root["ts"], "root": True,
+                "found": True}
 
     def _update_repeat(self, delivery: Delivery) -> dict:
         repeat = delivery.repeat

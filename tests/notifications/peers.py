@@ -74,7 +74,23 @@ class Peer(ABC):
                 self.end_headers()
                 self.wfile.write(reply)
 
-            do_GET = do_PUT = do_PATCH = do_DELETE = lambda self: self._method_not_allowed()
+            def do_GET(self):
+                with peer.lock:
+                    peer.requests.append({"path": self.path, "headers": dict(self.headers),
+                                          "body": b"", "at": time.monotonic()})
+                    fault = peer.faults.popleft() if peer.faults else None
+                reply = fault or peer.handle_get(self.path, self.headers)
+                if reply is None:
+                    return self._method_not_allowed()
+                status, headers, body = reply
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_PUT = do_PATCH = do_DELETE = lambda self: self._method_not_allowed()
 
             def _method_not_allowed(self):
                 self.send_response(405)
@@ -111,6 +127,10 @@ class Peer(ABC):
     @abstractmethod
     def handle(self, path: str, headers, body: bytes) -> tuple[int, dict, bytes]:
         """(status, headers, body) for one POST."""
+
+    def handle_get(self, path: str, headers) -> tuple[int, dict, bytes] | None:
+        """(status, headers, body) for one GET; None: 405."""
+        return None
 
 
 def _json(status: int, body: dict, headers: dict | None = None) -> tuple[int, dict, bytes]:
@@ -202,16 +222,36 @@ def block_problems(blocks) -> list[str]:
     return problems
 
 
-class SlackPeer(Peer):
-    """chat.postMessage and chat.update of Slack's Web API, for one bot token and one channel."""
+READ_METHODS = ("conversations.history", "conversations.replies")
 
-    def __init__(self, token: str, channel_name: str, channel_id: str = "C0GATEHOUSE"):
+
+def metadata_problems(metadata) -> list[str]:
+    """Slack's message metadata: an alphanumeric `event_type` and an object `event_payload`."""
+    if not isinstance(metadata, dict):
+        return ["metadata is not an object"]
+    problems = []
+    event_type = metadata.get("event_type")
+    if not isinstance(event_type, str) or not event_type.replace("_", "").isalnum():
+        problems.append("metadata.event_type must be an alphanumeric string")
+    if not isinstance(metadata.get("event_payload"), dict):
+        problems.append("metadata.event_payload must be an object")
+    return problems
+
+
+class SlackPeer(Peer):
+    """chat.postMessage and chat.update of Slack's Web API (POST, JSON), and
+    conversations.history and conversations.replies (GET, query string; the channel by ID only,
+    and only with the history scope), for one bot token and one channel."""
+
+    def __init__(self, token: str, channel_name: str, channel_id: str = "C0GATEHOUSE",
+                 history_scope: bool = True):
         super().__init__()
         self.token = token
         self.channel_name = channel_name
         self.channel_id = channel_id
+        self.history_scope = history_scope
         self.messages: dict[str, dict] = {}
-        self._clock = 1_700_000_000.0
+        self._clock = time.time()  # Slack message ts are epoch seconds
 
     @property
     def api_url(self) -> str:
@@ -235,7 +275,7 @@ class SlackPeer(Peer):
             return [m for m in self.messages.values() if m.get("thread_ts") == root_ts]
 
     def _next_ts(self) -> str:
-        self._clock += 0.000_1
+        self._clock = max(time.time(), self._clock + 0.000_1)
         return f"{self._clock:.6f}"
 
     def handle(self, path, headers, body):
@@ -245,6 +285,11 @@ class SlackPeer(Peer):
             return _json(200, {"ok": False, "error": "not_authed"})
         if auth != f"Bearer {self.token}":
             return _json(200, {"ok": False, "error": "invalid_auth"})
+        if method in READ_METHODS:  # slack-sdk sends these form-encoded
+            from urllib.parse import parse_qs
+
+            form = {k: v[-1] for k, v in parse_qs(body.decode(errors="replace")).items()}
+            return self._read(method, form)
         if not (headers.get("Content-Type") or "").startswith("application/json"):
             return _json(200, {"ok": False, "error": "invalid_form_data"})
         try:
@@ -261,6 +306,9 @@ class SlackPeer(Peer):
             problems = block_problems(args["blocks"])
             if problems:
                 return _json(200, {"ok": False, "error": "invalid_blocks", "errors": problems})
+        if "metadata" in args and metadata_problems(args["metadata"]):
+            return _json(200, {"ok": False, "error": "invalid_metadata",
+                               "errors": metadata_problems(args["metadata"])})
         with self.lock:
             if method == "chat.postMessage":
                 return self._post(args)
@@ -276,11 +324,53 @@ class SlackPeer(Peer):
                 return _json(200, {"ok": False, "error": "thread_not_found"})
         ts = self._next_ts()
         message = {"ts": ts, "channel": self.channel_id, "text": args.get("text", ""),
-                   "blocks": args.get("blocks", []), "thread_ts": thread_ts, "history": []}
+                   "blocks": args.get("blocks", []), "thread_ts": thread_ts, "history": [],
+                   "metadata": args.get("metadata")}
         self.messages[ts] = message
         return _json(200, {"ok": True, "channel": self.channel_id, "ts": ts,
                            "message": {"type": "message", "text": message["text"],
                                        "ts": ts, "blocks": message["blocks"]}})
+
+    def handle_get(self, path, headers):
+        from urllib.parse import parse_qs, urlsplit
+
+        parts = urlsplit(path)
+        method = parts.path.removeprefix("/api/")
+        if method not in READ_METHODS:
+            return None
+        if headers.get("Authorization", "") != f"Bearer {self.token}":
+            return _json(200, {"ok": False, "error": "invalid_auth"})
+        return self._read(method, {k: v[-1] for k, v in parse_qs(parts.query).items()})
+
+    def _read(self, method: str, query: dict):
+        if not self.history_scope:
+            return _json(200, {"ok": False, "error": "missing_scope",
+                               "needed": "channels:history,groups:history"})
+        if query.get("channel") != self.channel_id:  # a name is not enough for these methods
+            return _json(200, {"ok": False, "error": "channel_not_found"})
+        try:
+            oldest = float(query.get("oldest") or 0)
+            limit = int(query.get("limit") or 100)
+        except ValueError:
+            return _json(200, {"ok": False, "error": "invalid_arguments"})
+        with self.lock:
+            if method == "conversations.history":
+                found = [m for m in self.messages.values() if not m.get("thread_ts")]
+            else:
+                parent = self.messages.get(query.get("ts") or "")
+                if parent is None or parent.get("thread_ts"):
+                    return _json(200, {"ok": False, "error": "thread_not_found"})
+                found = [parent, *(m for m in self.messages.values()
+                                     if m.get("thread_ts") == parent["ts"])]
+            found = [m for m in found if float(m["ts"]) > oldest]
+        if method == "conversations.history":
+            found.sort(key=lambda m: float(m["ts"]), reverse=True)  # newest first
+        with_metadata = query.get("include_all_metadata") in ("1", "true", "True")
+        return _json(200, {"ok": True, "has_more": len(found) > limit, "messages": [
+            {"type": "message", "ts": m["ts"], "text": m["text"],
+             **({"thread_ts": m["thread_ts"]} if m.get("thread_ts") else {}),
+             **({"metadata": m["metadata"]} if with_metadata and m.get("metadata") else {})}
+            for m in found[:limit]]})
 
     def _update(self, args: dict):
         if args.get("channel") != self.channel_id:

@@ -18,6 +18,7 @@ from shared.channels.policy import NotificationPolicy
 from shared.foundation.failpoints import ENVIRONMENT, FailpointError
 from shared.foundation.state import MemoryTable
 from tests.notifications import builders
+from tests.notifications.conftest import SLACK_CHANNEL
 
 ALL_CHANNELS = '["outbox", "slack", "teams", "pagerduty"]'
 
@@ -61,9 +62,10 @@ def test_a_notification_redone_after_a_crash_reaches_each_channel_once(every_cha
     assert copies(peers, every_channel["GATEHOUSE_OUTBOX_PATH"], model_name, envelope.id) == {
         "outbox": 1, "slack": 1, "teams": 1, "pagerduty": 1}
     assert set(result["channels"]) == {"outbox", "slack", "teams", "pagerduty"}
-    if point in ("notify.sent_slack", "notify.sent_teams"):
-        channel = point.rsplit("_", 1)[1]
-        assert result["channels"][channel]["unconfirmed"] is True  # not sent a second time
+    if point == "notify.sent_slack":  # found in the channel by its metadata, not sent again
+        assert result["channels"]["slack"]["found"] is True
+    if point == "notify.sent_teams":  # a webhook cannot be read back: not sent a second time
+        assert result["channels"]["teams"]["unconfirmed"] is True
     # Once complete, a redelivery is answered from the idempotency record.
     assert deliver_notification(envelope.to_json()) == result
 
@@ -102,6 +104,83 @@ def test_an_intent_without_an_outcome_is_not_sent_again(model_name):
     dispatcher.deliver(fine)
     assert chat.sent == [fine.id]
     assert state.delivery(fine.id, "teams")["status"] == "delivered"
+
+
+# ---- Slack: an intent without an outcome is looked for in the channel ----
+
+def slack_dispatcher(slack_peer, slack_token, table=None):
+    from shared.channels.slack import SlackChannel, SlackThreads, slack_client
+
+    table = table or MemoryTable()
+    channel = SlackChannel(slack_client(slack_token, slack_peer.api_url, backoff=0.01),
+                           SLACK_CHANNEL, SlackThreads(table))
+    state = NotificationState(table)
+    dispatcher = Dispatcher({"slack": channel}, state,
+                            lambda model: NotificationPolicy.model_validate(
+                                {"routes": [{"channels": ["slack"]}]}))
+    return dispatcher, state
+
+
+def slack_messages_about(slack_peer, model_name: str) -> list[dict]:
+    with slack_peer.lock:
+        return [m for m in slack_peer.messages.values() if model_name in m["text"]]
+
+
+def test_a_slack_intent_whose_post_never_happened_is_sent_now(slack_peer, slack_token,
+                                                              model_name):
+    dispatcher, state = slack_dispatcher(slack_peer, slack_token)
+    first = builders.notification_envelope(builders.canary_started(model_name, "ep"))
+    dispatcher.deliver(first)  # the channel's ID is learned from this post
+    died = builders.notification_envelope(builders.traffic_ramped(model_name, "ep"))
+    state.record_sending(died.id, "slack")  # the host died before the post
+    result = dispatcher.deliver(died)
+    assert "unconfirmed" not in result["channels"]["slack"]
+    messages = slack_messages_about(slack_peer, model_name)
+    assert len(messages) == 2 and len([m for m in messages if m["thread_ts"]]) == 1
+
+
+def test_a_slack_thread_head_posted_but_not_recorded_is_adopted_not_posted_again(
+        slack_peer, slack_token, model_name, monkeypatch):
+    from shared.channels.slack import SlackThreads
+
+    table = MemoryTable()
+    dispatcher, state = slack_dispatcher(slack_peer, slack_token, table)
+    learned = builders.notification_envelope(builders.canary_started("channel-learner", "ep"))
+    dispatcher.deliver(learned)  # another thread: the channel's ID is known from here on
+    head = builders.notification_envelope(builders.canary_started(model_name, "ep"))
+
+    def died(*args, **kwargs):
+        raise SystemExit("host killed after the post")
+
+    monkeypatch.setattr(SlackThreads, "opened", died)
+    with pytest.raises(SystemExit):
+        dispatcher.deliver(head)
+    monkeypatch.undo()
+    assert state.delivery(head.id, "slack")["status"] == "sending"
+
+    redo = dispatcher.deliver(head)["channels"]["slack"]
+    assert redo["found"] is True and redo["root"] is True
+    later = builders.notification_envelope(builders.traffic_ramped(model_name, "ep"))
+    reply = dispatcher.deliver(later)["channels"]["slack"]
+    assert reply["thread_ts"] == redo["ts"]  # the adopted head carries the thread
+    messages = slack_messages_about(slack_peer, model_name)
+    assert len([m for m in messages if not m["thread_ts"]]) == 1 and len(messages) == 2
+
+
+def test_without_the_history_scope_a_slack_redo_stays_at_most_once(slack_token, model_name):
+    from tests.notifications.peers import SlackPeer
+
+    peer = SlackPeer(slack_token, SLACK_CHANNEL, history_scope=False).start()
+    try:
+        dispatcher, state = slack_dispatcher(peer, slack_token)
+        dispatcher.deliver(builders.notification_envelope(
+            builders.canary_started(model_name, "ep")))
+        died = builders.notification_envelope(builders.traffic_ramped(model_name, "ep"))
+        state.record_sending(died.id, "slack")
+        assert dispatcher.deliver(died)["channels"]["slack"]["unconfirmed"] is True
+        assert len(slack_messages_about(peer, model_name)) == 1
+    finally:
+        peer.stop()
 
 
 # ---- PagerDuty: per-incident ordering ----

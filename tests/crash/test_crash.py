@@ -126,6 +126,7 @@ class Stack:
     pool: dict[str, list[str]] = field(default_factory=dict)
     accepted: set[str] = field(default_factory=set)
     unanswered: set[str] = field(default_factory=set)
+    link_tokens: dict[str, str] = field(default_factory=dict)  # a retried click: the same link
 
 
 @pytest.fixture(scope="module")
@@ -402,9 +403,12 @@ def rolled_back_by_link(stack: Stack, model: str) -> bool:
     from shared.rollout.store import RolloutStore
 
     def click() -> int | None:
-        record = RolloutStore.connect(stack.storage).load(model).record
-        assert record is not None and record.active is not None
-        token = make_token(LINK_SECRET, model, record.active.id, now=time.time())
+        token = stack.link_tokens.get(model)
+        if token is None:
+            record = RolloutStore.connect(stack.storage).load(model).record
+            assert record is not None and record.active is not None
+            token = stack.link_tokens[model] = make_token(LINK_SECRET, model, record.active.id,
+                                                          now=time.time())
         try:
             return requests.post(f"{stack.host.url}/api/rollouts/rollback",
                                  params={"token": token}, timeout=60).status_code

@@ -379,8 +379,9 @@ def until_accepted(stack: Stack, key: str, call: Callable[[], int | None]) -> bo
         if status is None or status >= 500:
             stack.unanswered.add(key)
             return False
-        # A retry of a request whose answer the crash swallowed finds it done already: 409.
-        retried_after_crash = key in stack.unanswered and status == 409
+        # A retry of a request whose answer the crash swallowed finds it done already: 409
+        # (rolling back already), or 410 for a one-click link (spent once it was used).
+        retried_after_crash = key in stack.unanswered and status in (409, 410)
         assert status < 300 or retried_after_crash, f"{key}: {status}"
         stack.accepted.add(key)
     return True

@@ -50,7 +50,7 @@ from typing import Any
 from shared.rollout import evidence
 from shared.rollout.evidence import RatioSegment
 from shared.rollout.policy import RolloutPolicy
-from shared.rollout.quality import PredictionComparison
+from shared.rollout.quality import PredictionComparison, disagreement_bounds
 from shared.serving.base import VersionHealth, WeightedSamples
 
 ROLLBACK_TESTS = 4
@@ -235,19 +235,30 @@ def judge(policy: RolloutPolicy, window: Window, *, now: float, measure_from: fl
 
 
 def _prediction_shift(policy: RolloutPolicy, predictions: PredictionComparison | None) -> str:
-    """Why the challenger's prediction distribution counts as shifted ("" when it does not).
+    """Why the challenger's predictions count as unlike the champion's ("" when they do not).
 
-    A point estimate with a floor on the sample, not anytime-valid evidence: with at least
+    PSI: a point estimate with a floor on the sample, not anytime-valid evidence: with at least
     `min_requests_per_step` predictions per version, the PSI of two samples of one distribution
-    is about (bins - 1) x (1/n1 + 1/n2) (0.04 for 11 bins at 500 each), far under the usual 0.2."""
-    if predictions is None or min(predictions.challenger_predictions,
-                                  predictions.champion_predictions) < policy.min_requests_per_step:
+    is about (bins - 1) x (1/n1 + 1/n2) (0.04 for 11 bins at 500 each), far under the usual 0.2.
+    Disagreement (where both versions scored the same requests): the lower bound of its
+    confidence sequence above `max_disagreement_rate`."""
+    if predictions is None:
         return ""
-    if predictions.psi <= policy.max_prediction_psi:
-        return ""
-    return (f"prediction PSI {predictions.psi:.3f} > max_prediction_psi "
-            f"{policy.max_prediction_psi:g} ({predictions.challenger_predictions} challenger / "
-            f"{predictions.champion_predictions} champion predictions)")
+    reasons = []
+    if predictions.psi is not None and predictions.psi > policy.max_prediction_psi and min(
+            predictions.challenger_predictions,
+            predictions.champion_predictions) >= policy.min_requests_per_step:
+        reasons.append(f"prediction PSI {predictions.psi:.3f} > max_prediction_psi "
+                       f"{policy.max_prediction_psi:g} ({predictions.challenger_predictions} "
+                       f"challenger / {predictions.champion_predictions} champion predictions)")
+    if predictions.paired:
+        bounds = disagreement_bounds(predictions, policy.alpha)
+        if bounds.lower > policy.max_disagreement_rate:
+            reasons.append(f"predicted labels differ on {predictions.disagreements} of "
+                           f"{predictions.paired} requests both scored (disagreement at least "
+                           f"{bounds.lower:.3f} > max_disagreement_rate "
+                           f"{policy.max_disagreement_rate:g})")
+    return "; ".join(reasons)
 
 
 def _figures(window: Window) -> dict[str, float]:

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable
 from functools import lru_cache
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,14 +47,21 @@ from shared.rollout.machine import (
     SetChallengerAlias,
 )
 from shared.rollout.policy import RolloutPolicy
+from shared.rollout.quality import PredictionComparison, compare_records
 from shared.rollout.store import Loaded, RolloutStore
 from shared.rollout.warmup import sample_from
 from shared.serving.base import EndpointState, ServingBackend, ServingError, VersionHealth
+
+if TYPE_CHECKING:
+    from shared.monitoring.reference import ReferenceDistribution
+
+    References = Callable[[str, str], ReferenceDistribution | None]
 
 log = logging.getLogger("gatehouse.rollout")
 SOURCE = "/gatehouse/rollout"
 ROLLBACK_GRACE_SECONDS = 60.0   # open_rollback gets this long before a ramp tick finishes it
 SAVE_ATTEMPTS = 5
+MAX_QUALITY_RECORDS = 20_000    # payload records read per look to compare the predictions
 MAX_ACTOR, MAX_REASON = 200, 2000
 
 
@@ -79,9 +86,10 @@ def registry_kind(model_name: str) -> str:
 class RolloutService:
     def __init__(self, store: RolloutStore, backend: ServingBackend, registry, bus,
                  policy_for: Callable[[str], RolloutPolicy], clock: Callable[[], float] = time.time,
-                 traffic_wait_seconds: float = 240.0):
+                 traffic_wait_seconds: float = 240.0, references: References | None = None):
         self.store, self.backend, self.registry, self.bus = store, backend, registry, bus
         self.policy_for, self.clock = policy_for, clock
+        self.references = references  # (model, version) -> its monitoring reference
         self.traffic_wait_seconds = traffic_wait_seconds
         self.drain_lease = app_function_timeout() or DEFAULT_FUNCTION_TIMEOUT
 
@@ -442,8 +450,11 @@ class RolloutService:
                 versions = machine.evidence_health(evidence)
             champion = _health_of(versions, active.champion)
             challenger = _health_of(versions, active.challenger)
+        predictions = None
+        if champion is not None and since is not None:
+            predictions = self._predictions(record, active, since)
         window = Window(ready=ready, start=since or now, end=now, champion=champion,
-                        challenger=challenger, detail=detail)
+                        challenger=challenger, detail=detail, predictions=predictions)
         verdict = judge(policy, window, now=now, measure_from=since,
                         extensions=active.extensions, step_percent=active.traffic_percent,
                         earlier_steps=active.earlier_steps)
@@ -465,6 +476,39 @@ class RolloutService:
         result = self.describe(loaded.record)
         result["verdict"] = verdict.summary()
         return result
+
+    def _predictions(self, record: EndpointRecord, active: machine.Rollout, since: float,
+                     *, mirrored: bool = False) -> PredictionComparison | None:
+        """The two versions' answers since `since` from the payload log, compared on the
+        champion's monitoring reference: the champion's served answers against the challenger's
+        (served ones, or with `mirrored` the shadow's answers to the same requests)."""
+        try:
+            records = self.backend.records(record.endpoint, since, MAX_QUALITY_RECORDS)
+        except ServingError as exc:
+            log.warning("%s: no payload records to compare predictions: %s", record.endpoint, exc)
+            return None
+        champion = [r for r in records if r.version == active.champion and not r.shadow]
+        challenger = [r for r in records if r.version == active.challenger
+                      and r.shadow == mirrored]
+        if not champion or not challenger:
+            return None
+        return compare_records(champion, challenger, self._reference(record.model_name, active))
+
+    def _reference(self, model: str, active: machine.Rollout) -> ReferenceDistribution | None:
+        """The champion's monitoring reference (the challenger's where it has none)."""
+        if self.references is None:
+            return None
+        for version in (active.champion, active.challenger):
+            if version is None:
+                continue
+            try:
+                found = self.references(model, version)
+            except Exception as exc:  # storage trouble: judged without PSI this look
+                log.warning("%s v%s: reference not read: %s", model, version, exc)
+                continue
+            if found is not None:
+                return found
+        return None
 
     def _warm_up(self, record: EndpointRecord, active: machine.Rollout, policy: RolloutPolicy,
                  now: float) -> dict:
@@ -606,12 +650,15 @@ def _store(connection_string: str) -> RolloutStore:
 def from_runtime() -> RolloutService:
     """The service as the Function App's handlers use it, built from the settings."""
     from shared.foundation import runtime
+    from shared.monitoring.reference import ReferenceStore
     from shared.policy import current_policy
     from shared.registry.client import Registry
     from shared.serving.factory import serving_backend
 
+    references = ReferenceStore.connect(runtime.storage_connection())
     return RolloutService(_store(runtime.storage_connection()), serving_backend(), Registry(),
-                          runtime.bus(), lambda model: current_policy().for_model(model).rollout)
+                          runtime.bus(), lambda model: current_policy().for_model(model).rollout,
+                          references=references.load)
 
 
 def ramp_one(due: TickDue) -> dict:

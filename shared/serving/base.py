@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shared.serving.payload_log import PayloadRecord
 
 Routes = dict[str, int]
 WeightedSamples = tuple[tuple[float, int], ...]
@@ -45,6 +49,7 @@ class EndpointState:
     updating: bool
     config_updated_at: float | None = None  # epoch seconds of the last applied config change
     detail: str = ""
+    shadow: str | None = None   # the version live requests are mirrored to (the shadow step)
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ class HealthReport:
 
 class ServingBackend(ABC):
     name: str = "serving"
+    mirrors: bool = False   # can send live requests to a shadow version too (set_shadow)
 
     @abstractmethod
     def state(self, endpoint: str) -> EndpointState | None:
@@ -101,4 +107,14 @@ class ServingBackend(ABC):
 
     def recent_payloads(self, endpoint: str, limit: int) -> list[dict]:
         """Recent successful request bodies (for replay); backends without a payload log: []."""
+        return []
+
+    def set_shadow(self, endpoint: str, model_name: str, version: str | None) -> EndpointState:
+        """Mirror every live request to `version` as well (its answers logged, never returned);
+        None stops mirroring. Backends that cannot mirror (`mirrors` False) refuse."""
+        raise ServingError(f"{self.name} serving cannot mirror traffic")
+
+    def records(self, endpoint: str, since: float, limit: int) -> list[PayloadRecord]:
+        """The payload log's records of `endpoint` since `since` (served and mirrored, oldest
+        first, at most `limit`); backends without a payload log they can read: []."""
         return []

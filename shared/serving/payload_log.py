@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS payloads (
     outputs TEXT,
     latency_ms REAL NOT NULL,
     status INTEGER NOT NULL,
-    error TEXT
+    error TEXT,
+    shadow INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS payloads_by_endpoint_time ON payloads (endpoint, ts);
 """
@@ -50,6 +51,7 @@ class PayloadRecord:
     latency_ms: float
     status: int
     error: str | None = None
+    shadow: bool = False  # a mirrored request's answer from the shadow version, never returned
 
     @property
     def ok(self) -> bool:
@@ -63,7 +65,7 @@ class PayloadRecord:
 
 
 _COLUMNS = ("ts", "endpoint", "request_id", "model_name", "version", "inputs", "outputs",
-            "latency_ms", "status", "error")
+            "latency_ms", "status", "error", "shadow")
 
 
 class PayloadLog:
@@ -74,6 +76,9 @@ class PayloadLog:
         self._writer: sqlite3.Connection | None = None
         with self._connect() as db:
             db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(payloads)")}
+            if "shadow" not in columns:  # a log written before the shadow step existed
+                db.execute("ALTER TABLE payloads ADD COLUMN shadow INTEGER NOT NULL DEFAULT 0")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -109,7 +114,9 @@ class PayloadLog:
     def records(self, endpoint: str | None = None, since: float | None = None,
                 until: float | None = None, version: str | None = None,
                 ok_only: bool = False, limit: int | None = None,
-                newest_first: bool = False) -> list[PayloadRecord]:
+                newest_first: bool = False, shadow: bool | None = False) -> list[PayloadRecord]:
+        """Served requests (`shadow` False, the default: what callers were answered), the
+        shadow version's answers to mirrored ones (True), or both (None)."""
         clauses, args = [], []
         for column, op, value in (("endpoint", "=", endpoint), ("ts", ">=", since),
                                   ("ts", "<", until), ("version", "=", version)):
@@ -118,6 +125,9 @@ class PayloadLog:
                 args.append(value)
         if ok_only:
             clauses.append("status BETWEEN 200 AND 299")
+        if shadow is not None:
+            clauses.append("shadow = ?")
+            args.append(int(shadow))
         sql = f"SELECT {', '.join(_COLUMNS)} FROM payloads"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
@@ -127,7 +137,8 @@ class PayloadLog:
             args.append(int(limit))
         with self._connect() as db:
             rows = db.execute(sql, args).fetchall()
-        return [PayloadRecord(*row) for row in rows]
+        return [PayloadRecord(**{**dict(zip(_COLUMNS, row, strict=True)),
+                                 "shadow": bool(row[-1])}) for row in rows]
 
     def endpoints(self, since: float, until: float) -> set[str]:
         """The endpoints that served a request in [since, until)."""
@@ -137,10 +148,12 @@ class PayloadLog:
         return {row[0] for row in rows}
 
     def health(self, endpoint: str, since: float, until: float) -> HealthReport:
-        """Per-version requests, errors (any non-2xx) and latencies in [since, until)."""
+        """Per-version requests, errors (any non-2xx) and latencies in [since, until), of the
+        requests served (mirrored ones are the shadow step's, not the traffic's)."""
         with self._connect() as db:
             rows = db.execute("SELECT version, status, latency_ms FROM payloads "
-                              "WHERE endpoint = ? AND ts >= ? AND ts < ? AND version IS NOT NULL",
+                              "WHERE endpoint = ? AND ts >= ? AND ts < ? AND version IS NOT NULL "
+                              "AND shadow = 0",
                               (endpoint, since, until)).fetchall()
         figures: dict[str, list] = {}
         for version, status, latency in rows:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.monitoring.payloads import read_records
 from shared.rollout import evidence
+from shared.rollout.policy import RolloutPolicy
 
 if TYPE_CHECKING:
     from shared.monitoring.payloads import ScoredRow
@@ -41,8 +42,9 @@ class PredictionComparison:
     disagreement_rate: float | None = None  # None: no request scored by both versions
     paired: int = 0                 # predictions both versions made on the same request row
     disagreements: int = 0          # ... whose predicted labels differ
-    mirrored_requests: int = 0      # requests the champion answered and the challenger scored too
-    challenger_failures: int = 0    # ... that the challenger failed
+    mirrored_requests: int = 0      # requests both versions were given
+    challenger_failures: int = 0    # ... that the challenger failed and the champion answered
+    champion_failures: int = 0      # ... that the champion failed and the challenger answered
     challenger_cbpe: float | None = None
     champion_cbpe: float | None = None
 
@@ -57,6 +59,7 @@ class PredictionComparison:
         if self.mirrored_requests:
             figures["mirrored_requests"] = float(self.mirrored_requests)
             figures["mirrored_failures"] = float(self.challenger_failures)
+            figures["champion_failures"] = float(self.champion_failures)
         for role, value in (("challenger", self.challenger_cbpe),
                             ("champion", self.champion_cbpe)):
             if value is not None:
@@ -70,6 +73,7 @@ class PredictionComparison:
                 "disagreements": self.disagreements,
                 "mirrored_requests": self.mirrored_requests,
                 "challenger_failures": self.challenger_failures,
+                "champion_failures": self.champion_failures,
                 "challenger_cbpe": self.challenger_cbpe, "champion_cbpe": self.champion_cbpe}
 
 
@@ -90,6 +94,33 @@ def compare_predictions(reference: FeatureReference, challenger_scores,
 def disagreement_bounds(comparison: PredictionComparison, alpha: float) -> evidence.Bounds:
     """Confidence sequence for the disagreement rate (valid at every look)."""
     return evidence.rate_bounds(comparison.disagreements, comparison.paired, alpha)
+
+
+def prediction_shift(policy: RolloutPolicy, predictions: PredictionComparison | None,
+                     floor: int) -> str:
+    """Why the challenger's predictions count as unlike the champion's ("" when they do not).
+
+    PSI: a point estimate with a floor on the sample (`floor` predictions per version), not
+    anytime-valid evidence: the PSI of two samples of one distribution is about
+    (bins - 1) x (1/n1 + 1/n2) (0.04 for 11 bins at 500 each), far under the usual 0.2.
+    Disagreement (where both versions scored the same requests): the lower bound of its
+    confidence sequence above `max_disagreement_rate`."""
+    if predictions is None:
+        return ""
+    reasons = []
+    if predictions.psi is not None and predictions.psi > policy.max_prediction_psi and min(
+            predictions.challenger_predictions, predictions.champion_predictions) >= floor:
+        reasons.append(f"prediction PSI {predictions.psi:.3f} > max_prediction_psi "
+                       f"{policy.max_prediction_psi:g} ({predictions.challenger_predictions} "
+                       f"challenger / {predictions.champion_predictions} champion predictions)")
+    if predictions.paired:
+        bounds = disagreement_bounds(predictions, policy.alpha)
+        if bounds.lower > policy.max_disagreement_rate:
+            reasons.append(f"predicted labels differ on {predictions.disagreements} of "
+                           f"{predictions.paired} requests both scored (disagreement at least "
+                           f"{bounds.lower:.3f} > max_disagreement_rate "
+                           f"{policy.max_disagreement_rate:g})")
+    return "; ".join(reasons)
 
 
 def _label(row: ScoredRow, threshold: float) -> object:
@@ -132,8 +163,8 @@ def _paired(comparison: PredictionComparison, champion: list[PayloadRecord],
             challenger: list[PayloadRecord], champion_rows: list[ScoredRow],
             challenger_rows: list[ScoredRow], threshold: float) -> PredictionComparison:
     """Disagreement and failures on the requests both versions were given (none: unchanged)."""
-    answered = {r.request_id for r in champion if r.ok}
-    mirrored = [r for r in challenger if r.request_id in answered]
+    champion_ok = {r.request_id: r.ok for r in champion}
+    mirrored = [r for r in challenger if r.request_id in champion_ok]
     if not mirrored:
         return comparison
     labels = {row.key: _label(row, threshold) for row in champion_rows}
@@ -144,4 +175,16 @@ def _paired(comparison: PredictionComparison, champion: list[PayloadRecord],
     return replace(comparison, paired=len(pairs), disagreements=disagreements,
                    disagreement_rate=disagreements / len(pairs) if pairs else None,
                    mirrored_requests=len(mirrored),
-                   challenger_failures=sum(1 for r in mirrored if not r.ok))
+                   challenger_failures=sum(1 for r in mirrored
+                                           if not r.ok and champion_ok[r.request_id]),
+                   champion_failures=sum(1 for r in mirrored
+                                         if r.ok and not champion_ok[r.request_id]))
+
+
+def failure_evidence(comparison: PredictionComparison, policy: RolloutPolicy) -> float:
+    """The e-value that the challenger fails mirrored requests more often than the champion
+    (by more than `rollback_error_ratio`): on the requests only one of the two failed, a fair
+    coin's split when they are alike (the canary's ratio test with a 50% share)."""
+    pairs = evidence.RatioSegment(comparison.mirrored_requests, comparison.mirrored_requests,
+                                  comparison.challenger_failures, comparison.champion_failures)
+    return evidence.worse_evidence((pairs,), policy.rollback_error_ratio)

@@ -144,3 +144,62 @@ def test_a_challenger_with_the_champions_predictions_is_not_rolled_back(storage,
     assert figures["challenger_cbpe_accuracy"] == pytest.approx(
         figures["champion_cbpe_accuracy"], abs=0.05)
     assert "rollback_requested" not in [t.action for t in world.history()]
+
+
+# ---- the shadow step: mirrored live traffic, no user exposure ----
+
+SHADOW = QUALITY.model_copy(update={"shadow_step": True, "min_shadow_requests": 200})
+
+
+def shadow_of(world: World, version: str) -> dict:
+    """Start `version` (its shadow step begins: mirroring on), drive live traffic, look."""
+    started = world.service.start(MODEL, version, actor="gates", reason="gates passed")
+    assert started["active"]["phase"] == Phase.SHADOW.value
+    assert world.serving.state(world.endpoint).shadow == version
+    assert world.registry.aliases["shadow"] == version
+    world.drive(300, seed=int(version) + 20)
+    return world.service.tick(world.endpoint)
+
+
+def served_by(world: World, version: str) -> int:
+    return sum(1 for r in world.serving.records(world.endpoint, 0, 10_000)
+               if r.version == version and not r.shadow)
+
+
+def test_a_challenger_unlike_the_champion_is_rolled_back_at_the_shadow_step(storage, server):
+    world = World(storage, server, SHADOW)
+    result = shadow_of(world, "3")
+    verdict = result["verdict"]
+    assert verdict["action"] == "rollback", verdict
+    assert "shadow step" in verdict["reason"] and "prediction PSI" in verdict["reason"]
+    assert "max_disagreement_rate 0.1" in verdict["reason"]
+    assert verdict["figures"]["disagreement_lower"] > SHADOW.max_disagreement_rate
+    assert verdict["figures"]["mirrored_requests"] >= 200
+    assert served_by(world, "3") == 0            # no caller ever got v3's answer
+    world.service.complete_rollback(world.endpoint, actor="gatehouse")
+    assert world.serving.state(world.endpoint).shadow is None
+    assert "shadow" not in world.registry.aliases
+    assert [t.action for t in world.history()] == ["create", "shadow", "rollback_requested",
+                                                   "rolled_back"]
+
+
+def test_a_challenger_that_agrees_leaves_the_shadow_step_for_the_first_step(storage, server):
+    from shared.ops.status_page import rollouts_html
+
+    world = World(storage, server, SHADOW)
+    world.service.start(MODEL, "2", actor="gates", reason="gates passed")
+    page = rollouts_html([world.service.detail(world.endpoint)], now=world.service.clock())
+    assert '<span class="shadow">shadow</span>, traffic v1 100%' in page
+    assert "live requests mirrored to v2" in page and ">shadow<" in page
+    world.drive(300, seed=22)
+    verdict = world.service.tick(world.endpoint)["verdict"]
+    assert verdict["action"] == "advance", verdict
+    assert verdict["figures"]["prediction_disagreement"] == 0.0
+    assert verdict["figures"]["prediction_psi"] < 0.01   # the same requests, the same answers
+    state = world.serving.state(world.endpoint)
+    assert state.routes == {"1": 50, "2": 50} and state.shadow is None
+    assert "shadow" not in world.registry.aliases and world.registry.aliases["challenger"] == "2"
+    [canary] = [t for t in world.history() if t.action == "canary"]
+    assert canary.from_phase is Phase.SHADOW and "agrees with the champion" in canary.reason
+    assert canary.figures["mirrored_requests"] >= 200
+    assert [e.data.kind for e in world.bus.published] == ["rollout.canary_started"]

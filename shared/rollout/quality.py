@@ -47,12 +47,23 @@ class PredictionComparison:
     champion_failures: int = 0      # ... that the champion failed and the challenger answered
     challenger_cbpe: float | None = None
     champion_cbpe: float | None = None
+    bins: int = 0                   # the prediction bins either version fell in
+
+    @property
+    def psi_noise(self) -> float:
+        """The PSI two samples of one distribution show by chance, about
+        (bins - 1) x (1/n1 + 1/n2): what a shift must exceed before it counts."""
+        if not self.bins or not self.challenger_predictions or not self.champion_predictions:
+            return 0.0
+        return (self.bins - 1) * (1 / self.challenger_predictions
+                                  + 1 / self.champion_predictions)
 
     def figures(self) -> dict[str, float]:
         figures = {"challenger_predictions": float(self.challenger_predictions),
                    "champion_predictions": float(self.champion_predictions)}
         if self.psi is not None:
             figures["prediction_psi"] = self.psi
+            figures["prediction_psi_noise"] = self.psi_noise
         if self.disagreement_rate is not None:
             figures["prediction_disagreement"] = self.disagreement_rate
             figures["paired_predictions"] = float(self.paired)
@@ -88,7 +99,8 @@ def compare_predictions(reference: FeatureReference, challenger_scores,
     if challenger.sum() == 0 or champion.sum() == 0:
         raise ValueError("both versions need predictions to compare")
     return PredictionComparison(population_stability_index(champion, challenger),
-                                int(challenger.sum()), int(champion.sum()))
+                                int(challenger.sum()), int(champion.sum()),
+                                bins=int(((challenger + champion) > 0).sum()))
 
 
 def disagreement_bounds(comparison: PredictionComparison, alpha: float) -> evidence.Bounds:
@@ -101,18 +113,21 @@ def prediction_shift(policy: RolloutPolicy, predictions: PredictionComparison | 
     """Why the challenger's predictions count as unlike the champion's ("" when they do not).
 
     PSI: a point estimate with a floor on the sample (`floor` predictions per version), not
-    anytime-valid evidence: the PSI of two samples of one distribution is about
-    (bins - 1) x (1/n1 + 1/n2) (0.04 for 11 bins at 500 each), far under the usual 0.2.
+    anytime-valid evidence; what two samples of one distribution show by chance, about
+    (bins - 1) x (1/n1 + 1/n2) (0.04 for 11 bins at 500 each, 0.25 at 80), is taken off before
+    it is compared with `max_prediction_psi`, so few predictions do not pass for a shift.
     Disagreement (where both versions scored the same requests): the lower bound of its
     confidence sequence above `max_disagreement_rate`."""
     if predictions is None:
         return ""
     reasons = []
-    if predictions.psi is not None and predictions.psi > policy.max_prediction_psi and min(
+    psi = predictions.psi
+    if psi is not None and psi - predictions.psi_noise > policy.max_prediction_psi and min(
             predictions.challenger_predictions, predictions.champion_predictions) >= floor:
-        reasons.append(f"prediction PSI {predictions.psi:.3f} > max_prediction_psi "
-                       f"{policy.max_prediction_psi:g} ({predictions.challenger_predictions} "
-                       f"challenger / {predictions.champion_predictions} champion predictions)")
+        reasons.append(f"prediction PSI {psi:.3f} (less {predictions.psi_noise:.3f} by chance) "
+                       f"> max_prediction_psi {policy.max_prediction_psi:g} "
+                       f"({predictions.challenger_predictions} challenger / "
+                       f"{predictions.champion_predictions} champion predictions)")
     if predictions.paired:
         bounds = disagreement_bounds(predictions, policy.alpha)
         if bounds.lower > policy.max_disagreement_rate:
@@ -154,7 +169,7 @@ def compare_records(champion: Iterable[PayloadRecord], challenger: Iterable[Payl
     if reference is not None and reference.prediction is not None and champion_scores \
             and challenger_scores:
         scored = compare_predictions(reference.prediction, challenger_scores, champion_scores)
-        comparison = replace(comparison, psi=scored.psi)
+        comparison = replace(comparison, psi=scored.psi, bins=scored.bins)
     threshold = reference.decision_threshold if reference is not None else 0.5
     return _paired(comparison, champion, challenger, champion_rows, challenger_rows, threshold)
 

@@ -3,9 +3,11 @@
 Starts Azurite, moto's S3, a real `mlflow server`, the embedded serving endpoint and the Function
 App on the local host, registers a signed MLflow webhook, then:
   1. version 1 of a fraud classifier: gates, then it serves 100% as the first @champion;
-  2. version 2, better and calibrated: gates pass, 5% canary, live traffic, judged ramp, promotion;
+  2. version 2, better and calibrated: gates pass, shadow step (mirrored traffic), 5% canary,
+     live traffic, judged ramp, promotion;
   3. version 3, over-confident: refused by the calibration gate, with the reliability diagram;
-  4. version 4 passes the gates but fails in canary (injected errors): automatic rollback, a page;
+  4. version 4 passes the gates but fails its shadow step (injected errors): automatic rollback
+     before any caller saw its answers, a page;
   5. traffic drifts: the monitor raises a drift alert, retraining registers version 5, which goes
      through the gates by itself.
 Ends with a summary. KEEP=1 leaves the stack running; GATEHOUSE_DEMO_SHORT=1 (CI) stops after

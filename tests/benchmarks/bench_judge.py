@@ -81,7 +81,10 @@ def _run(args: tuple[str, Scenario, int, RolloutPolicy]) -> Outcome:
 
 
 def _minutes(values: list[float], q: float) -> str:
-    return f"{np.quantile(values, q) / 60:.0f}" if values else "-"
+    if not values:
+        return "-"
+    minutes = np.quantile(values, q) / 60
+    return f"{minutes:.0f}" if minutes >= 10 else f"{minutes:.1f}"  # a shadow step: seconds
 
 
 def _hours(values: list[float]) -> str:

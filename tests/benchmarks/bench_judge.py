@@ -64,6 +64,11 @@ def scenarios() -> list[Scenario]:
                  stop_traffic_at=1200, horizon_seconds=2 * HOUR, seeds=50),
         Scenario("5 requests per tick", Version(0.001), Version(0.001), rate=5,
                  horizon_seconds=24 * HOUR, seeds=20),
+        # The canary judge sees both versions' answers (the payload log), no mirroring.
+        Scenario("canary: predictions shifted (logit +1), same SLAs", Version(0.001),
+                 Version(0.001, score_shift=1.0), predictions=True),
+        Scenario("canary: identical, predictions judged", Version(0.001), Version(0.001),
+                 predictions=True),
         # A backend that mirrors: the shadow step first (no user sees the challenger's answers).
         Scenario("shadow: identical", Version(0.001), Version(0.001), mirrored=True),
         Scenario("shadow: predictions shifted (logit +1), same SLAs", Version(0.001),

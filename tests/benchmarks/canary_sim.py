@@ -55,6 +55,7 @@ class Scenario:
     horizon_seconds: float = 4 * 3600.0
     seeds: int = 200
     mirrored: bool = False                      # the backend mirrors: a shadow step first
+    predictions: bool = False                   # the canary judge sees both versions' answers
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,31 @@ class Mirrored:
                        champion_failures=self.champion_failures)
 
 
+class Answers:
+    """Each version's answers to the requests it served, per tick (the canary's payload log)."""
+
+    def __init__(self, scenario: Scenario):
+        self.scenario = scenario
+        self.ticks: list[tuple[float, np.ndarray, np.ndarray]] = []
+
+    def add(self, rng: np.random.Generator, end: float, served) -> None:
+        answers = []
+        for version, spec in ((CHAMPION, self.scenario.champion),
+                              (CHALLENGER, self.scenario.challenger)):
+            n = served[version][0] if version in served else 0
+            answers.append(_sigmoid(rng.normal(SCORE_LOGIT_MEAN, SCORE_LOGIT_SD, n)
+                                    + spec.score_shift))
+        self.ticks.append((end, answers[0], answers[1]))
+
+    def since(self, start: float) -> PredictionComparison | None:
+        kept = [(b, c) for end, b, c in self.ticks if end - TICK >= start - 1e-9]
+        champion = np.concatenate([b for b, _ in kept]) if kept else np.empty(0)
+        challenger = np.concatenate([c for _, c in kept]) if kept else np.empty(0)
+        if not len(champion) or not len(challenger):
+            return None
+        return compare_predictions(_score_reference(), challenger, champion)
+
+
 def _stalls(step: machine.Step) -> int:
     return sum(t.action == "stalled" for t in step.transitions)
 
@@ -235,6 +261,7 @@ def run_gatehouse(scenario: Scenario, seed: int, policy: RolloutPolicy) -> Outco
     now, said_eta, stalls = 0.0, False, 0
     first_eta: float | None = None
     mirrored = Mirrored(scenario)
+    answers = Answers(scenario) if scenario.predictions else None
     while now < scenario.horizon_seconds:
         active = record.active
         assert active is not None
@@ -255,13 +282,17 @@ def run_gatehouse(scenario: Scenario, seed: int, policy: RolloutPolicy) -> Outco
         if active.warm_at is None and policy.max_warmup_seconds > policy.warmup_seconds:
             record = _warm_up(record, measured, policy, now)
             continue
+        if answers is not None:
+            answers.add(traffic.rng, now, served)
         since = active.measure_from
         champion = challenger = None
+        predictions = None
         if since is not None and now >= since:
             champion = measured.since(CHAMPION, since)
             challenger = measured.since(CHALLENGER, since)
+            predictions = answers.since(since) if answers is not None else None
         window = Window(ready=True, start=since or now, end=now, champion=champion,
-                        challenger=challenger)
+                        challenger=challenger, predictions=predictions)
         verdict = judge(policy, window, now=now, measure_from=since, extensions=active.extensions,
                         step_percent=active.traffic_percent, earlier_steps=active.earlier_steps)
         eta = verdict.time_to_decision_seconds

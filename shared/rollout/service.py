@@ -60,7 +60,7 @@ from shared.rollout.warmup import sample_from
 from shared.serving.base import EndpointState, ServingBackend, ServingError, VersionHealth
 
 if TYPE_CHECKING:
-    from shared.monitoring.reference import ReferenceDistribution
+    from shared.monitoring.reference import ReferenceDistribution, ReferenceStore
 
     References = Callable[[str, str], ReferenceDistribution | None]
 
@@ -699,18 +699,24 @@ def _store(connection_string: str) -> RolloutStore:
     return RolloutStore.connect(connection_string)
 
 
+@lru_cache(maxsize=4)
+def _references(connection_string: str) -> ReferenceStore:
+    from shared.monitoring.reference import ReferenceStore
+
+    return ReferenceStore.connect(connection_string)
+
+
 def from_runtime() -> RolloutService:
     """The service as the Function App's handlers use it, built from the settings."""
     from shared.foundation import runtime
-    from shared.monitoring.reference import ReferenceStore
     from shared.policy import current_policy
     from shared.registry.client import Registry
     from shared.serving.factory import serving_backend
 
-    references = ReferenceStore.connect(runtime.storage_connection())
-    return RolloutService(_store(runtime.storage_connection()), serving_backend(), Registry(),
-                          runtime.bus(), lambda model: current_policy().for_model(model).rollout,
-                          references=references.load)
+    connection = runtime.storage_connection()
+    return RolloutService(_store(connection), serving_backend(), Registry(), runtime.bus(),
+                          lambda model: current_policy().for_model(model).rollout,
+                          references=_references(connection).load)
 
 
 def ramp_one(due: TickDue) -> dict:

@@ -31,7 +31,7 @@ from shared.rollout.policy import RolloutPolicy
 if TYPE_CHECKING:
     from shared.monitoring.payloads import ScoredRow
     from shared.monitoring.reference import FeatureReference, ReferenceDistribution
-    from shared.serving.payload_log import PayloadRecord
+    from shared.serving.base import PayloadRecord
 
 
 @dataclass(frozen=True)

@@ -3,16 +3,15 @@
 Routes map a model version to its integer traffic percentage; they always sum to 100.
 Latencies travel as weighted samples `(milliseconds, count)`, so exact samples (the embedded
 server) and histogram buckets (Databricks' metrics export) go through the same tests.
+A `PayloadRecord` is one request and its answer as a payload log (or an inference table) keeps
+it; mirrored requests (the shadow step) have one record per version, the shadow's tagged.
 """
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from shared.serving.payload_log import PayloadRecord
 
 Routes = dict[str, int]
 WeightedSamples = tuple[tuple[float, int], ...]
@@ -80,6 +79,31 @@ class HealthReport:
     versions: dict[str, VersionHealth] = field(default_factory=dict)
     cumulative: bool = True
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class PayloadRecord:
+    ts: float
+    endpoint: str
+    request_id: str
+    model_name: str | None
+    version: str | None
+    inputs: str          # the request body as received (JSON text)
+    outputs: str | None  # the response body (JSON text), None when the request failed
+    latency_ms: float
+    status: int
+    error: str | None = None
+    shadow: bool = False  # a mirrored request's answer from the shadow version, never returned
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def input_json(self):
+        return json.loads(self.inputs)
+
+    def output_json(self):
+        return json.loads(self.outputs) if self.outputs else None
 
 
 class ServingBackend(ABC):

@@ -10,13 +10,13 @@ import requests
 from shared.serving.base import (
     EndpointState,
     HealthReport,
+    PayloadRecord,
     Routes,
     ServingBackend,
     ServingError,
     VersionHealth,
     check_routes,
 )
-from shared.serving.payload_log import PayloadRecord
 
 
 class EmbeddedServing(ServingBackend):

@@ -10,15 +10,13 @@ version, payloads to replay) and by monitoring:
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-from shared.serving.base import HealthReport, VersionHealth
+from shared.serving.base import HealthReport, PayloadRecord, VersionHealth
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS payloads (
@@ -37,31 +35,6 @@ CREATE TABLE IF NOT EXISTS payloads (
 );
 CREATE INDEX IF NOT EXISTS payloads_by_endpoint_time ON payloads (endpoint, ts);
 """
-
-
-@dataclass(frozen=True)
-class PayloadRecord:
-    ts: float
-    endpoint: str
-    request_id: str
-    model_name: str | None
-    version: str | None
-    inputs: str          # the request body as received (JSON text)
-    outputs: str | None  # the response body (JSON text), None when the request failed
-    latency_ms: float
-    status: int
-    error: str | None = None
-    shadow: bool = False  # a mirrored request's answer from the shadow version, never returned
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-    def input_json(self):
-        return json.loads(self.inputs)
-
-    def output_json(self):
-        return json.loads(self.outputs) if self.outputs else None
 
 
 _COLUMNS = ("ts", "endpoint", "request_id", "model_name", "version", "inputs", "outputs",

@@ -3,9 +3,11 @@
 Starts Azurite, moto's S3, a real `mlflow server`, the embedded serving endpoint and the Function
 App on the local host, registers a signed MLflow webhook, then:
   1. version 1 of a fraud classifier: gates, then it serves 100% as the first @champion;
-  2. version 2, better and calibrated: gates pass, 5% canary, live traffic, judged ramp, promotion;
+  2. version 2, better and calibrated: gates pass, shadow step (mirrored traffic), 5% canary,
+     live traffic, judged ramp, promotion;
   3. version 3, over-confident: refused by the calibration gate, with the reliability diagram;
-  4. version 4 passes the gates but fails in canary (injected errors): automatic rollback, a page;
+  4. version 4 passes the gates but fails its shadow step (injected errors): automatic rollback
+     before any caller saw its answers, a page;
   5. traffic drifts: the monitor raises a drift alert, retraining registers version 5, which goes
      through the gates by itself.
 Ends with a summary. KEEP=1 leaves the stack running; GATEHOUSE_DEMO_SHORT=1 (CI) stops after
@@ -72,6 +74,7 @@ max_error_rate = 0.02
 error_margin_absolute = 0.05     # the demo promotes on a few hundred requests
 latency_tail_share = 0.5
 replay_sample_size = 20
+min_shadow_requests = 80        # the shadow step: mirrored requests before the first 5%
 
 [defaults.monitoring]
 window_seconds = {window_seconds}
@@ -266,7 +269,8 @@ def play(story: Story, short: bool) -> None:
     say(f"   gates on v{v2}: {story.gate_verdict(v2)}")
     wait("the canary of v2", lambda: (story.rollout().get("active") or {}).get(
         "challenger") == v2, timeout=120)
-    say("   5% canary started; sending live traffic and letting the judge ramp it")
+    say("   shadow step: live traffic mirrored to v2 (its answers go to no caller); once it "
+        "agrees with v1, a 5% canary; sending live traffic and letting the judge ramp it")
     story.ramp_until_done(v2, traffic_seed=2)
     say(f"   champion now: v{story.champion()}")
 
@@ -276,12 +280,13 @@ def play(story: Story, short: bool) -> None:
     if short:
         return
 
-    say("4) version 4: passes the gates, then fails in canary (injected errors)")
+    say("4) version 4: passes the gates, then fails its shadow step (injected errors), before "
+        "any caller sees an answer of it")
     v4 = story.register("good", "flaky in serving", seed=4)
     say(f"   gates on v{v4}: {story.gate_verdict(v4)}")
-    wait("the canary of v4", lambda: (story.rollout().get("active") or {}).get(
+    wait("the rollout of v4", lambda: (story.rollout().get("active") or {}).get(
         "challenger") == v4, timeout=120)
-    wait("v4 to be served", lambda: requests.put(
+    wait("v4 to be served or mirrored to", lambda: requests.put(
         f"{story.serving_url}/gatehouse/endpoints/{ENDPOINT}/faults",
         json={v4: {"error_rate": 0.5}}, timeout=30).status_code == 200, timeout=60)
     say("   injected a 50% error rate on v4's replicas")

@@ -27,7 +27,7 @@ margin:10px 0}table{border-collapse:collapse;width:100%;margin:6px 0}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eceff3;vertical-align:top}
 th{font-weight:600;color:#4a5465;font-size:12px;text-transform:uppercase}
 .passed,.promoted{color:#17803d;font-weight:600}.failed,.rolled_back,.aborted{color:#b42318;
-font-weight:600}.inconclusive,.canary,.pending,.queued,.ramping{color:#b54708;font-weight:600}
+font-weight:600}.inconclusive,.shadow,.canary,.pending,.queued,.ramping{color:#b54708;font-weight:600}
 .empty{color:#667085;font-style:italic}.muted{color:#667085;font-size:12px}
 img.diagram{max-width:520px;border:1px solid #eceff3;margin-top:6px}
 code{font-size:12px;background:#f1f3f6;padding:1px 4px;border-radius:3px}
@@ -89,6 +89,15 @@ def traffic_svg(history: list[dict], width: int = 520, height: int = 90) -> str:
             f'text-anchor="end" fill="#667085">challenger %, 0–100</text></svg>')
 
 
+def _mirrored(rollout: dict) -> str:
+    """The shadow step: live requests mirrored to the challenger, its answers returned to no
+    one (the traffic shown is all the champion's)."""
+    if not rollout.get("mirroring"):
+        return ""
+    return (f'; live requests mirrored to v{_e(rollout.get("challenger"))} '
+            f'(<span class="shadow">@shadow</span>, its answers go to no caller)')
+
+
 def rollouts_html(rollouts: list[dict], now: float) -> str:
     if not rollouts:
         return _empty(render.rollouts_table([], now))
@@ -105,7 +114,7 @@ def rollouts_html(rollouts: list[dict], now: float) -> str:
             f'champion v{_e(r.get("champion"))}</span></h3>'
             f'<p>rollout of v{_e(current.get("challenger"))}: '
             f'<span class="{_e(phase)}">{_e(phase)}</span>, traffic '
-            f'{_e(render.routes_text(current.get("routes")))}, updated '
+            f'{_e(render.routes_text(current.get("routes")))}{_mirrored(current)}, updated '
             f'{_when(current.get("updated_at"), now)}</p>'
             f'{traffic_svg(r.get("history") or [])}'
             + _table(["when", "version", "action", "traffic", "by", "why",

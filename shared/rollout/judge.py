@@ -50,7 +50,7 @@ from typing import Any
 from shared.rollout import evidence
 from shared.rollout.evidence import RatioSegment
 from shared.rollout.policy import RolloutPolicy
-from shared.rollout.quality import PredictionComparison
+from shared.rollout.quality import PredictionComparison, prediction_shift
 from shared.serving.base import VersionHealth, WeightedSamples
 
 ROLLBACK_TESTS = 4
@@ -224,7 +224,7 @@ def judge(policy: RolloutPolicy, window: Window, *, now: float, measure_from: fl
         named = "; ".join(f"{t.name} (e={t.statistic:.3g} >= {1 / t.alpha:.3g})" for t in worse)
         return Verdict(Action.ROLLBACK, f"challenger shown worse at {step_percent}%: {named}",
                        figures, look.tests, looked=True, step=step)
-    shifted = _prediction_shift(policy, window.predictions)
+    shifted = prediction_shift(policy, window.predictions, policy.min_requests_per_step)
     if shifted:
         return Verdict(Action.ROLLBACK, f"challenger's predictions unlike the champion's at "
                                         f"{step_percent}%: {shifted}", figures, look.tests,
@@ -232,22 +232,6 @@ def judge(policy: RolloutPolicy, window: Window, *, now: float, measure_from: fl
     if not full:
         return _gathering_verdict(look, now, bake_deadline, ttd, step)
     return _full_evidence_verdict(look, extensions, ttd, step)
-
-
-def _prediction_shift(policy: RolloutPolicy, predictions: PredictionComparison | None) -> str:
-    """Why the challenger's prediction distribution counts as shifted ("" when it does not).
-
-    A point estimate with a floor on the sample, not anytime-valid evidence: with at least
-    `min_requests_per_step` predictions per version, the PSI of two samples of one distribution
-    is about (bins - 1) x (1/n1 + 1/n2) (0.04 for 11 bins at 500 each), far under the usual 0.2."""
-    if predictions is None or min(predictions.challenger_predictions,
-                                  predictions.champion_predictions) < policy.min_requests_per_step:
-        return ""
-    if predictions.psi <= policy.max_prediction_psi:
-        return ""
-    return (f"prediction PSI {predictions.psi:.3f} > max_prediction_psi "
-            f"{policy.max_prediction_psi:g} ({predictions.challenger_predictions} challenger / "
-            f"{predictions.champion_predictions} champion predictions)")
 
 
 def _figures(window: Window) -> dict[str, float]:

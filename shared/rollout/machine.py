@@ -6,9 +6,15 @@ record and returns a `Step`: the new record, the transition to record (who, when
 and the effects the shell must carry out. Effects also wait in the record's outbox until done,
 so a crash between saving a decision and acting on it is finished by the next tick.
 
-    QUEUED -> PENDING -> CANARY(step 0..n-1) -> PROMOTED
-                 |            |   \\-> (extend: same step, longer bake)
-                 \\----> ROLLING_BACK -> ROLLED_BACK          superseded: ABORTED
+    QUEUED -> PENDING -> [SHADOW] -> CANARY(step 0..n-1) -> PROMOTED
+                 |          |            |   \\-> (extend: same step, longer bake)
+                 \\----------+------------+--> ROLLING_BACK -> ROLLED_BACK    superseded: ABORTED
+
+The shadow step (where the backend can mirror traffic and the policy wants it): the champion
+keeps all traffic, each live request is mirrored to the challenger (answers logged, never
+returned), and the challenger must agree with the champion (shared/rollout/shadow.py) before
+it takes the first step's real traffic. While mirrored the version carries @shadow. Without
+mirroring, PENDING replays recent payloads instead and goes straight to CANARY.
 
 The stale version rule: a version never displaces a newer one. A start for version N is refused
 when the endpoint's champion, its active rollout or its queued one is a newer version than N (a
@@ -43,6 +49,7 @@ if TYPE_CHECKING:
 class Phase(str, Enum):
     QUEUED = "queued"
     PENDING = "pending"
+    SHADOW = "shadow"
     CANARY = "canary"
     ROLLING_BACK = "rolling_back"
     PROMOTED = "promoted"
@@ -50,7 +57,7 @@ class Phase(str, Enum):
     ABORTED = "aborted"
 
 
-ACTIVE = frozenset({Phase.PENDING, Phase.CANARY, Phase.ROLLING_BACK})
+ACTIVE = frozenset({Phase.PENDING, Phase.SHADOW, Phase.CANARY, Phase.ROLLING_BACK})
 SERVICE = "gatehouse"
 SUPERSEDED = "superseded"  # the action of a start refused by the stale version rule
 MAX_DECIDED_STARTS = 50
@@ -58,7 +65,9 @@ MAX_LOOKS = 20
 LOOK_FIGURES = frozenset({"challenger_requests", "champion_requests", "error_rate_lower",
                           "error_rate_upper", "error_rate_limit", "error_ratio_lower",
                           "error_ratio_upper", "over_p99_share_upper", "time_to_decision_s",
-                          "window_seconds"})
+                          "window_seconds", "prediction_psi", "prediction_disagreement",
+                          "disagreement_lower", "disagreement_upper", "mirrored_requests",
+                          "mirrored_failures"})
 
 
 class Refused(Exception):
@@ -101,6 +110,25 @@ class Emit(_Model):
     key: str = ""           # stable per transition: a re-sent event keeps its id
 
 
+class MirrorTraffic(_Model):
+    """Mirror the endpoint's live requests to `version` (None: stop mirroring)."""
+
+    type: Literal["mirror_traffic"] = "mirror_traffic"
+    version: str | None
+
+
+class SetShadowAlias(_Model):
+    type: Literal["set_shadow_alias"] = "set_shadow_alias"
+    version: str
+
+
+class DropShadowAlias(_Model):
+    """@shadow off `version` (left alone when it points at another version)."""
+
+    type: Literal["drop_shadow_alias"] = "drop_shadow_alias"
+    version: str
+
+
 class RecordOnVersion(_Model):
     type: Literal["record_on_version"] = "record_on_version"
     version: str
@@ -113,7 +141,10 @@ Effect = Annotated[
     | PromoteAliases
     | RestoreAliases
     | Emit
-    | RecordOnVersion,
+    | RecordOnVersion
+    | MirrorTraffic
+    | SetShadowAlias
+    | DropShadowAlias,
     Field(discriminator="type"),
 ]
 
@@ -132,6 +163,8 @@ class Rollout(_Model):
     routes_applied: bool = False
     applied_at: float | None = None
     measure_from: float | None = None
+    mirroring: bool = False             # live requests are mirrored to the challenger (@shadow)
+    shadow_from: float | None = None    # when mirroring began: the shadow step's window
     warm_at: float | None = None        # when the warm-up rule said the challenger is warm
     warmup: dict[str, Any] | None = None  # its samples and the reason it ended (or goes on)
     extensions: int = 0
@@ -304,6 +337,7 @@ def _decide_start(record: EndpointRecord, request: _StartRequest, policy: Rollou
     if active is None:
         return _create(record, request)
     if policy.on_newer_challenger == "supersede" and active.phase in (Phase.PENDING,
+                                                                        Phase.SHADOW,
                                                                         Phase.CANARY):
         return _supersede(record, active, request)
     return _queue(record, active, request)
@@ -420,7 +454,7 @@ def _supersede(record: EndpointRecord, active: Rollout, request: _StartRequest) 
         "reason": f"superseded by v{request.version}"})
     step = _step(record, active, aborted, action="supersede", actor=actor, now=now,
                  reason=f"superseded by v{request.version}",
-                 effects=[ApplyTraffic(routes=aborted.routes),
+                 effects=[ApplyTraffic(routes=aborted.routes), *_stop_mirroring(active),
                           RestoreAliases(version=active.challenger, restored=champion,
                                          was_promoted=False)],
                  last=aborted, active=None)
@@ -437,29 +471,71 @@ def _require_active(record: EndpointRecord, *phases: Phase) -> Rollout:
 
 
 def begin(record: EndpointRecord, *, policy: RolloutPolicy, replay_ok: bool, replay_detail: str,
-          now: float, actor: str = SERVICE) -> Step:
-    """After the replay: the first canary step, or a rollback when the replay failed."""
+          now: float, actor: str = SERVICE, shadow: bool = False) -> Step:
+    """After the replay: the shadow step (`shadow`: the backend mirrors traffic), else the first
+    canary step, or a rollback when the replay failed."""
     active = _require_active(record, Phase.PENDING)
     if not replay_ok:
         return request_rollback(record, actor=actor, now=now, policy=policy,
                                 reason=f"replay of recent live payloads failed: {replay_detail}")
+    if shadow:
+        return _enter_shadow(record, active, actor=actor, now=now, detail=replay_detail)
+    return _first_step(record, active, policy=policy, actor=actor, now=now, detail=replay_detail)
+
+
+def _first_step(record: EndpointRecord, active: Rollout, *, policy: RolloutPolicy, actor: str,
+                now: float, detail: str) -> Step:
+    """The challenger's first real traffic (the first canary step, or promotion without one);
+    mirroring, if on, stops."""
     if not policy.canary_steps:
         return _promote(record, active, actor=actor, now=now,
-                        reason=f"no canary steps in the policy; {replay_detail}")
+                        reason=f"no canary steps in the policy; {detail}")
     percent = policy.canary_steps[0]
     canary = active.model_copy(update={
-        "phase": Phase.CANARY, "step_index": 0,
+        "phase": Phase.CANARY, "step_index": 0, "mirroring": False,
         "routes": routes_for(active.champion, active.challenger, percent),
-        "routes_applied": False, "applied_at": None, "measure_from": None, "updated_at": now,
-        "reason": replay_detail})
-    decision = _decision(actor, f"canary at {percent}%; {replay_detail}")
+        "routes_applied": False, "applied_at": None, "measure_from": None, "decided_at": now,
+        "stalled_at": None, "looks": (), "updated_at": now, "reason": detail})
+    decision = _decision(actor, f"canary at {percent}%; {detail}")
     return _step(record, active, canary, action="canary", actor=actor, now=now,
                  reason=decision["reason"],
-                 effects=[SetChallengerAlias(version=active.challenger),  # queued ones too
+                 effects=[*_stop_mirroring(active),
+                          SetChallengerAlias(version=active.challenger),  # queued ones too
                           ApplyTraffic(routes=canary.routes),
                           _event("rollout.canary_started", canary, decision,
                                  champion_version=active.champion, traffic_percent=percent)],
                  active=canary)
+
+
+def _enter_shadow(record: EndpointRecord, active: Rollout, *, actor: str, now: float,
+                  detail: str) -> Step:
+    """The champion keeps all traffic; its live requests are mirrored to the challenger."""
+    shadowed = active.model_copy(update={
+        "phase": Phase.SHADOW, "mirroring": True, "shadow_from": None, "decided_at": now,
+        "stalled_at": None, "updated_at": now, "reason": detail})
+    reason = (f"shadow step: live requests mirrored to v{active.challenger}, its answers never "
+              f"returned; it takes traffic once it agrees with v{active.champion}; {detail}")
+    return _step(record, active, shadowed, action="shadow", actor=actor, now=now, reason=reason,
+                 effects=[SetShadowAlias(version=active.challenger),
+                          MirrorTraffic(version=active.challenger)],
+                 active=shadowed)
+
+
+def _stop_mirroring(rollout: Rollout) -> list[Effect]:
+    """Mirroring off and @shadow removed, for a rollout leaving the shadow step (or none)."""
+    if not rollout.mirroring:
+        return []
+    return [MirrorTraffic(version=None), DropShadowAlias(version=rollout.challenger)]
+
+
+def mirror_applied(record: EndpointRecord, version: str | None, *, now: float) -> EndpointRecord:
+    """The backend mirrors to `version` now: the shadow step's window opens."""
+    active = record.active
+    if (active is None or active.phase is not Phase.SHADOW or not active.mirroring
+            or version != active.challenger or active.shadow_from is not None):
+        return record
+    return record.model_copy(update={"active": active.model_copy(
+        update={"shadow_from": now, "updated_at": now})})
 
 
 def traffic_applied(record: EndpointRecord, routes: dict[str, int], *, config_updated_at:
@@ -550,14 +626,14 @@ def _promote(record: EndpointRecord, active: Rollout, *, actor: str, now: float,
              figures: dict[str, float] | None = None,
              tests: list[dict[str, Any]] | None = None) -> Step:
     promoted = active.model_copy(update={
-        "phase": Phase.PROMOTED, "step_index": active.step_index + 1,
+        "phase": Phase.PROMOTED, "step_index": active.step_index + 1, "mirroring": False,
         "routes": routes_for(active.champion, active.challenger, 100), "routes_applied": False,
         "promoted_at": now, "finished_at": now, "updated_at": now, "reason": reason})
     decision = _decision(actor, reason, figures)
     after = record.model_copy(update={"champion": active.challenger})
     return _step(after, active, promoted, action="promote", actor=actor, reason=reason, now=now,
                  figures=figures, tests=tests,
-                 effects=[ApplyTraffic(routes=promoted.routes),
+                 effects=[ApplyTraffic(routes=promoted.routes), *_stop_mirroring(active),
                           PromoteAliases(version=active.challenger, previous=active.champion),
                           _event("rollout.traffic_ramped", promoted, decision,
                                  from_percent=active.traffic_percent, to_percent=100),
@@ -571,7 +647,9 @@ def judged(record: EndpointRecord, verdict: Verdict, *, policy: RolloutPolicy, n
     """Apply the judge's verdict (shared.rollout.judge.Verdict) to the active canary."""
     from shared.rollout.judge import Action
 
-    active = _require_active(record, Phase.CANARY)
+    active = _require_active(record, Phase.CANARY, Phase.SHADOW)
+    if active.phase is Phase.SHADOW:
+        return _shadow_judged(record, active, verdict, policy=policy, now=now, actor=actor)
     summary = verdict.summary()
     figures, tests = verdict.figures, [t.as_dict() for t in verdict.tests]
     if verdict.action is Action.HOLD:
@@ -609,17 +687,43 @@ def judged(record: EndpointRecord, verdict: Verdict, *, policy: RolloutPolicy, n
                  active=ramped)
 
 
+def _shadow_judged(record: EndpointRecord, active: Rollout, verdict: Verdict, *,
+                   policy: RolloutPolicy, now: float, actor: str) -> Step:
+    """The shadow step's verdict (shared/rollout/shadow.py): agreed (ADVANCE, PROMOTE) ->
+    the first real traffic; ROLLBACK -> rolled back with no user having seen an answer; else
+    held (and, past `max_shadow_seconds`, stalled like any other hold)."""
+    from shared.rollout.judge import Action
+
+    if verdict.action is Action.ROLLBACK:
+        return request_rollback(record, actor=actor, reason=verdict.reason,
+                                figures=verdict.figures,
+                                tests=[t.as_dict() for t in verdict.tests], now=now,
+                                policy=policy)
+    if verdict.action in (Action.ADVANCE, Action.PROMOTE):
+        agreed = active.model_copy(update={"last_verdict": verdict.summary()})
+        step = _first_step(record, agreed, policy=policy, actor=actor, now=now,
+                           detail=verdict.reason)
+        transition = step.transitions[-1].model_copy(update={"figures": dict(verdict.figures)})
+        return step.model_copy(update={"transitions": (*step.transitions[:-1], transition)})
+    held = note(record, verdict=verdict.summary(), now=now)
+    return _stall(held, verdict, policy=policy, now=now, actor=actor) or Step(record=held)
+
+
 def _stall(record: EndpointRecord, verdict: Verdict, *, policy: RolloutPolicy, now: float,
            actor: str) -> Step | None:
-    """A step held past `max_hold_seconds` without a decision: say so once (rollout.stalled,
-    with the time to a decision at the observed traffic), and roll back if the policy says."""
+    """A step held past `max_hold_seconds` (the shadow step: `max_shadow_seconds`) without a
+    decision: say so once (rollout.stalled, with the time to a decision at the observed
+    traffic), and roll back if the policy says."""
     active = record.active
-    if active is None or policy.max_hold_seconds <= 0 or active.stalled_at is not None:
+    shadow = active is not None and active.phase is Phase.SHADOW
+    limit = policy.max_shadow_seconds if shadow else policy.max_hold_seconds
+    if active is None or limit <= 0 or active.stalled_at is not None:
         return None
-    started = [t for t in (active.applied_at, active.decided_at) if t is not None]
+    started = [t for t in (active.applied_at, active.decided_at, active.shadow_from)
+               if t is not None]
     clock = max(started) if started else now
     held = now - clock
-    if held < policy.max_hold_seconds:
+    if held < limit:
         return None
     figures = verdict.figures
     window = figures.get("window_seconds") or 0.0
@@ -628,8 +732,10 @@ def _stall(record: EndpointRecord, verdict: Verdict, *, policy: RolloutPolicy, n
     eta = verdict.time_to_decision_seconds
     outlook = (f"about {eta:.0f}s more to a decision at the observed traffic" if eta is not None
                else "no estimate of the time to a decision")
-    reason = (f"held {held:.0f}s at {active.traffic_percent}% without a decision "
-              f"(max_hold_seconds {policy.max_hold_seconds:.0f}): {verdict.reason}; {outlook}; "
+    where = "in the shadow step" if shadow else f"at {active.traffic_percent}%"
+    setting = "max_shadow_seconds" if shadow else "max_hold_seconds"
+    reason = (f"held {held:.0f}s {where} without a decision ({setting} {limit:.0f}): "
+              f"{verdict.reason}; {outlook}; "
               f"policy: {'roll back' if policy.on_stall == 'abort' else 'keep holding'}")
     stalled = active.model_copy(update={"stalled_at": now, "updated_at": now})
     decision = _decision(actor, reason, figures)
@@ -691,12 +797,12 @@ def complete_rollback(record: EndpointRecord, *, actor: str, now: float) -> Step
     routes = {restored: 100}
     closed = active.model_copy(update={"phase": Phase.ROLLED_BACK, "routes": routes,
                                        "routes_applied": False, "finished_at": now,
-                                       "updated_at": now})
+                                       "mirroring": False, "updated_at": now})
     reason = f"traffic back to v{restored}: {active.reason}"
     decision = _decision(actor, reason)
     after = record.model_copy(update={"champion": restored})
     return _step(after, active, closed, action="rolled_back", actor=actor, reason=reason, now=now,
-                 effects=[ApplyTraffic(routes=routes),
+                 effects=[ApplyTraffic(routes=routes), *_stop_mirroring(active),
                           RestoreAliases(version=active.challenger, restored=restored,
                                          was_promoted=active.promoted_at is not None),
                           _event("rollout.rollback_completed", closed, decision,

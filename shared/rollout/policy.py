@@ -69,6 +69,25 @@ class RolloutPolicy(BaseModel):
         description="the challenger's predictions against the champion's on the same traffic "
                     "(PSI on the reference's prediction bins, both with at least "
                     "min_requests_per_step predictions): above it = rollback")
+    max_disagreement_rate: float = Field(
+        default=0.1, gt=0, lt=1,
+        description="classifiers, on requests both versions scored (the shadow step): the "
+                    "share whose predicted labels differ; rollback once its confidence "
+                    "sequence's lower bound is above this, agreement needs its upper bound at "
+                    "or under it")
+    shadow_step: bool = Field(
+        default=True,
+        description="before the first step, mirror live traffic to the challenger (no user "
+                    "sees its answers) where the backend can; elsewhere recent payloads are "
+                    "replayed instead")
+    min_shadow_requests: int = Field(
+        default=500, ge=1,
+        description="mirrored requests the challenger must score (and agree on) before it "
+                    "takes real traffic")
+    max_shadow_seconds: float = Field(
+        default=1800.0, ge=0,
+        description="a shadow step without a decision this long raises rollout.stalled "
+                    "(on_stall then says hold or roll back; 0: never)")
     max_extensions: int = Field(default=3, ge=0,
                                 description="extra bake periods when a step is inconclusive")
     max_hold_seconds: float = Field(

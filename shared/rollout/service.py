@@ -9,7 +9,10 @@ after a crash between an effect and the save that drops it - changes nothing the
 - traffic: the endpoint's routes are read first, and a config that already holds is not sent
   again (a re-sent config would restart the endpoint's warm-up);
 - aliases and version tags: written only where the registry differs (shared/registry/client.py);
-  @challenger is never moved off a newer version (the stale version rule, machine.py);
+  @challenger is never moved off a newer version (the stale version rule, machine.py); @shadow
+  is removed only from the version it was set on;
+- mirroring (the shadow step): the endpoint's shadow version is read first and set only where
+  it differs;
 - events: ids derived from the transition (`Emit.key`), so the router drops a repeat.
 """
 
@@ -21,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 from functools import lru_cache
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,27 +37,38 @@ from shared.foundation.state import ConcurrencyConflict
 from shared.foundation.storage import DEFAULT_FUNCTION_TIMEOUT, app_function_timeout
 from shared.registry.versions import is_newer
 from shared.rollout import machine
-from shared.rollout.judge import Window, judge
+from shared.rollout.judge import Verdict, Window, judge
 from shared.rollout.machine import (
     ApplyTraffic,
+    DropShadowAlias,
     Emit,
     EndpointRecord,
+    MirrorTraffic,
     Phase,
     PromoteAliases,
     RecordOnVersion,
     Refused,
     RestoreAliases,
     SetChallengerAlias,
+    SetShadowAlias,
 )
 from shared.rollout.policy import RolloutPolicy
+from shared.rollout.quality import PredictionComparison, compare_records
+from shared.rollout.shadow import judge_shadow
 from shared.rollout.store import Loaded, RolloutStore
 from shared.rollout.warmup import sample_from
 from shared.serving.base import EndpointState, ServingBackend, ServingError, VersionHealth
+
+if TYPE_CHECKING:
+    from shared.monitoring.reference import ReferenceDistribution, ReferenceStore
+
+    References = Callable[[str, str], ReferenceDistribution | None]
 
 log = logging.getLogger("gatehouse.rollout")
 SOURCE = "/gatehouse/rollout"
 ROLLBACK_GRACE_SECONDS = 60.0   # open_rollback gets this long before a ramp tick finishes it
 SAVE_ATTEMPTS = 5
+MAX_QUALITY_RECORDS = 20_000    # payload records read per look to compare the predictions
 MAX_ACTOR, MAX_REASON = 200, 2000
 
 
@@ -79,9 +93,10 @@ def registry_kind(model_name: str) -> str:
 class RolloutService:
     def __init__(self, store: RolloutStore, backend: ServingBackend, registry, bus,
                  policy_for: Callable[[str], RolloutPolicy], clock: Callable[[], float] = time.time,
-                 traffic_wait_seconds: float = 240.0):
+                 traffic_wait_seconds: float = 240.0, references: References | None = None):
         self.store, self.backend, self.registry, self.bus = store, backend, registry, bus
         self.policy_for, self.clock = policy_for, clock
+        self.references = references  # (model, version) -> its monitoring reference
         self.traffic_wait_seconds = traffic_wait_seconds
         self.drain_lease = app_function_timeout() or DEFAULT_FUNCTION_TIMEOUT
 
@@ -163,8 +178,15 @@ class RolloutService:
             return machine.traffic_applied(
                 record, effect.routes, config_updated_at=state.config_updated_at,
                 warmup_seconds=self.policy_for(model).warmup_seconds, now=self.clock())
+        if isinstance(effect, MirrorTraffic):
+            self._mirror(record.endpoint, model, effect.version)
+            return machine.mirror_applied(record, effect.version, now=self.clock())
         if isinstance(effect, SetChallengerAlias):
             self._set_challenger(model, effect.version)
+        elif isinstance(effect, SetShadowAlias):
+            self.registry.set_alias(model, "shadow", effect.version)
+        elif isinstance(effect, DropShadowAlias):
+            self._drop_alias(model, "shadow", effect.version)
         elif isinstance(effect, PromoteAliases):
             self._promote_aliases(model, effect)
         elif isinstance(effect, RestoreAliases):
@@ -183,6 +205,20 @@ class RolloutService:
             return state
         return self.backend.set_traffic(endpoint, model, routes,
                                         wait_seconds=self.traffic_wait_seconds)
+
+    def _mirror(self, endpoint: str, model: str, version: str | None) -> None:
+        """The endpoint mirroring to `version` (None: not mirroring); sent only if it differs."""
+        state = self.backend.state(endpoint)
+        if state is not None and state.shadow == version:
+            return
+        if version is None and not self.backend.mirrors:
+            return  # a backend that cannot mirror mirrors nothing
+        self.backend.set_shadow(endpoint, model, version)
+
+    def _drop_alias(self, model: str, alias: str, version: str) -> None:
+        current = self.registry.version_by_alias(model, alias)
+        if current is not None and current.version == version:
+            self.registry.delete_alias(model, alias)
 
     def _set_challenger(self, model: str, version: str) -> None:
         """@challenger on `version`, unless it points at a newer version (which stays)."""
@@ -314,7 +350,12 @@ class RolloutService:
             return self.describe(record)
         active = record.active
         policy = self.policy_for(record.model_name)
-        ok, detail = self._replay(record.endpoint, record.model_name, active.challenger, policy)
+        shadow = policy.shadow_step and self.backend.mirrors
+        if shadow:
+            ok, detail = True, f"{self.backend.name} serving mirrors live traffic"
+        else:
+            ok, detail = self._replay(record.endpoint, record.model_name, active.challenger,
+                                      policy)
 
         def decide(current: Loaded) -> machine.Step | None:
             now_record = current.record
@@ -323,7 +364,7 @@ class RolloutService:
                     or now_active.phase is not Phase.PENDING):
                 return None
             return machine.begin(now_record, policy=policy, replay_ok=ok, replay_detail=detail,
-                                 now=self.clock())
+                                 now=self.clock(), shadow=shadow)
 
         return self.describe(self._drain(self._transact(record.endpoint, decide)).record)
 
@@ -412,9 +453,22 @@ class RolloutService:
             if now - (active.rollback_requested_at or now) >= ROLLBACK_GRACE_SECONDS:
                 return self.complete_rollback(endpoint, actor=machine.SERVICE)
             return self.describe(record)
+        if active.phase is Phase.SHADOW:
+            return self._judge_shadow(record, active, policy)
         if not active.routes_applied:
             return self.describe(record)
         return self._judge(record, active, policy)
+
+    def _judge_shadow(self, record: EndpointRecord, active: machine.Rollout,
+                      policy: RolloutPolicy) -> dict:
+        """A look at the shadow step: the challenger's answers to mirrored requests against
+        the champion's answers to the same requests."""
+        if active.shadow_from is None:
+            return self.describe(record)  # mirroring not on yet: the outbox is on it
+        now = self.clock()
+        comparison = self._predictions(record, active, active.shadow_from, mirrored=True)
+        verdict = judge_shadow(policy, comparison, now=now, started=active.shadow_from)
+        return self._decide(record, active, policy, verdict, now)
 
     def _judge(self, record: EndpointRecord, active: machine.Rollout,
                policy: RolloutPolicy) -> dict:
@@ -442,11 +496,20 @@ class RolloutService:
                 versions = machine.evidence_health(evidence)
             champion = _health_of(versions, active.champion)
             challenger = _health_of(versions, active.challenger)
+        predictions = None
+        if champion is not None and since is not None:
+            predictions = self._predictions(record, active, since)
         window = Window(ready=ready, start=since or now, end=now, champion=champion,
-                        challenger=challenger, detail=detail)
+                        challenger=challenger, detail=detail, predictions=predictions)
         verdict = judge(policy, window, now=now, measure_from=since,
                         extensions=active.extensions, step_percent=active.traffic_percent,
                         earlier_steps=active.earlier_steps)
+
+        return self._decide(record, active, policy, verdict, now, evidence)
+
+    def _decide(self, record: EndpointRecord, active: machine.Rollout, policy: RolloutPolicy,
+                verdict: Verdict, now: float, evidence: dict | None = None) -> dict:
+        """The verdict applied to the rollout as it was judged (unless someone else did)."""
 
         def decide(current: Loaded) -> machine.Step | None:
             now_record = current.record
@@ -465,6 +528,39 @@ class RolloutService:
         result = self.describe(loaded.record)
         result["verdict"] = verdict.summary()
         return result
+
+    def _predictions(self, record: EndpointRecord, active: machine.Rollout, since: float,
+                     *, mirrored: bool = False) -> PredictionComparison | None:
+        """The two versions' answers since `since` from the payload log, compared on the
+        champion's monitoring reference: the champion's served answers against the challenger's
+        (served ones, or with `mirrored` the shadow's answers to the same requests)."""
+        try:
+            records = self.backend.records(record.endpoint, since, MAX_QUALITY_RECORDS)
+        except ServingError as exc:
+            log.warning("%s: no payload records to compare predictions: %s", record.endpoint, exc)
+            return None
+        champion = [r for r in records if r.version == active.champion and not r.shadow]
+        challenger = [r for r in records if r.version == active.challenger
+                      and r.shadow == mirrored]
+        if not champion or not challenger:
+            return None
+        return compare_records(champion, challenger, self._reference(record.model_name, active))
+
+    def _reference(self, model: str, active: machine.Rollout) -> ReferenceDistribution | None:
+        """The champion's monitoring reference (the challenger's where it has none)."""
+        if self.references is None:
+            return None
+        for version in (active.champion, active.challenger):
+            if version is None:
+                continue
+            try:
+                found = self.references(model, version)
+            except Exception as exc:  # storage trouble: judged without PSI this look
+                log.warning("%s v%s: reference not read: %s", model, version, exc)
+                continue
+            if found is not None:
+                return found
+        return None
 
     def _warm_up(self, record: EndpointRecord, active: machine.Rollout, policy: RolloutPolicy,
                  now: float) -> dict:
@@ -603,6 +699,13 @@ def _store(connection_string: str) -> RolloutStore:
     return RolloutStore.connect(connection_string)
 
 
+@lru_cache(maxsize=4)
+def _references(connection_string: str) -> ReferenceStore:
+    from shared.monitoring.reference import ReferenceStore
+
+    return ReferenceStore.connect(connection_string)
+
+
 def from_runtime() -> RolloutService:
     """The service as the Function App's handlers use it, built from the settings."""
     from shared.foundation import runtime
@@ -610,8 +713,10 @@ def from_runtime() -> RolloutService:
     from shared.registry.client import Registry
     from shared.serving.factory import serving_backend
 
-    return RolloutService(_store(runtime.storage_connection()), serving_backend(), Registry(),
-                          runtime.bus(), lambda model: current_policy().for_model(model).rollout)
+    connection = runtime.storage_connection()
+    return RolloutService(_store(connection), serving_backend(), Registry(), runtime.bus(),
+                          lambda model: current_policy().for_model(model).rollout,
+                          references=_references(connection).load)
 
 
 def ramp_one(due: TickDue) -> dict:

@@ -3,10 +3,13 @@
 Routes map a model version to its integer traffic percentage; they always sum to 100.
 Latencies travel as weighted samples `(milliseconds, count)`, so exact samples (the embedded
 server) and histogram buckets (Databricks' metrics export) go through the same tests.
+A `PayloadRecord` is one request and its answer as a payload log (or an inference table) keeps
+it; mirrored requests (the shadow step) have one record per version, the shadow's tagged.
 """
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -45,6 +48,7 @@ class EndpointState:
     updating: bool
     config_updated_at: float | None = None  # epoch seconds of the last applied config change
     detail: str = ""
+    shadow: str | None = None   # the version live requests are mirrored to (the shadow step)
 
 
 @dataclass(frozen=True)
@@ -77,8 +81,34 @@ class HealthReport:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class PayloadRecord:
+    ts: float
+    endpoint: str
+    request_id: str
+    model_name: str | None
+    version: str | None
+    inputs: str          # the request body as received (JSON text)
+    outputs: str | None  # the response body (JSON text), None when the request failed
+    latency_ms: float
+    status: int
+    error: str | None = None
+    shadow: bool = False  # a mirrored request's answer from the shadow version, never returned
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def input_json(self):
+        return json.loads(self.inputs)
+
+    def output_json(self):
+        return json.loads(self.outputs) if self.outputs else None
+
+
 class ServingBackend(ABC):
     name: str = "serving"
+    mirrors: bool = False   # can send live requests to a shadow version too (set_shadow)
 
     @abstractmethod
     def state(self, endpoint: str) -> EndpointState | None:
@@ -101,4 +131,14 @@ class ServingBackend(ABC):
 
     def recent_payloads(self, endpoint: str, limit: int) -> list[dict]:
         """Recent successful request bodies (for replay); backends without a payload log: []."""
+        return []
+
+    def set_shadow(self, endpoint: str, model_name: str, version: str | None) -> EndpointState:
+        """Mirror every live request to `version` as well (its answers logged, never returned);
+        None stops mirroring. Backends that cannot mirror (`mirrors` False) refuse."""
+        raise ServingError(f"{self.name} serving cannot mirror traffic")
+
+    def records(self, endpoint: str, since: float, limit: int) -> list[PayloadRecord]:
+        """The payload log's records of `endpoint` since `since` (served and mirrored, oldest
+        first, at most `limit`); backends without a payload log they can read: []."""
         return []

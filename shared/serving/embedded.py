@@ -8,6 +8,9 @@
   chosen by the endpoint's traffic weights from a hash of its request id (`X-Request-Id`, or a
   generated one), so the same id always reaches the same version.
 - Every request is logged to the payload log (shared.serving.payload_log).
+- Mirroring (the rollout's shadow step): with a shadow version set, each request is scored by
+  it too, after the caller has its answer; the shadow's answer is logged (tagged shadow, same
+  request id) and never returned.
 - `/gatehouse/endpoints/...`: the config, health, payload and fault-injection API that
   shared.serving.embedded_client.EmbeddedServing (the rollout's adapter) speaks.
 
@@ -25,7 +28,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -38,6 +41,7 @@ from shared.serving.payload_log import PayloadLog, PayloadRecord
 log = logging.getLogger("gatehouse.serving")
 DEFAULT_PAYLOG = PROJECT_ROOT / ".gatehouse" / "payloads.sqlite"
 MAX_BODY = 16 * 1024 * 1024
+MAX_RECORDS = 50_000
 
 
 def _fraction(text: str) -> float:
@@ -80,11 +84,12 @@ class EndpointConfig:
     routes: Routes
     config_updated_at: float
     faults: dict[str, Fault] = field(default_factory=dict)
+    shadow: str | None = None   # the version live requests are mirrored to
 
     def describe(self) -> dict:
         return {"name": self.name, "model_name": self.model_name, "routes": self.routes,
                 "ready": True, "updating": False, "config_updated_at": self.config_updated_at,
-                "faults": {v: vars(f) for v, f in self.faults.items()}}
+                "shadow": self.shadow, "faults": {v: vars(f) for v, f in self.faults.items()}}
 
 
 class BadRequest(Exception):
@@ -106,11 +111,15 @@ class ServingHost:
         with sqlite3.connect(self._db_path) as db:
             db.execute("CREATE TABLE IF NOT EXISTS endpoints (name TEXT PRIMARY KEY, "
                        "model_name TEXT NOT NULL, routes TEXT NOT NULL, updated_at REAL NOT NULL)")
+            if "shadow" not in {row[1] for row in db.execute("PRAGMA table_info(endpoints)")}:
+                db.execute("ALTER TABLE endpoints ADD COLUMN shadow TEXT")
             saved = db.execute(
-                "SELECT name, model_name, routes, updated_at FROM endpoints").fetchall()
-        for name, model_name, routes, updated_at in saved:
+                "SELECT name, model_name, routes, updated_at, shadow FROM endpoints").fetchall()
+        for name, model_name, routes, updated_at, shadow in saved:
             try:
                 self.configure(name, model_name, json.loads(routes), now=updated_at)
+                if shadow:
+                    self.set_shadow(name, model_name, shadow)
             except BadRequest as exc:
                 log.warning("endpoint %s not restored: %s", name, exc)
 
@@ -143,16 +152,42 @@ class ServingHost:
             self._model(model_name, version)
         with self._lock:
             previous = self._endpoints.get(name)
-            faults = previous.faults if previous and previous.model_name == model_name else {}
+            same_model = previous is not None and previous.model_name == model_name
+            faults = previous.faults if previous and same_model else {}
             config = EndpointConfig(name, model_name, routes, now or time.time(),
-                                    {v: f for v, f in faults.items() if v in routes})
+                                    {v: f for v, f in faults.items() if v in routes},
+                                    previous.shadow if previous and same_model else None)
             self._endpoints[name] = config
-            in_use = {(c.model_name, v) for c in self._endpoints.values() for v in c.routes}
-            for key in [k for k in self._models if k not in in_use]:
-                del self._models[key]
+            self._unload_unused()
+        self._save(config)
+        return config.describe()
+
+    def _unload_unused(self) -> None:
+        in_use = {(c.model_name, v) for c in self._endpoints.values()
+                  for v in (*c.routes, *([c.shadow] if c.shadow else []))}
+        for key in [k for k in self._models if k not in in_use]:
+            del self._models[key]
+
+    def _save(self, config: EndpointConfig) -> None:
         with sqlite3.connect(self._db_path) as db:
-            db.execute("INSERT OR REPLACE INTO endpoints VALUES (?, ?, ?, ?)",
-                       (name, model_name, json.dumps(routes), config.config_updated_at))
+            db.execute("INSERT OR REPLACE INTO endpoints VALUES (?, ?, ?, ?, ?)",
+                       (config.name, config.model_name, json.dumps(config.routes),
+                        config.config_updated_at, config.shadow))
+
+    def set_shadow(self, name: str, model_name: object, version: object) -> dict:
+        """Mirror the endpoint's requests to `version` (None: stop mirroring)."""
+        config = self.endpoint(name)
+        if model_name != config.model_name:
+            raise BadRequest(f"{name} serves {config.model_name}, not {model_name!r}")
+        if version is not None and (not isinstance(version, (str, int)) or not str(version)):
+            raise BadRequest("version is a model version, or null to stop mirroring")
+        shadow = None if version is None else str(version)
+        if shadow is not None:
+            self._model(config.model_name, shadow)  # loaded before any request is mirrored
+        with self._lock:
+            config.shadow = shadow
+            self._unload_unused()
+        self._save(config)
         return config.describe()
 
     def endpoint(self, name: str) -> EndpointConfig:
@@ -173,8 +208,8 @@ class ServingHost:
             raise BadRequest("faults are a JSON object: {version: {error_rate, added_latency_ms}}")
         faults = {}
         for version, spec in body.items():
-            if str(version) not in config.routes:
-                raise BadRequest(f"version {version} is not served by {name}")
+            if str(version) not in config.routes and str(version) != config.shadow:
+                raise BadRequest(f"version {version} is not served (nor mirrored to) by {name}")
             if not isinstance(spec, dict) or set(spec) - {"error_rate", "added_latency_ms"}:
                 raise BadRequest(f"version {version}: give error_rate and/or added_latency_ms")
             try:
@@ -189,12 +224,25 @@ class ServingHost:
     def invoke(self, name: str, body: bytes, content_type: str,
                request_id: str) -> tuple[int, str, str]:
         """Score one request and log it; returns (status, JSON body, served version)."""
+        config = self.endpoint(name)
+        version = pick_version(config.routes, request_id)
+        status, response = self._score(config, version, body, content_type, request_id)
+        return status, response, version
+
+    def mirror(self, name: str, body: bytes, content_type: str, request_id: str,
+               served: str) -> None:
+        """Score a request the endpoint answered with its shadow version too, and log that
+        answer as the shadow's (it goes to no caller)."""
+        config = self.endpoint(name)
+        if config.shadow is not None and config.shadow != served:
+            self._score(config, config.shadow, body, content_type, request_id, shadow=True)
+
+    def _score(self, config: EndpointConfig, version: str, body: bytes, content_type: str,
+               request_id: str, shadow: bool = False) -> tuple[int, str]:
         from mlflow.exceptions import MlflowException
         from mlflow.pyfunc.scoring_server import invocations
 
         started = time.perf_counter()
-        config = self.endpoint(name)
-        version = pick_version(config.routes, request_id)
         fault = config.faults.get(version, Fault())
         outputs, error = None, None
         try:
@@ -222,10 +270,11 @@ class ServingHost:
             response = json.dumps({"error_code": "INTERNAL_ERROR", "message": error})
         latency_ms = (time.perf_counter() - started) * 1000
         self.payloads.append(PayloadRecord(
-            ts=time.time(), endpoint=name, request_id=request_id, model_name=config.model_name,
-            version=version, inputs=body.decode("utf-8", errors="replace"), outputs=outputs,
-            latency_ms=latency_ms, status=status, error=error))
-        return status, response, version
+            ts=time.time(), endpoint=config.name, request_id=request_id,
+            model_name=config.model_name, version=version,
+            inputs=body.decode("utf-8", errors="replace"), outputs=outputs,
+            latency_ms=latency_ms, status=status, error=error, shadow=shadow))
+        return status, response
 
     def health(self, name: str, since: float, until: float | None = None) -> dict:
         self.endpoint(name)
@@ -235,6 +284,12 @@ class ServingHost:
                 "versions": {v: {"requests": h.requests, "errors": h.errors,
                                  "latencies_ms": [list(pair) for pair in h.latencies_ms]}
                              for v, h in report.versions.items()}}
+
+    def records(self, name: str, since: float, limit: int) -> list[dict]:
+        """The log's rows of the endpoint since `since`, served and mirrored, oldest first."""
+        self.endpoint(name)
+        return [asdict(r) for r in self.payloads.records(endpoint=name, since=since, limit=limit,
+                                                         shadow=None)]
 
     def recent_payloads(self, name: str, limit: int) -> list[dict]:
         self.endpoint(name)
@@ -251,6 +306,8 @@ ROUTES = [
     ("PUT", re.compile(r"^/gatehouse/endpoints/([^/]+)/config$"), "configure"),
     ("GET", re.compile(r"^/gatehouse/endpoints/([^/]+)/health$"), "health"),
     ("GET", re.compile(r"^/gatehouse/endpoints/([^/]+)/payloads$"), "payloads"),
+    ("GET", re.compile(r"^/gatehouse/endpoints/([^/]+)/records$"), "records"),
+    ("PUT", re.compile(r"^/gatehouse/endpoints/([^/]+)/shadow$"), "shadow"),
     ("PUT", re.compile(r"^/gatehouse/endpoints/([^/]+)/faults$"), "faults"),
     ("GET", re.compile(r"^/health$"), "alive"),
 ]
@@ -323,6 +380,11 @@ class EmbeddedHandler(BaseHTTPRequestHandler):
             name, body, self.headers.get("Content-Type", "application/json"), request_id)
         self._reply(status, response, {"X-Request-Id": request_id,
                                        "X-Gatehouse-Served-Version": version})
+        try:  # after the caller has its answer: nothing of it reaches the caller
+            self.host.mirror(name, body, self.headers.get("Content-Type", "application/json"),
+                             request_id, version)
+        except Exception:
+            log.exception("%s: mirroring request %s failed", name, request_id)
 
     def _list(self, query: dict) -> None:
         self._reply(200, {"endpoints": self.host.endpoints()})
@@ -352,6 +414,19 @@ class EmbeddedHandler(BaseHTTPRequestHandler):
         if not 0 <= limit <= 10_000:
             raise BadRequest("limit is 0..10000")
         self._reply(200, {"payloads": self.host.recent_payloads(name, limit)})
+
+    def _records(self, name: str, query: dict) -> None:
+        try:
+            since, limit = float(query.get("since", 0)), int(query.get("limit", 10_000))
+        except ValueError:
+            raise BadRequest("since is epoch seconds, limit an integer") from None
+        if not 0 <= limit <= MAX_RECORDS:
+            raise BadRequest(f"limit is 0..{MAX_RECORDS}")
+        self._reply(200, {"records": self.host.records(name, since, limit)})
+
+    def _shadow(self, name: str, query: dict) -> None:
+        body = self._json()
+        self._reply(200, self.host.set_shadow(name, body.get("model_name"), body.get("version")))
 
     def _faults(self, name: str, query: dict) -> None:
         self._reply(200, self.host.set_faults(name, self._json()))

@@ -10,6 +10,7 @@ import requests
 from shared.serving.base import (
     EndpointState,
     HealthReport,
+    PayloadRecord,
     Routes,
     ServingBackend,
     ServingError,
@@ -20,6 +21,7 @@ from shared.serving.base import (
 
 class EmbeddedServing(ServingBackend):
     name = "embedded"
+    mirrors = True
 
     def __init__(self, base_url: str, timeout: float = 120.0):
         self.base_url = base_url.rstrip("/")
@@ -55,7 +57,8 @@ class EmbeddedServing(ServingBackend):
         return EndpointState(endpoint=body["name"], model_name=body.get("model_name"),
                              routes={str(k): int(v) for k, v in body["routes"].items()},
                              ready=bool(body.get("ready")), updating=bool(body.get("updating")),
-                             config_updated_at=body.get("config_updated_at"))
+                             config_updated_at=body.get("config_updated_at"),
+                             shadow=body.get("shadow"))
 
     def state(self, endpoint: str) -> EndpointState | None:
         body = self._call_or_missing("GET", endpoint)
@@ -96,6 +99,14 @@ class EmbeddedServing(ServingBackend):
             return []
         body = self._call("GET", f"{endpoint}/payloads", params={"limit": limit})
         return [p["inputs"] for p in body["payloads"]]
+
+    def set_shadow(self, endpoint: str, model_name: str, version: str | None) -> EndpointState:
+        return self._state(self._call("PUT", f"{endpoint}/shadow",
+                                      json={"model_name": model_name, "version": version}))
+
+    def records(self, endpoint: str, since: float, limit: int) -> list[PayloadRecord]:
+        body = self._call("GET", f"{endpoint}/records", params={"since": since, "limit": limit})
+        return [PayloadRecord(**record) for record in body["records"]]
 
     def set_faults(self, endpoint: str, faults: dict[str, dict]) -> dict:
         """Fault injection for tests and the demo: {version: {error_rate, added_latency_ms}}."""

@@ -10,15 +10,13 @@ version, payloads to replay) and by monitoring:
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-from shared.serving.base import HealthReport, VersionHealth
+from shared.serving.base import HealthReport, PayloadRecord, VersionHealth
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS payloads (
@@ -32,38 +30,15 @@ CREATE TABLE IF NOT EXISTS payloads (
     outputs TEXT,
     latency_ms REAL NOT NULL,
     status INTEGER NOT NULL,
-    error TEXT
+    error TEXT,
+    shadow INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS payloads_by_endpoint_time ON payloads (endpoint, ts);
 """
 
 
-@dataclass(frozen=True)
-class PayloadRecord:
-    ts: float
-    endpoint: str
-    request_id: str
-    model_name: str | None
-    version: str | None
-    inputs: str          # the request body as received (JSON text)
-    outputs: str | None  # the response body (JSON text), None when the request failed
-    latency_ms: float
-    status: int
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-    def input_json(self):
-        return json.loads(self.inputs)
-
-    def output_json(self):
-        return json.loads(self.outputs) if self.outputs else None
-
-
 _COLUMNS = ("ts", "endpoint", "request_id", "model_name", "version", "inputs", "outputs",
-            "latency_ms", "status", "error")
+            "latency_ms", "status", "error", "shadow")
 
 
 class PayloadLog:
@@ -74,6 +49,9 @@ class PayloadLog:
         self._writer: sqlite3.Connection | None = None
         with self._connect() as db:
             db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(payloads)")}
+            if "shadow" not in columns:  # a log written before the shadow step existed
+                db.execute("ALTER TABLE payloads ADD COLUMN shadow INTEGER NOT NULL DEFAULT 0")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -109,7 +87,9 @@ class PayloadLog:
     def records(self, endpoint: str | None = None, since: float | None = None,
                 until: float | None = None, version: str | None = None,
                 ok_only: bool = False, limit: int | None = None,
-                newest_first: bool = False) -> list[PayloadRecord]:
+                newest_first: bool = False, shadow: bool | None = False) -> list[PayloadRecord]:
+        """Served requests (`shadow` False, the default: what callers were answered), the
+        shadow version's answers to mirrored ones (True), or both (None)."""
         clauses, args = [], []
         for column, op, value in (("endpoint", "=", endpoint), ("ts", ">=", since),
                                   ("ts", "<", until), ("version", "=", version)):
@@ -118,6 +98,9 @@ class PayloadLog:
                 args.append(value)
         if ok_only:
             clauses.append("status BETWEEN 200 AND 299")
+        if shadow is not None:
+            clauses.append("shadow = ?")
+            args.append(int(shadow))
         sql = f"SELECT {', '.join(_COLUMNS)} FROM payloads"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
@@ -127,7 +110,8 @@ class PayloadLog:
             args.append(int(limit))
         with self._connect() as db:
             rows = db.execute(sql, args).fetchall()
-        return [PayloadRecord(*row) for row in rows]
+        return [PayloadRecord(**{**dict(zip(_COLUMNS, row, strict=True)),
+                                 "shadow": bool(row[-1])}) for row in rows]
 
     def endpoints(self, since: float, until: float) -> set[str]:
         """The endpoints that served a request in [since, until)."""
@@ -137,10 +121,12 @@ class PayloadLog:
         return {row[0] for row in rows}
 
     def health(self, endpoint: str, since: float, until: float) -> HealthReport:
-        """Per-version requests, errors (any non-2xx) and latencies in [since, until)."""
+        """Per-version requests, errors (any non-2xx) and latencies in [since, until), of the
+        requests served (mirrored ones are the shadow step's, not the traffic's)."""
         with self._connect() as db:
             rows = db.execute("SELECT version, status, latency_ms FROM payloads "
-                              "WHERE endpoint = ? AND ts >= ? AND ts < ? AND version IS NOT NULL",
+                              "WHERE endpoint = ? AND ts >= ? AND ts < ? AND version IS NOT NULL "
+                              "AND shadow = 0",
                               (endpoint, since, until)).fetchall()
         figures: dict[str, list] = {}
         for version, status, latency in rows:

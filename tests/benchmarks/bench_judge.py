@@ -16,7 +16,11 @@ The goals (issue 17), read off the table:
 - no challenger traffic, traffic stopping: holds, and says so (stall events) within the policy's
   max_hold_seconds;
 - 5 requests per tick: the judge states an estimated time to a decision from the first looks
-  ("eta at 15 min": the median time to a decision, from the start, that it stated 15 min in).
+  ("eta at 15 min": the median time to a decision, from the start, that it stated 15 min in);
+- shadow step (a backend that mirrors): a challenger whose predictions differ, or that fails
+  where the champion does not, is rolled back at the shadow step with zero exposure; an
+  identical one passes it and is promoted as without it. The Flagger-style judge sees no
+  predictions and no shadow step.
 """
 
 from __future__ import annotations
@@ -60,6 +64,18 @@ def scenarios() -> list[Scenario]:
                  stop_traffic_at=1200, horizon_seconds=2 * HOUR, seeds=50),
         Scenario("5 requests per tick", Version(0.001), Version(0.001), rate=5,
                  horizon_seconds=24 * HOUR, seeds=20),
+        # The canary judge sees both versions' answers (the payload log), no mirroring.
+        Scenario("canary: predictions shifted (logit +1), same SLAs", Version(0.001),
+                 Version(0.001, score_shift=1.0), predictions=True),
+        Scenario("canary: identical, predictions judged", Version(0.001), Version(0.001),
+                 predictions=True),
+        # A backend that mirrors: the shadow step first (no user sees the challenger's answers).
+        Scenario("shadow: identical", Version(0.001), Version(0.001), mirrored=True),
+        Scenario("shadow: predictions shifted (logit +1), same SLAs", Version(0.001),
+                 Version(0.001, score_shift=1.0), mirrored=True),
+        Scenario("shadow: predictions shifted (logit +0.3), same SLAs", Version(0.001),
+                 Version(0.001, score_shift=0.3), mirrored=True),
+        Scenario("shadow: errors 0.1% -> 5%", Version(0.001), Version(0.05), mirrored=True),
     ]
 
 
@@ -70,7 +86,10 @@ def _run(args: tuple[str, Scenario, int, RolloutPolicy]) -> Outcome:
 
 
 def _minutes(values: list[float], q: float) -> str:
-    return f"{np.quantile(values, q) / 60:.0f}" if values else "-"
+    if not values:
+        return "-"
+    minutes = np.quantile(values, q) / 60
+    return f"{minutes:.0f}" if minutes >= 10 else f"{minutes:.1f}"  # a shadow step: seconds
 
 
 def _hours(values: list[float]) -> str:
@@ -83,6 +102,7 @@ def summary(outcomes: list[Outcome]) -> dict[str, str]:
     decided = [o for o in outcomes if o.action != "hold"]
     seconds = [o.seconds for o in decided]
     steps = Counter(o.step_percent for o in outcomes if o.action == "rollback")
+    at = {0: "shadow"}
     return {
         "promoted": f"{100 * counts['promote'] / n:.1f}%",
         "rolled back": f"{100 * counts['rollback'] / n:.1f}%",
@@ -90,7 +110,8 @@ def summary(outcomes: list[Outcome]) -> dict[str, str]:
         "min to decision (median/p90)": f"{_minutes(seconds, 0.5)}/{_minutes(seconds, 0.9)}",
         "exposure (median)": f"{np.median([o.exposure for o in decided]):.0f}" if decided
         else "-",
-        "rollbacks at step": " ".join(f"{p}%:{c}" for p, c in sorted(steps.items())) or "-",
+        "rollbacks at step": " ".join(f"{at.get(p, f'{p}%')}:{c}"
+                                      for p, c in sorted(steps.items())) or "-",
         "eta said": f"{100 * sum(o.said_eta for o in outcomes) / n:.0f}%",
         "eta at 15 min (median h)": _hours([o.first_eta for o in outcomes
                                             if o.first_eta is not None]),

@@ -5,19 +5,26 @@ and a Flagger-style threshold judge run on the same scenarios and seeds.
 Traffic: Poisson(`rate`) requests per 30 s tick, each routed to the challenger with its route's
 share; latencies lognormal (median 60 ms, sigma 0.5: p99 about 190 ms), rounded to the
 millisecond; errors Bernoulli per request. The backend applies a traffic config at once.
+
+A scenario on a backend that mirrors (`mirrored`) starts with the shadow step: every request the
+champion serves is scored by the challenger too. Each request's answer is P(positive), the
+champion's logit drawn N(-1, 1.5), the challenger's that logit plus its `score_shift`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 import numpy as np
 
 from shared.rollout import machine
 from shared.rollout.judge import Window, judge
-from shared.rollout.machine import ApplyTraffic, EndpointRecord, Phase
+from shared.rollout.machine import ApplyTraffic, EndpointRecord, MirrorTraffic, Phase
 from shared.rollout.policy import RolloutPolicy
+from shared.rollout.quality import PredictionComparison, compare_predictions
+from shared.rollout.shadow import judge_shadow
 from shared.rollout.warmup import sample_from
 from shared.serving.base import VersionHealth
 
@@ -25,6 +32,7 @@ TICK = 30.0
 MEDIAN_MS, SIGMA = 60.0, 0.5
 MAX_MS = 60_000
 CHAMPION, CHALLENGER = "1", "2"
+SCORE_LOGIT_MEAN, SCORE_LOGIT_SD = -1.0, 1.5
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,7 @@ class Version:
     latency_scale: float = 1.0
     cold_seconds: float = 0.0        # slower by cold_factor for this long after it first serves
     cold_factor: float = 1.0
+    score_shift: float = 0.0         # added to the champion's logit of each request's answer
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,8 @@ class Scenario:
     challenger_gets_traffic: bool = True
     horizon_seconds: float = 4 * 3600.0
     seeds: int = 200
+    mirrored: bool = False                      # the backend mirrors: a shadow step first
+    predictions: bool = False                   # the canary judge sees both versions' answers
 
 
 @dataclass(frozen=True)
@@ -136,6 +147,81 @@ class Measured:
         return cumulative.health(version)
 
 
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-logits))
+
+
+@lru_cache(maxsize=1)
+def _score_reference():
+    """The champion's monitoring reference of its answers (the PSI bins)."""
+    from shared.monitoring.reference import numeric_reference
+
+    rng = np.random.default_rng(20261130)
+    return numeric_reference(_sigmoid(rng.normal(SCORE_LOGIT_MEAN, SCORE_LOGIT_SD, 20_000)))
+
+
+class Mirrored:
+    """The shadow step's requests: both versions' answer to each."""
+
+    def __init__(self, scenario: Scenario):
+        self.scenario = scenario
+        self.champion: list[np.ndarray] = []
+        self.challenger: list[np.ndarray] = []
+        self.requests = self.disagreements = self.paired = 0
+        self.challenger_failures = self.champion_failures = 0
+
+    def add(self, rng: np.random.Generator, requests: int) -> None:
+        logits = rng.normal(SCORE_LOGIT_MEAN, SCORE_LOGIT_SD, requests)
+        champion = _sigmoid(logits)
+        challenger = _sigmoid(logits + self.scenario.challenger.score_shift)
+        champion_failed = rng.random(requests) < self.scenario.champion.error_rate
+        challenger_failed = rng.random(requests) < self.scenario.challenger.error_rate
+        answered = ~champion_failed & ~challenger_failed
+        self.champion.append(champion[~champion_failed])
+        self.challenger.append(challenger[~challenger_failed])
+        self.disagreements += int(((champion >= 0.5) != (challenger >= 0.5))[answered].sum())
+        self.paired += int(answered.sum())
+        self.challenger_failures += int((challenger_failed & ~champion_failed).sum())
+        self.champion_failures += int((champion_failed & ~challenger_failed).sum())
+        self.requests += requests
+
+    def comparison(self) -> PredictionComparison | None:
+        if not self.paired:
+            return None
+        scored = compare_predictions(_score_reference(), np.concatenate(self.challenger),
+                                     np.concatenate(self.champion))
+        return replace(scored, paired=self.paired, disagreements=self.disagreements,
+                       disagreement_rate=self.disagreements / self.paired,
+                       mirrored_requests=self.requests,
+                       challenger_failures=self.challenger_failures,
+                       champion_failures=self.champion_failures)
+
+
+class Answers:
+    """Each version's answers to the requests it served, per tick (the canary's payload log)."""
+
+    def __init__(self, scenario: Scenario):
+        self.scenario = scenario
+        self.ticks: list[tuple[float, np.ndarray, np.ndarray]] = []
+
+    def add(self, rng: np.random.Generator, end: float, served) -> None:
+        answers = []
+        for version, spec in ((CHAMPION, self.scenario.champion),
+                              (CHALLENGER, self.scenario.challenger)):
+            n = served[version][0] if version in served else 0
+            answers.append(_sigmoid(rng.normal(SCORE_LOGIT_MEAN, SCORE_LOGIT_SD, n)
+                                    + spec.score_shift))
+        self.ticks.append((end, answers[0], answers[1]))
+
+    def since(self, start: float) -> PredictionComparison | None:
+        kept = [(b, c) for end, b, c in self.ticks if end - TICK >= start - 1e-9]
+        champion = np.concatenate([b for b, _ in kept]) if kept else np.empty(0)
+        challenger = np.concatenate([c for _, c in kept]) if kept else np.empty(0)
+        if not len(champion) or not len(challenger):
+            return None
+        return compare_predictions(_score_reference(), challenger, champion)
+
+
 def _stalls(step: machine.Step) -> int:
     return sum(t.action == "stalled" for t in step.transitions)
 
@@ -148,6 +234,8 @@ def _settle(step: machine.Step, now: float, policy: RolloutPolicy) -> EndpointRe
         if isinstance(effect, ApplyTraffic):
             record = machine.traffic_applied(record, effect.routes, config_updated_at=now,
                                              warmup_seconds=policy.warmup_seconds, now=now)
+        elif isinstance(effect, MirrorTraffic):
+            record = machine.mirror_applied(record, effect.version, now=now)
     return record
 
 
@@ -167,25 +255,44 @@ def run_gatehouse(scenario: Scenario, seed: int, policy: RolloutPolicy) -> Outco
     record = machine.start(None, model_name="m", endpoint="m", version=CHALLENGER,
                            champion=CHAMPION, policy=policy, now=0.0, actor="bench",
                            reason="gates passed").record
+    shadow = scenario.mirrored and policy.shadow_step
     record = _settle(machine.begin(record, policy=policy, replay_ok=True, replay_detail="",
-                                   now=0.0), 0.0, policy)
+                                   now=0.0, shadow=shadow), 0.0, policy)
     now, said_eta, stalls = 0.0, False, 0
     first_eta: float | None = None
+    mirrored = Mirrored(scenario)
+    answers = Answers(scenario) if scenario.predictions else None
     while now < scenario.horizon_seconds:
         active = record.active
         assert active is not None
         now += TICK
-        measured.add(now, traffic.tick(now, active.routes))
+        served = traffic.tick(now, active.routes)
+        measured.add(now, served)
+        if active.phase is Phase.SHADOW:
+            assert active.shadow_from is not None
+            mirrored.add(traffic.rng, served[CHAMPION][0])
+            verdict = judge_shadow(policy, mirrored.comparison(), now=now,
+                                   started=active.shadow_from)
+            step = machine.judged(record, verdict, policy=policy, now=now)
+            stalls += _stalls(step)
+            record = _settle(step, now, policy)
+            if record.active is not None and record.active.phase is Phase.ROLLING_BACK:
+                return Outcome("rollback", now, traffic.exposure, 0, said_eta, stalls)
+            continue
         if active.warm_at is None and policy.max_warmup_seconds > policy.warmup_seconds:
             record = _warm_up(record, measured, policy, now)
             continue
+        if answers is not None:
+            answers.add(traffic.rng, now, served)
         since = active.measure_from
         champion = challenger = None
+        predictions = None
         if since is not None and now >= since:
             champion = measured.since(CHAMPION, since)
             challenger = measured.since(CHALLENGER, since)
+            predictions = answers.since(since) if answers is not None else None
         window = Window(ready=True, start=since or now, end=now, champion=champion,
-                        challenger=challenger)
+                        challenger=challenger, predictions=predictions)
         verdict = judge(policy, window, now=now, measure_from=since, extensions=active.extensions,
                         step_percent=active.traffic_percent, earlier_steps=active.earlier_steps)
         eta = verdict.time_to_decision_seconds

@@ -80,6 +80,7 @@ max_error_rate = 0.5
 error_margin_absolute = 0.5
 latency_tail_share = 1.0
 replay_sample_size = 5
+shadow_step = false
 
 [defaults.monitoring.retraining]
 entrypoint = ["{python}", "-c", "pass"]

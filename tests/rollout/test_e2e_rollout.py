@@ -101,6 +101,7 @@ max_extensions = 1
 error_margin_absolute = 0.2     # promotion on a few hundred requests: wide margins
 latency_tail_share = 0.5
 replay_sample_size = 5
+shadow_step = false   # the replay path here; the shadow step: tests/rollout/test_quality.py
 ''')
     monkeypatch.setenv("GATEHOUSE_POLICY_PATH", str(policy))
     monkeypatch.setenv("GATEHOUSE_SERVING_URL", embedded_serving.url)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -53,6 +54,25 @@ class Serving(ServingBackend):
 
     def health(self, endpoint, since):
         return HealthReport(endpoint, since, since)
+
+
+class MirroringServing(Serving):
+    """Serving that can mirror (the shadow step), counting every shadow change sent."""
+
+    mirrors = True
+
+    def __init__(self, routes: dict[str, int]):
+        super().__init__(routes)
+        self.shadow: str | None = None
+        self.shadows: list[str | None] = []
+
+    def state(self, endpoint):
+        return replace(super().state(endpoint), shadow=self.shadow)
+
+    def set_shadow(self, endpoint, model_name, version):
+        self.shadows.append(version)
+        self.shadow = version
+        return self.state(endpoint)
 
 
 class Registry:
@@ -101,10 +121,11 @@ class Bus:
 class World:
     """An endpoint serving v1 (the champion), its record on Azurite, and the service."""
 
-    def __init__(self, storage: str, policy: RolloutPolicy, versions: int = 8):
+    def __init__(self, storage: str, policy: RolloutPolicy, versions: int = 8,
+                 serving: type[Serving] = Serving):
         self.endpoint = f"ep-{uuid.uuid4().hex[:10]}"
         self.store = RolloutStore(RolloutTable(storage, f"fx{uuid.uuid4().hex[:12]}"))
-        self.serving = Serving({"1": 100})
+        self.serving = serving({"1": 100})
         self.registry = Registry(versions, {"champion": "1"})
         self.bus = Bus()
         self.idempotency = IdempotencyStore(MemoryTable())
@@ -151,11 +172,11 @@ class CrashAt:
 
 
 def crash_points(storage, policy: RolloutPolicy, run: Callable[[World], object],
-                 monkeypatch) -> list[tuple[str, int]]:
+                 monkeypatch, serving: type[Serving] = Serving) -> list[tuple[str, int]]:
     """Every (failpoint, n-th time) a clean run of `run` passes."""
     recorder = CrashAt()
     monkeypatch.setattr(service_module, "failpoint", recorder)
-    run(World(storage, policy))
+    run(World(storage, policy, serving=serving))
     seen: Counter = Counter()
     points = []
     for name in recorder.passed:
@@ -165,8 +186,8 @@ def crash_points(storage, policy: RolloutPolicy, run: Callable[[World], object],
 
 
 def crash_then_redo(storage, policy, run: Callable[[World], object], point: tuple[str, int],
-                    monkeypatch) -> World:
-    world = World(storage, policy)
+                    monkeypatch, serving: type[Serving] = Serving) -> World:
+    world = World(storage, policy, serving=serving)
     crash = CrashAt(*point)
     monkeypatch.setattr(service_module, "failpoint", crash)
     try:
@@ -231,6 +252,36 @@ def test_a_rollback_cut_short_at_any_failpoint_and_redone_acts_once(storage, mon
         assert world.history().count(("rollback_requested", "2")) == 1, point
         assert world.event_kinds() == {"rollout.canary_started": 1,
                                        "rollout.rollback_requested": 1,
+                                       "rollout.rollback_completed": 1}, point
+
+
+def test_a_shadow_step_cut_short_at_any_failpoint_and_redone_mirrors_once(storage,
+                                                                          monkeypatch):
+    """Into the shadow step and rolled back out of it: one mirror on and off, @shadow set and
+    removed once, never any traffic to v2."""
+    shadow = CANARY.model_copy(update={"shadow_step": True})
+
+    def shadow_then_rollback(world: World) -> dict:
+        start_v2(world)
+        return world.open_rollback("2", "rollback-requested-v2")
+
+    points = crash_points(storage, shadow, shadow_then_rollback, monkeypatch,
+                          serving=MirroringServing)
+    for point in points:
+        world = crash_then_redo(storage, shadow, shadow_then_rollback, point, monkeypatch,
+                                serving=MirroringServing)
+        record = world.record()
+        assert record.active is None and record.last.phase is Phase.ROLLED_BACK, point
+        assert not record.last.mirroring and record.outbox == (), point
+        assert world.serving.shadows == ["2", None], point
+        assert world.serving.configs == [], point   # v1 served 100% throughout: nothing sent
+        assert Counter(world.registry.alias_writes) == {("challenger", "2"): 1,
+                                                        ("shadow", "2"): 1,
+                                                        ("shadow", None): 1,
+                                                        ("challenger", None): 1}, point
+        assert world.history() == [("create", "2"), ("shadow", "2"),
+                                   ("rollback_requested", "2"), ("rolled_back", "2")], point
+        assert world.event_kinds() == {"rollout.rollback_requested": 1,
                                        "rollout.rollback_completed": 1}, point
 
 

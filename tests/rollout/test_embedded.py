@@ -177,3 +177,65 @@ def test_replay_of_recent_payloads(server, endpoint, loader):
     broken = replay(payloads, loader("fraud", "3"))
     assert not broken.ok and broken.failed == 2 and "f3" in broken.detail
     assert replay([], loader("fraud", "3")).ok
+
+
+def test_mirroring_scores_every_request_with_the_shadow_and_returns_only_the_served_answer(
+        server, loader):
+    url, _, path = server
+    client = EmbeddedServing(url)
+    name = f"mirror-{uuid.uuid4().hex[:6]}"
+    client.set_traffic(name, "fraud", {"1": 100})
+    state = client.set_shadow(name, "fraud", "2")
+    assert state.shadow == "2" and client.state(name).shadow == "2"
+    client.set_faults(name, {"2": {"error_rate": 1.0}})   # the shadow fails every request
+    since = time.time()
+    body = {"dataframe_split": {"columns": COLUMNS, "data": [[0.2, 0.1, -0.3]]}}
+    replies = [invoke(url, name, body, request_id=f"m{i}") for i in range(6)]
+    assert all(r.status_code == 200 and r.headers["X-Gatehouse-Served-Version"] == "1"
+               for r in replies)   # callers get the champion's answers, never the shadow's error
+    time.sleep(0.3)   # the last mirror is scored after its caller has the answer
+    records = client.records(name, since, 100)
+    served = {r.request_id for r in records if not r.shadow and r.version == "1"}
+    mirrored = {r.request_id for r in records if r.shadow and r.version == "2"}
+    assert served == mirrored == {f"m{i}" for i in range(6)}
+    assert all(r.status == 500 for r in records if r.shadow)
+    # Health, the monitor and the replay see the served requests only.
+    assert set(client.health(name, since).versions) == {"1"}
+    assert {r.version for r in PayloadLog(path).records(endpoint=name)} == {"1"}
+    # The mirror survives a restart and a traffic change; None stops it.
+    assert ServingHost(path, loader=loader).endpoint(name).shadow == "2"
+    client.set_traffic(name, "fraud", {"1": 90, "2": 10})
+    assert client.state(name).shadow == "2"
+    assert client.set_shadow(name, "fraud", None).shadow is None
+    invoke(url, name, body, request_id="after")
+    time.sleep(0.3)
+    assert not [r for r in client.records(name, since, 100) if r.request_id == "after"
+                and r.shadow]
+
+
+def test_mirroring_api_refuses_bad_requests(server, endpoint):
+    url, _, _ = server
+    shadow = f"{url}/gatehouse/endpoints/{endpoint}/shadow"
+    for body, found in (({"model_name": "churn", "version": "2"}, "serves fraud"),
+                        ({"model_name": "fraud", "version": ["2"]}, "version is"),
+                        ({"model_name": "fraud", "version": "9"}, "no version 9")):
+        reply = requests.put(shadow, json=body, timeout=30)
+        assert reply.status_code == 400 and found in reply.json()["message"], reply.text
+    reply = requests.get(f"{url}/gatehouse/endpoints/{endpoint}/records",
+                         params={"since": "yesterday"}, timeout=10)
+    assert reply.status_code == 400 and "epoch seconds" in reply.json()["message"]
+
+
+def test_a_payload_log_from_before_the_shadow_step_gains_the_column(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE payloads (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL,"
+                   " endpoint TEXT NOT NULL, request_id TEXT NOT NULL, model_name TEXT, "
+                   "version TEXT, inputs TEXT NOT NULL, outputs TEXT, latency_ms REAL NOT NULL, "
+                   "status INTEGER NOT NULL, error TEXT)")
+        db.execute("INSERT INTO payloads (ts, endpoint, request_id, version, inputs, latency_ms, "
+                   "status) VALUES (1.0, 'e', 'old', '1', '{}', 3.0, 200)")
+    [old] = PayloadLog(path).records(endpoint="e")
+    assert old.request_id == "old" and old.shadow is False

@@ -12,12 +12,15 @@ from shared.rollout.judge import Action, Verdict
 from shared.rollout.machine import (
     ACTIVE,
     ApplyTraffic,
+    DropShadowAlias,
     Emit,
+    MirrorTraffic,
     Phase,
     PromoteAliases,
     Refused,
     RestoreAliases,
     SetChallengerAlias,
+    SetShadowAlias,
 )
 from shared.rollout.policy import RolloutPolicy
 
@@ -212,6 +215,76 @@ def test_accumulate_counts_each_metrics_window_once():
     assert (health.requests, health.errors, health.latencies_ms) == (12, 2, ((10.0, 12),))
 
 
+# ---- the shadow step ----
+
+def shadowed(policy=POLICY, now=1.0):
+    step = machine.begin(started(policy=policy).record, policy=policy, replay_ok=True,
+                         replay_detail="embedded serving mirrors live traffic", now=now,
+                         shadow=True)
+    return step, machine.mirror_applied(step.record, "2", now=now + 1)
+
+
+def test_the_shadow_step_mirrors_without_exposure_then_gives_the_first_step():
+    step, record = shadowed()
+    assert step.record.active.phase is Phase.SHADOW and step.record.active.routes == {"1": 100}
+    assert [type(e).__name__ for e in step.effects] == ["SetShadowAlias", "MirrorTraffic",
+                                                        "RecordOnVersion"]
+    assert kinds(step) == []  # nobody is exposed: nothing to announce yet
+    [transition] = step.transitions
+    assert transition.action == "shadow" and "mirrored to v2" in transition.reason
+    assert record.active.shadow_from == 2.0
+    agreed = Verdict(Action.ADVANCE, "shadow step: agrees with the champion over 600 mirrored "
+                                     "requests", {"mirrored_requests": 600.0}, looked=True)
+    canary = machine.judged(record, agreed, policy=POLICY, now=50.0)
+    assert canary.record.active.phase is Phase.CANARY
+    assert canary.record.active.routes == {"1": 95, "2": 5}
+    assert not canary.record.active.mirroring
+    assert canary.effects[:3] == (MirrorTraffic(version=None), DropShadowAlias(version="2"),
+                                  SetChallengerAlias(version="2"))
+    assert kinds(canary) == ["rollout.canary_started"]
+    [transition] = canary.transitions
+    assert (transition.from_phase, transition.to_phase) == (Phase.SHADOW, Phase.CANARY)
+    assert "agrees with the champion" in transition.reason
+    assert transition.figures == {"mirrored_requests": 600.0}
+
+
+def test_a_shadow_disagreement_rolls_back_and_stops_the_mirror():
+    _, record = shadowed()
+    unlike = Verdict(Action.ROLLBACK, "shadow step: prediction PSI 0.9 > 0.2",
+                     {"prediction_psi": 0.9}, looked=True)
+    step = machine.judged(record, unlike, policy=POLICY, now=10.0)
+    assert step.record.active.phase is Phase.ROLLING_BACK
+    assert "prediction PSI" in step.transitions[0].reason
+    done = machine.complete_rollback(step.record, actor="gatehouse", now=80.0)
+    assert MirrorTraffic(version=None) in done.effects
+    assert DropShadowAlias(version="2") in done.effects
+    assert done.record.last.phase is Phase.ROLLED_BACK and not done.record.last.mirroring
+
+
+def test_a_shadow_step_held_past_max_shadow_seconds_stalls():
+    policy = POLICY.model_copy(update={"max_shadow_seconds": 600.0, "max_hold_seconds": 10.0})
+    _, record = shadowed(policy)
+    waiting = Verdict(Action.HOLD, "shadow step: 30 of 500 mirrored requests scored",
+                      {"mirrored_requests": 30.0, "window_seconds": 500.0},
+                      time_to_decision_seconds=7800.0)
+    quiet = machine.judged(record, waiting, policy=policy, now=500.0)
+    assert quiet.transitions == () and quiet.record.active.phase is Phase.SHADOW
+    stalled = machine.judged(quiet.record, waiting, policy=policy, now=603.0)
+    [transition] = stalled.transitions
+    assert transition.action == "stalled" and "in the shadow step" in transition.reason
+    assert "max_shadow_seconds 600" in transition.reason
+    assert kinds(stalled) == ["rollout.stalled"]
+
+
+def test_a_shadowed_rollout_superseded_stops_its_mirror():
+    supersede = POLICY.model_copy(update={"on_newer_challenger": "supersede"})
+    _, record = shadowed(supersede)
+    step = started(version="3", record=record, policy=supersede, now=5)
+    assert MirrorTraffic(version=None) in step.effects
+    assert DropShadowAlias(version="2") in step.effects
+    assert step.record.active.challenger == "3"
+
+
 # ---- properties ----
 
 VERSIONS = st.sampled_from([str(v) for v in range(2, 9)])
@@ -229,8 +302,9 @@ class RolloutMachine(RuleBasedStateMachine):
         self.record = None
         self.now = 0.0
         self.gates_passed = {"1"}          # the champion before Gatehouse counts as approved
-        self.aliases = {"champion": "1", "challenger": None}
+        self.aliases = {"champion": "1", "challenger": None, "shadow": None}
         self.served = {"1": 100}
+        self.mirrored = None
 
     def _apply(self, step):
         for effect in step.effects:
@@ -246,9 +320,17 @@ class RolloutMachine(RuleBasedStateMachine):
                 self.aliases["champion"] = effect.restored
                 if self.aliases["challenger"] == effect.version:
                     self.aliases["challenger"] = None
+            elif isinstance(effect, MirrorTraffic):
+                self.mirrored = effect.version
+            elif isinstance(effect, SetShadowAlias):
+                self.aliases["shadow"] = effect.version
+            elif isinstance(effect, DropShadowAlias) and self.aliases["shadow"] == effect.version:
+                self.aliases["shadow"] = None
         record = step.record
         for effect in step.effects:
             record = machine.drop_effect(record, effect)
+            if isinstance(effect, MirrorTraffic):
+                record = machine.mirror_applied(record, effect.version, now=self.now)
             if isinstance(effect, ApplyTraffic):
                 record = machine.traffic_applied(record, effect.routes, config_updated_at=self.now,
                                                  warmup_seconds=10, now=self.now)
@@ -267,13 +349,13 @@ class RolloutMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.record is not None and self.record.active is not None
                   and self.record.active.phase is Phase.PENDING)
-    @rule(ok=st.booleans())
-    def replay(self, ok):
+    @rule(ok=st.booleans(), shadow=st.booleans())
+    def replay(self, ok, shadow):
         self._apply(machine.begin(self.record, policy=self.policy, replay_ok=ok,
-                                  replay_detail="replayed", now=self.now))
+                                  replay_detail="replayed", now=self.now, shadow=shadow))
 
     @precondition(lambda self: self.record is not None and self.record.active is not None
-                  and self.record.active.phase is Phase.CANARY)
+                  and self.record.active.phase in (Phase.CANARY, Phase.SHADOW))
     @rule(action=ACTIONS)
     def judge(self, action):
         self._apply(machine.judged(self.record, verdict(action), policy=self.policy, now=self.now))
@@ -328,6 +410,26 @@ class RolloutMachine(RuleBasedStateMachine):
         assert self.record.active is None or self.record.active.phase in ACTIVE
         assert self.record.queued is None or self.record.queued.phase is Phase.QUEUED
         assert self.record.last is None or self.record.last.phase not in ACTIVE
+
+    @invariant()
+    def only_a_shadowed_challenger_is_mirrored_and_carries_shadow(self):
+        active = self.record.active if self.record is not None else None
+        if self.mirrored is None:
+            assert self.aliases["shadow"] is None
+            assert active is None or active.phase is not Phase.SHADOW
+            return
+        # Mirrored (and @shadow) only while the version is in its shadow step, or rolling back
+        # from it until the rollback completes.
+        assert active is not None and active.challenger == self.mirrored
+        assert active.phase in (Phase.SHADOW, Phase.ROLLING_BACK) and active.mirroring
+        assert self.aliases["shadow"] == self.mirrored
+
+    @invariant()
+    def a_shadowed_challenger_serves_no_user(self):
+        active = self.record.active if self.record is not None else None
+        if active is not None and active.phase is Phase.SHADOW:
+            assert self.served.get(active.champion) == 100
+            assert active.shadow_from is not None  # mirroring is on: its window is open
 
     @invariant()
     def the_champion_gets_traffic_unless_promotion_moved_it(self):

@@ -98,10 +98,10 @@ CASE WHEN get_json_object(request, '$.dataframe_split') IS NOT NULL THEN
                                       slice(r, 1, least(size(split_columns), size(r)))))
      WHEN get_json_object(request, '$.dataframe_records') IS NOT NULL THEN
        from_json(get_json_object(request, '$.dataframe_records'), 'array<map<string,string>>')
-     WHEN get_json_object(request, '$.instances[0]') LIKE '{{%' THEN
+     WHEN get_json_object(request, '$.instances[0]') LIKE '{%' THEN
        from_json(get_json_object(request, '$.instances'), 'array<map<string,string>>')
      WHEN get_json_object(request, '$.instances') IS NULL
-          AND get_json_object(request, '$.inputs[0]') LIKE '{{%' THEN
+          AND get_json_object(request, '$.inputs[0]') LIKE '{%' THEN
        from_json(get_json_object(request, '$.inputs'), 'array<map<string,string>>')
 END"""
 

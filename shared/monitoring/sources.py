@@ -78,7 +78,7 @@ def _timestamp(seconds: float) -> str:
 class DatabricksInferenceSource:
     """One endpoint's inference table, summarised by a SQL warehouse (databricks-sdk's statement
     execution): one statement for the service figures, one per served version for the rows'
-    bins and sums, and one per version for the scores of labelled rows when there are labels."""
+    bins and sums, and, when the endpoint has labels, one for the scores of labelled rows."""
 
     name = "databricks-inference-table"
 
@@ -148,18 +148,18 @@ class DatabricksInferenceSource:
         service = [_service(row) for row in self._rows(service_statement(self.kind, self.table),
                                                        bounds)]
         models = {version: model for _, version, model, _ in service if model}
+        versions = sorted({version for _, version, _, _ in service if version is not None})
+        lenses = {version: plan(models.get(version), version) for version in versions}
+        monitored = {version: lens for version, lens in lenses.items() if lens is not None}
+        labelled = self._labelled(list(monitored), bounds, label_keys)
         summaries: Summaries = {}
-        for version in sorted({version for _, version, _, _ in service if version is not None}):
-            lens = plan(models.get(version), version)
-            if lens is None:
-                continue
+        for version, lens in monitored.items():
             rows = self._version_rows(version, lens, bounds)
-            labelled = self._labelled(version, lens, bounds, label_keys)
             for window, row_version, _, summary in service:
                 if row_version == version:
                     summaries[(window, version)] = WindowSummary(
                         **{**vars(summary), **rows.get(window, {}),
-                           "labelled": labelled.get(window, []),
+                           "labelled": labelled.get((window, version), []),
                            "model_name": models.get(version)})
         return summaries
 
@@ -194,15 +194,15 @@ class DatabricksInferenceSource:
                 prediction_counts=counts[len(names)] if reference.prediction else None)
         return found
 
-    def _labelled(self, version: str, lens: Lens, bounds: dict,
-                  label_keys: Collection[str]) -> dict[int, list[tuple[str, float]]]:
-        if not label_keys:
+    def _labelled(self, versions: list[str], bounds: dict, label_keys: Collection[str]
+                  ) -> dict[tuple[int, str], list[tuple[str, float]]]:
+        """The scores of the rows with labels, by window and version (one statement)."""
+        if not label_keys or not versions:
             return {}
-        statement = labelled_statement(self.kind, self.table, version, lens.threshold,
-                                       list(label_keys))
-        found: dict[int, list[tuple[str, float]]] = {}
-        for window, key, score in self._rows(statement, bounds):
-            found.setdefault(int(window), []).append((key, float(score)))
+        statement = labelled_statement(self.kind, self.table, versions, list(label_keys))
+        found: dict[tuple[int, str], list[tuple[str, float]]] = {}
+        for window, version, key, score in self._rows(statement, bounds):
+            found.setdefault((int(window), version), []).append((key, float(score)))
         return found
 
 

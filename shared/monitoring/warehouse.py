@@ -172,10 +172,11 @@ def service_statement(kind: str, table: str) -> Statement:
     return Statement(SERVICE.format(requests=_requests(kind, table), integer=INTEGER), {})
 
 
-def _scored_rows(kind: str, table: str, reference: ReferenceDistribution | None
-                 ) -> tuple[str, list[str], dict[str, tuple[str, str]]]:
-    """The CTEs up to `scored_rows` (window, key, score, c, bin_0..bin_n: the features', then
-    the score's), the bin columns and their parameters."""
+def _scored_rows(kind: str, table: str, reference: ReferenceDistribution | None,
+                 versions: str) -> tuple[str, list[str], dict[str, tuple[str, str]]]:
+    """The CTEs up to `scored_rows` (window, version, key, score, bin_0..bin_n: the
+    features', then the score's) of the served `versions` (a SQL condition), the bin columns
+    and their parameters."""
     features = list(reference.features.items()) if reference is not None else []
     bins, parameters = [], {}
     for index, (name, feature) in enumerate(features):
@@ -189,19 +190,19 @@ def _scored_rows(kind: str, table: str, reference: ReferenceDistribution | None
     text = f"""\
 WITH {_requests(kind, table)},
 parsed AS (
-  SELECT window, request_id, request, response,
+  SELECT window, version, request_id, request, response,
          from_json(get_json_object(request, '$.dataframe_split.columns'), 'array<string>')
            AS split_columns
   FROM requests
-  WHERE ok AND version <=> :version
+  WHERE ok AND {versions}
 ),
 items AS (
-  SELECT window, request_id, {_INPUT_ROWS} AS inputs,
+  SELECT window, version, request_id, {_INPUT_ROWS} AS inputs,
          from_json(get_json_object(response, '$.predictions'), 'array<string>') AS predictions
   FROM parsed
 ),
 exploded AS (
-  SELECT window, request_id, size(inputs) AS n_rows,
+  SELECT window, version, request_id, size(inputs) AS n_rows,
          posexplode(zip_with(inputs, predictions,
                              (f, p) -> named_struct('features', f, 'prediction', p)))
            AS (position, item)
@@ -209,32 +210,31 @@ exploded AS (
   WHERE inputs IS NOT NULL AND predictions IS NOT NULL AND size(inputs) = size(predictions)
 ),
 scores AS (
-  SELECT window, request_id, n_rows, position, item.features AS features, p,
+  SELECT window, version, request_id, n_rows, position, item.features AS features, p,
          {_score_expression()} AS score
   FROM (SELECT *, item.prediction AS p FROM exploded)
 ),
 scored_rows AS (
-  SELECT window,
+  SELECT window, version,
          CASE WHEN n_rows = 1 THEN request_id ELSE concat(request_id, '/', position) END AS key,
-         score, CASE WHEN score >= :threshold THEN score ELSE 1 - score END AS c{columns}
+         score{columns}
   FROM scores
 )"""
     return text, [f"bin_{i}" for i in range(len(bins))], parameters
-
-
-def _row_parameters(version: str, threshold: float) -> dict[str, tuple[str, str]]:
-    return {"version": ("STRING", version), "threshold": ("DOUBLE", repr(float(threshold)))}
 
 
 def rows_statement(kind: str, table: str, version: str, reference: ReferenceDistribution | None,
                    threshold: float) -> Statement:
     """Per window: (window, -1, -1, rows, scored, sum c, sum c(1-c)), then per feature (in the
     reference's order, the score last) and bin: (window, feature, bin, count, NULL...)."""
-    rows, bins, parameters = _scored_rows(kind, table, reference)
-    text = f"""{rows}
+    rows, bins, parameters = _scored_rows(kind, table, reference, "version = :version")
+    text = f"""{rows},
+confident AS (
+  SELECT *, CASE WHEN score >= :threshold THEN score ELSE 1 - score END AS c FROM scored_rows
+)
 SELECT window, -1 AS feature, -1 AS bin, count(*) AS n, count(score) AS scored,
        sum(c) AS confidence_sum, sum(c * (1 - c)) AS confidence_spread
-FROM scored_rows
+FROM confident
 GROUP BY window"""
     if bins:
         text += f"""
@@ -245,18 +245,21 @@ FROM (SELECT window, posexplode(array({", ".join(bins)})) AS (feature, bin) FROM
 WHERE bin IS NOT NULL
 GROUP BY window, feature, bin"""
     return Statement(text + "\nORDER BY window, feature, bin",
-                     {**parameters, **_row_parameters(version, threshold)})
+                     {**parameters, "threshold": ("DOUBLE", repr(float(threshold))),
+                      "version": ("STRING", version)})
 
 
-def labelled_statement(kind: str, table: str, version: str, threshold: float,
-                       keys: list[str]) -> Statement:
-    """(window, key, score) of the version's scored rows whose key is one of `keys`."""
-    rows, _, _ = _scored_rows(kind, table, None)
+def labelled_statement(kind: str, table: str, versions: list[str], keys: list[str]
+                       ) -> Statement:
+    """(window, version, key, score) of the `versions`' scored rows whose key is one of
+    `keys`."""
+    rows, _, _ = _scored_rows(kind, table, None,
+                              "array_contains(from_json(:versions, 'array<string>'), version)")
     text = f"""{rows}
-SELECT window, key, score
+SELECT window, version, key, score
 FROM scored_rows
 WHERE score IS NOT NULL
   AND key IN (SELECT explode(from_json(:keys, 'array<string>')))
-ORDER BY window, key, score"""
-    return Statement(text, {**_row_parameters(version, threshold),
+ORDER BY window, version, key, score"""
+    return Statement(text, {"versions": ("STRING", json.dumps(sorted(versions))),
                             "keys": ("STRING", json.dumps(sorted(keys)))})

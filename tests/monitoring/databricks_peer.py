@@ -60,6 +60,11 @@ SCHEMAS = {
                        "entity_version STRING, change_time TIMESTAMP"}
 
 
+# system.serving.served_entities: served entity id -> (model, version)
+SERVED_ENTITIES = {"entity-fraud-1": ("fraud", "1"), "entity-fraud-2": ("fraud", "2"),
+                   "entity-fraud-3": ("fraud", "3")}
+
+
 def view_name(table: str) -> str:
     return "__".join(part.strip("`") for part in table.split("."))
 
@@ -217,9 +222,16 @@ class DatabricksPeer(LoopbackPeer):
             return {"state": "FAILED", "rows": [], "error": str(exc).splitlines()[0]}
         return {"state": "SUCCEEDED", "rows": [[_cell(v) for v in row] for row in rows]}
 
+    def create_served_entities(self) -> None:
+        moment = datetime(2017, 1, 1, tzinfo=UTC)
+        self.create_table("system.serving.served_entities", "served_entities", [
+            (entity, "fraud-prod", f"{model}-{version}", "CUSTOM_MODEL", model, version, moment)
+            for entity, (model, version) in SERVED_ENTITIES.items()])
+
     def create_table(self, table: str, kind: str, rows: list[tuple]) -> None:
         """`table` (catalog.schema.table) holding `rows` in the `kind` schema (SCHEMAS)."""
-        frame = self.spark.createDataFrame(rows, SCHEMAS[kind])
+        frame = self.spark.createDataFrame(rows, SCHEMAS[kind]).cache()
+        frame.count()  # held by the JVM from now on: no Python worker per statement
         frame.createOrReplaceTempView(view_name(table))
 
     def _chunk(self, statement_id: str, index: int) -> dict:

@@ -21,21 +21,19 @@ from shared.monitoring.reference import reference_from_frame
 from shared.monitoring.sources import DatabricksInferenceSource, PayloadLogSource, SourceError
 from shared.monitoring.summary import Lens, window_bounds
 from shared.serving.payload_log import PayloadLog, PayloadRecord
-from tests.monitoring.databricks_peer import TOKEN, DatabricksPeer
+from tests.monitoring.databricks_peer import SERVED_ENTITIES, TOKEN, DatabricksPeer
 from tests.monitoring.traffic import START, WINDOW, window_traffic
 
 WAREHOUSE = "4b9b953939869799"
 POLICY = MonitoringPolicy(n_bootstrap=50, min_rows=100, min_requests=10, min_labelled_rows=20)
-ENTITIES = {"1": "entity-fraud-1", "2": "entity-fraud-2"}
+ENTITIES = {version: entity for entity, (_, version) in SERVED_ENTITIES.items()}
 
 
 @pytest.fixture(scope="module")
 def peer(spark):
     server = DatabricksPeer(chunk_rows=50, pending_polls=1, spark=spark).start()
     server.warehouses.add(WAREHOUSE)
-    server.create_table("system.serving.served_entities", "served_entities", [
-        (entity, "fraud-prod", f"fraud-{version}", "CUSTOM_MODEL", "fraud", version,
-         datetime(2017, 1, 1, tzinfo=UTC)) for version, entity in ENTITIES.items()])
+    server.create_served_entities()
     yield server
     server.stop()
 
@@ -181,7 +179,7 @@ def test_the_warehouse_summary_gives_the_payload_logs_figures_and_verdicts(
     source = DatabricksInferenceSource(client, WAREHOUSE, table, "fraud-prod", kind=kind,
                                        poll_seconds=0.01)
     since, until = window_bounds(START, WINDOW)[0], window_bounds(START + 1, WINDOW)[1]
-    before = len(peer.statements)
+    before, sent = len(peer.statements), len(peer.requests)
     warehouse = source.summaries("fraud-prod", since, until, WINDOW, _plan(references), labels)
     expected = _payload_log_summaries(tmp_path, records, labels, references)
 
@@ -226,25 +224,20 @@ def test_the_warehouse_summary_gives_the_payload_logs_figures_and_verdicts(
     labelled_rows = sum(len(s["rows"]) for s in ran if ":keys" in s["statement"])
     assert summary_rows < 200 < len(records)
     assert labelled_rows == sum(len(s.labelled) for s in expected.values())
-    print(kind, "statement seconds", [round(t, 2) for t in peer.seconds])
+    _check_statements([b for m, p, b in peer.requests[sent:] if p == "/api/2.0/sql/statements"],
+                      references)
 
 
-def test_each_statement_is_portable_sql_bound_by_parameters(peer, client, traffic):
-    records, labels, references = traffic
-    table = f"main.serving.fraud_params_{uuid.uuid4().hex[:6]}"
-    peer.create_table(table, "ai_gateway", [gateway_row(i, r) for i, r in enumerate(records)])
-    source = DatabricksInferenceSource(client, WAREHOUSE, table, "fraud-prod", poll_seconds=0.01)
-    start = len(peer.requests)
-    source.summaries("fraud-prod", START * WINDOW, (START + 1) * WINDOW, WINDOW,
-                     _plan(references), {})
-    bodies = [b for m, p, b in peer.requests[start:] if p == "/api/2.0/sql/statements"]
-    assert len(bodies) == 3  # service figures, then one per served version
+def _check_statements(bodies: list[dict], references) -> None:
+    """Service figures, one statement per served version, one for the labelled rows; the data's
+    and the reference's values travel as parameters, never in the SQL text."""
+    assert len(bodies) == 4
     for body in bodies:
         assert body["disposition"] == "INLINE" and body["format"] == "JSON_ARRAY"
         assert "`main`.`serving`" in body["statement"] and "gold" not in body["statement"]
         assert {p["name"] for p in body["parameters"]} >= {"since", "until", "window_ms"}
-    categories = [p for p in bodies[2]["parameters"] if p["name"].startswith("categories_")]
-    assert json.loads(categories[0]["value"]) == references["2"].features["plan"].categories
+    [categories] = [p for b in bodies for p in b["parameters"] if p["name"] == "categories_1"]
+    assert json.loads(categories["value"]) == references["2"].features["plan"].categories
 
 
 def test_a_statement_the_warehouse_cannot_run_is_reported(peer, client):

@@ -1,4 +1,7 @@
-"""The monitor's math (pure): one window of served traffic against the version's reference.
+"""The monitor's math (pure): one window of served traffic against the version's reference,
+computed from the window's summary (summary.py: counts, quantiles, bin counts, sums), so
+traffic summarised in Python (the payload log) or in a SQL warehouse (an inference table) is
+judged alike.
 
 Figures per window and served version (all logged; `judged` are compared with the policy):
 - `psi.<feature>` per input feature and `feature_psi` = their maximum (judged);

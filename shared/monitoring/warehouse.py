@@ -121,9 +121,9 @@ def _score_expression() -> str:
 CASE WHEN {_NUMERIC_ITEM.format(number=NUMBER, integer=INTEGER)}
           AND try_cast(p AS DOUBLE) BETWEEN 0 AND 1 THEN try_cast(p AS DOUBLE)
      WHEN p LIKE '[%' AND size(from_json(p, 'array<string>')) = 2
-          AND from_json(p, 'array<string>')[0] RLIKE {NUMBER}
-          AND from_json(p, 'array<string>')[1] RLIKE {NUMBER}
-       THEN try_cast(from_json(p, 'array<string>')[1] AS DOUBLE)
+          AND try_element_at(from_json(p, 'array<string>'), 1) RLIKE {NUMBER}
+          AND try_element_at(from_json(p, 'array<string>'), 2) RLIKE {NUMBER}
+       THEN try_cast(try_element_at(from_json(p, 'array<string>'), 2) AS DOUBLE)
      WHEN p LIKE '{{%' THEN coalesce({fields})
 END"""
 
@@ -148,7 +148,7 @@ class Statement:
 
 
 def _feature_bin(index: int, feature: FeatureReference) -> tuple[str, dict]:
-    value = f"features[:feature_{index}]"
+    value = f"try_element_at(features, :feature_{index})"
     if feature.kind == "categorical":
         named = (f"CASE {value} WHEN 'true' THEN 'True' WHEN 'false' THEN 'False' "
                  f"ELSE {value} END")

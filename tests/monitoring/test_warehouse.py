@@ -88,7 +88,7 @@ def _record(window: int, n: int, inputs: object, outputs: object, *, version: st
 def version_two_traffic(window: int, rows: int, seed: int) -> list[PayloadRecord]:
     """Version 2 (a categorical feature beside a numeric one) in every other request format and
     answer shape the warehouse reads, with failures, unreadable bodies, text where numbers
-    belong, missing values, booleans and token counts."""
+    belong, missing and absent values, booleans and token counts."""
     rng = np.random.default_rng(seed)
     plans = ["gold", "silver", "bronze", "platinum", True, None]
     records = []
@@ -97,8 +97,9 @@ def version_two_traffic(window: int, rows: int, seed: int) -> list[PayloadRecord
         plan = plans[n % len(plans)]
         score = float(rng.random())
         shape = n % 5
-        if shape == 0:
-            inputs, answer = {"dataframe_records": [{"amount": amount, "plan": plan}]}, score
+        if shape == 0:  # now and then without the amount at all
+            row = {"plan": plan} if n % 4 == 0 else {"amount": amount, "plan": plan}
+            inputs, answer = {"dataframe_records": [row]}, score
         elif shape == 1:
             inputs = {"instances": [{"amount": amount, "plan": plan},
                                     {"amount": 1.5, "plan": "gold"}]}

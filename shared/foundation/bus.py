@@ -27,18 +27,20 @@ class Bus:
         self._service = queue_service(connection_string)
         self.encoding = encoding or queue_options().message_encoding
         self.claims = claims.ClaimChecks(connection_string)
-        self._ready: set[str] = set()
+        self._clients: dict[str, object] = {}
 
     def _queue(self, name: str):
+        """The queue's client, made (and the queue created) once per Bus."""
         from azure.core.exceptions import ResourceExistsError
 
-        client = self._service.get_queue_client(name)
-        if name not in self._ready:
+        client = self._clients.get(name)
+        if client is None:
+            client = self._service.get_queue_client(name)
             try:
                 client.create_queue()
             except ResourceExistsError:
                 pass
-            self._ready.add(name)
+            self._clients[name] = client
         return client
 
     def send(self, queue: str, envelope: Envelope) -> str:

@@ -143,14 +143,15 @@ def fan_out(job: Job, queue: str, endpoints: Iterable[str], now: float, period: 
         failpoint("fanout.tick_enqueued")
         return endpoint
 
-    sent: list[str] = []
-    # A queue send per endpoint, each mostly waiting: a few at once.
+    sending = []
+    # A queue send per endpoint, each mostly waiting: a few at once, while the next hundred
+    # are marked.
     with ThreadPoolExecutor(SENDERS, thread_name_prefix=f"fanout-{job}") as pool:
         for start in range(0, len(ordered), TRANSACTION):
             taken = marks.mark_many(job, ordered[start:start + TRANSACTION], window, marked)
             failpoint("fanout.tick_marked")
-            sent += pool.map(one, taken)
-    return sent
+            sending += [pool.submit(one, endpoint) for endpoint in taken]
+        return [future.result() for future in sending]
 
 
 def take_tick(body: bytes | str, queue: str, handler: str, work: Callable[[TickDue], Result],

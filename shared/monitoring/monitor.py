@@ -1,4 +1,7 @@
-"""The monitor's math (pure): one window of served traffic against the version's reference.
+"""The monitor's math (pure): one window of served traffic against the version's reference,
+computed from the window's summary (summary.py: counts, quantiles, bin counts, sums), so
+traffic summarised in Python (the payload log) or in a SQL warehouse (an inference table) is
+judged alike.
 
 Figures per window and served version (all logged; `judged` are compared with the policy):
 - `psi.<feature>` per input feature and `feature_psi` = their maximum (judged);
@@ -27,7 +30,7 @@ violating windows; leaving it resolves.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -37,9 +40,17 @@ import numpy as np
 from shared.alerts.gatehouse import SCHEMA, wire_fingerprint
 from shared.events import MonitoringAlert, Severity
 from shared.gates.calibration import assess_calibration, wilson_interval
-from shared.monitoring.payloads import ScoredRow, WindowData
+from shared.gates.drift import population_stability_index
+from shared.monitoring.payloads import WindowData
 from shared.monitoring.policy import METRICS, MonitoringPolicy
-from shared.monitoring.reference import ReferenceDistribution
+from shared.monitoring.reference import FeatureReference, ReferenceDistribution
+from shared.monitoring.summary import (
+    Quantiles,
+    WindowSummary,
+    labelled_pairs,
+    summarise,
+    window_bounds,
+)
 
 SOURCE = "gatehouse"
 Figures = dict[str, float]
@@ -70,58 +81,49 @@ class Change:
     new: bool            # the window that entered (or left) the alert state
 
 
-def window_index(ts: float, window_seconds: float) -> int:
-    return int(ts // window_seconds)
+def _quantile_figures(values: Quantiles | None, prefix: str, figures: Figures) -> None:
+    if values is not None:
+        p50, p95, p99 = values
+        figures.update({f"{prefix}_p50_ms": p50, f"{prefix}_p95_ms": p95,
+                        f"{prefix}_p99_ms": p99})
 
 
-def window_bounds(window: int, window_seconds: float) -> tuple[float, float]:
-    return window * window_seconds, (window + 1) * window_seconds
-
-
-def _percentiles(values: list[float], prefix: str, figures: Figures) -> None:
-    if values:
-        p50, p95, p99 = np.percentile(np.asarray(values, float), [50, 95, 99])
-        figures.update({f"{prefix}_p50_ms": float(p50), f"{prefix}_p95_ms": float(p95),
-                        f"{prefix}_p99_ms": float(p99)})
-
-
-def _service_figures(data: WindowData, version: str | None, policy: MonitoringPolicy,
-                     figures: Figures, judged: Judged) -> None:
-    requests = [r for r in data.requests if r.version == version]
-    figures["requests"] = float(len(requests))
-    if not requests:
+def _service_figures(summary: WindowSummary, policy: MonitoringPolicy, figures: Figures,
+                     judged: Judged) -> None:
+    figures["requests"] = float(summary.requests)
+    if not summary.requests:
         return
-    errors = sum(1 for r in requests if not r.ok)
-    figures["error_rate"] = errors / len(requests)
-    _percentiles([r.latency_ms for r in requests], "latency", figures)
-    per_token = [r.latency_ms / r.output_tokens for r in requests if r.ok and r.output_tokens]
-    _percentiles(per_token, "token_latency", figures)
-    if len(requests) >= policy.min_requests:
+    figures["error_rate"] = summary.errors / summary.requests
+    _quantile_figures(summary.latency, "latency", figures)
+    _quantile_figures(summary.token_latency, "token_latency", figures)
+    if summary.requests >= policy.min_requests:
         judged["error_rate"] = figures["error_rate"]
         judged["latency_p99_ms"] = figures["latency_p99_ms"]
-    if len(per_token) >= policy.min_requests:
+    if summary.token_requests >= policy.min_requests:
         judged["token_latency_p99_ms"] = figures["token_latency_p99_ms"]
 
 
-def _drift_figures(rows: Sequence[ScoredRow], reference: ReferenceDistribution,
+def _psi(feature: FeatureReference, counts: list[float] | None, epsilon: float) -> float:
+    current = np.asarray(counts if counts is not None else [], float)
+    if counts is None or current.sum() == 0:
+        return float("inf")  # a value it could not bin, or none at all
+    return population_stability_index(np.asarray(feature.counts, float), current, epsilon)
+
+
+def _drift_figures(summary: WindowSummary, reference: ReferenceDistribution,
                    policy: MonitoringPolicy, figures: Figures, judged: Judged,
                    detail: dict[str, str]) -> None:
-    psis = {}
-    for name, feature in reference.features.items():
-        try:
-            psis[name] = feature.psi([row.features.get(name) for row in rows], policy.epsilon)
-        except (ValueError, TypeError):  # e.g. text where the reference had numbers
-            psis[name] = float("inf")
+    psis = {name: _psi(feature, summary.feature_counts.get(name), policy.epsilon)
+            for name, feature in reference.features.items()}
     finite = {name: (value if np.isfinite(value) else 1e6) for name, value in psis.items()}
     figures.update({f"psi.{name}": value for name, value in finite.items()})
     if finite:
         judged["feature_psi"] = figures["feature_psi"] = max(finite.values())
         worst = sorted(finite.items(), key=lambda item: -item[1])[:5]
         detail["feature_psi"] = ", ".join(f"{name} {value:.3f}" for name, value in worst)
-    scores = [row.score for row in rows if row.score is not None]
-    if reference.prediction is not None and len(scores) >= policy.min_rows:
-        judged["prediction_psi"] = figures["prediction_psi"] = reference.prediction.psi(
-            scores, policy.epsilon)
+    if reference.prediction is not None and summary.scored >= policy.min_rows:
+        judged["prediction_psi"] = figures["prediction_psi"] = _psi(
+            reference.prediction, summary.prediction_counts, policy.epsilon)
 
 
 def _reference_accuracy(reference: ReferenceDistribution | None) -> tuple[float, float] | None:
@@ -133,13 +135,12 @@ def _reference_accuracy(reference: ReferenceDistribution | None) -> tuple[float,
     return accuracy, accuracy * (1 - accuracy) / n if n else 0.0
 
 
-def _labelled_figures(rows: Sequence[ScoredRow], labels: Mapping[str, float],
+def _labelled_figures(summary: WindowSummary, labels: Mapping[str, float],
                       reference: ReferenceDistribution | None, policy: MonitoringPolicy,
                       window: int, figures: Figures, judged: Judged) -> None:
     from scipy.stats import norm
 
-    scored = [(labels[row.key], row.score) for row in rows
-              if row.key in labels and row.score is not None]
+    scored = labelled_pairs(summary, labels)
     figures["labelled_rows"] = float(len(scored))
     if len(scored) < policy.min_labelled_rows:
         return
@@ -172,16 +173,15 @@ def _labelled_figures(rows: Sequence[ScoredRow], labels: Mapping[str, float],
         judged["performance_drop"] = drop - z * float(spread)
 
 
-def _cbpe_figures(rows: Sequence[ScoredRow], reference: ReferenceDistribution | None,
+def _cbpe_figures(summary: WindowSummary, reference: ReferenceDistribution | None,
                   policy: MonitoringPolicy, figures: Figures, judged: Judged) -> None:
     from scipy.stats import norm
 
-    scores = np.array([row.score for row in rows if row.score is not None], dtype=float)
-    if len(scores) < policy.min_rows:
+    n = summary.scored
+    if n < policy.min_rows:
         return
-    confidence = np.where(scores >= policy.decision_threshold, scores, 1.0 - scores)
-    estimate = float(confidence.mean())
-    se = float(np.sqrt(np.sum(confidence * (1.0 - confidence))) / len(confidence))
+    estimate = summary.confidence_sum / n
+    se = float(np.sqrt(summary.confidence_spread) / n)
     z = float(norm.ppf((1 + policy.confidence_level) / 2))
     figures.update({"cbpe_accuracy": estimate, "cbpe_accuracy_se": se,
                     "cbpe_accuracy_lower": max(0.0, estimate - z * se),
@@ -195,20 +195,29 @@ def _cbpe_figures(rows: Sequence[ScoredRow], reference: ReferenceDistribution | 
                                                                          + se * se))
 
 
-def evaluate_window(data: WindowData, version: str | None, window: int,
-                    reference: ReferenceDistribution | None, labels: Mapping[str, float],
-                    policy: MonitoringPolicy) -> WindowResult:
+def evaluate_summary(summary: WindowSummary, version: str | None, window: int,
+                     reference: ReferenceDistribution | None, labels: Mapping[str, float],
+                     policy: MonitoringPolicy) -> WindowResult:
+    """The figures and judged values of one window and served version, from its summary
+    (built with this `reference` and `policy.decision_threshold`)."""
     figures: Figures = {}
     judged: Judged = {}
     detail: dict[str, str] = {}
-    _service_figures(data, version, policy, figures, judged)
-    rows = [row for row in data.rows if row.version == version]
-    figures["rows"] = float(len(rows))
-    if reference is not None and len(rows) >= policy.min_rows:
-        _drift_figures(rows, reference, policy, figures, judged, detail)
-    _labelled_figures(rows, labels, reference, policy, window, figures, judged)
-    _cbpe_figures(rows, reference, policy, figures, judged)
+    _service_figures(summary, policy, figures, judged)
+    figures["rows"] = float(summary.rows)
+    if reference is not None and summary.rows >= policy.min_rows:
+        _drift_figures(summary, reference, policy, figures, judged, detail)
+    _labelled_figures(summary, labels, reference, policy, window, figures, judged)
+    _cbpe_figures(summary, reference, policy, figures, judged)
     return WindowResult(version, window, figures, judged, detail)
+
+
+def evaluate_window(data: WindowData, version: str | None, window: int,
+                    reference: ReferenceDistribution | None, labels: Mapping[str, float],
+                    policy: MonitoringPolicy) -> WindowResult:
+    """evaluate_summary on the summary of one window's records."""
+    summary = summarise(data, version, reference, policy.decision_threshold, labels.keys())
+    return evaluate_summary(summary, version, window, reference, labels, policy)
 
 
 def judge(states: Mapping[str, MetricState], judged: Mapping[str, float | None],

@@ -98,9 +98,12 @@ def _is_missing(value) -> bool:
 
 
 def _as_float(values) -> np.ndarray:
+    """Values as floats, missing ones (None, NaN) as NaN; ValueError/TypeError for text or
+    anything else that is not a number."""
     if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
         return values.astype(float)
-    return np.array([np.nan if _is_missing(v) else v for v in values], dtype=float)
+    return np.array(values if isinstance(values, (list, np.ndarray)) else list(values),
+                    dtype=float)
 
 
 def numeric_reference(values, n_bins: int = 10) -> FeatureReference:

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -29,14 +28,12 @@ from shared.foundation.state import ConcurrencyConflict, StateTable, Table, safe
 from shared.monitoring.monitor import (
     MetricState,
     alert_for,
-    evaluate_window,
+    evaluate_summary,
     judge,
-    window_bounds,
-    window_index,
 )
-from shared.monitoring.payloads import read_records
 from shared.monitoring.policy import METRICS, MonitoringPolicy
 from shared.monitoring.reference import ReferenceDistribution
+from shared.monitoring.summary import Lens, Plan, Summaries, window_bounds, window_index
 
 log = logging.getLogger("gatehouse.monitor")
 TABLE = "gatehousemonitor"
@@ -139,7 +136,8 @@ class MlflowMonitorLog:
 
 
 class Traffic(Protocol):
-    def records(self, since: float, until: float, endpoint: str) -> list: ...
+    def summaries(self, endpoint: str, since: float, until: float, width: float, plan: Plan,
+                  label_keys: Collection[str] = ()) -> Summaries: ...
     def endpoints(self, since: float, until: float) -> set[str]: ...
 
 
@@ -219,48 +217,50 @@ class Monitor:
         if start > last:
             return {"windows": [], "alerts": []}
         since, until = window_bounds(start, width)[0], window_bounds(last, width)[1]
-        records = self.traffic.records(since, until, endpoint)
         labels = self.labels.since(endpoint, since) if labelled else {}
-        return self._endpoint(endpoint, state, records, labels, start, last, width)
+        summaries = self.traffic.summaries(endpoint, since, until, width, self._lens, labels)
+        return self._endpoint(endpoint, state, summaries, labels, start, last, width)
 
-    def _endpoint(self, endpoint: str, state: EndpointState, records: list,
+    def _lens(self, model_name: str | None, version: str) -> Lens | None:
+        """How a version's windows are summarised (None: its model is not monitored)."""
+        policy = self.policy_for(model_name)
+        if not policy.enabled:
+            return None
+        reference = self.reference_for(model_name, version) if model_name else None
+        return Lens(reference, policy.decision_threshold)
+
+    def _endpoint(self, endpoint: str, state: EndpointState, summaries: Summaries,
                   labels: dict[str, float], start: int, last: int, width: float) -> dict:
-        per_window: dict[int, list] = defaultdict(list)
-        for record in records:
-            per_window[window_index(record.ts, width)].append(record)
-        models = {r.version: r.model_name for r in records if r.model_name}
+        models = {version: s.model_name for (_, version), s in sorted(summaries.items())
+                  if s.model_name}
         published, windows = [], []
-        for window in range(start, last + 1):
-            data = read_records(per_window.get(window, []))
-            versions = sorted({r.version for r in data.requests if r.version is not None})
-            for version in versions:
-                model_name = models.get(version)
-                policy = self.policy_for(model_name)
-                if not policy.enabled:
-                    continue
-                reference = self.reference_for(model_name, version) if model_name else None
-                result = evaluate_window(data, version, window, reference, labels, policy)
-                before = state.states.get(version, {})
-                after, changes = judge(before, result.judged, policy, window)
-                state.states[version] = after
-                for change in changes:
-                    alert = alert_for(change, result, endpoint=endpoint, model_name=model_name,
-                                      policy=policy)
-                    self.publish(Envelope.wrap(alert, source=EVENT_SOURCE,
-                                               dedupe_key=f"{alert.fingerprint}|{alert.status}"
-                                                          f"|{window}"))
-                    published.append({"window": window, "version": version,
-                                      "metric": change.metric, "status": change.status,
-                                      "value": change.value})
-                if self.metrics_log is not None:
-                    alerting = {f"alert.{m}": float(after.get(m, MetricState()).alerting)
-                                for m in METRICS if m in result.judged or m in after}
-                    self.metrics_log.log(endpoint, version, window,
-                                         window_bounds(window, width)[1],
-                                         {**result.figures, **alerting})
-                windows.append({"window": window, "version": version,
-                                "reference": reference is not None,
-                                "figures": {k: round(v, 6) for k, v in result.figures.items()}})
+        for (window, version), summary in sorted(summaries.items()):
+            if not start <= window <= last:
+                continue
+            model_name = models.get(version)
+            policy = self.policy_for(model_name)
+            reference = self.reference_for(model_name, version) if model_name else None
+            result = evaluate_summary(summary, version, window, reference, labels, policy)
+            before = state.states.get(version, {})
+            after, changes = judge(before, result.judged, policy, window)
+            state.states[version] = after
+            for change in changes:
+                alert = alert_for(change, result, endpoint=endpoint, model_name=model_name,
+                                  policy=policy)
+                self.publish(Envelope.wrap(alert, source=EVENT_SOURCE,
+                                           dedupe_key=f"{alert.fingerprint}|{alert.status}"
+                                                      f"|{window}"))
+                published.append({"window": window, "version": version,
+                                  "metric": change.metric, "status": change.status,
+                                  "value": change.value})
+            if self.metrics_log is not None:
+                alerting = {f"alert.{m}": float(after.get(m, MetricState()).alerting)
+                            for m in METRICS if m in result.judged or m in after}
+                self.metrics_log.log(endpoint, version, window, window_bounds(window, width)[1],
+                                     {**result.figures, **alerting})
+            windows.append({"window": window, "version": version,
+                            "reference": reference is not None,
+                            "figures": {k: round(v, 6) for k, v in result.figures.items()}})
         state.last_window = last
         try:
             self.states.save(state)

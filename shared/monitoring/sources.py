@@ -1,7 +1,8 @@
 """Where the monitor reads served traffic: the embedded serving payload log, or a Databricks
-inference table through the SQL statement-execution API.
-
-Both give PayloadRecord rows (shared/serving/payload_log.py), so the monitor reads them alike.
+inference table through the SQL statement-execution API. Either gives the monitor per window and
+served version a WindowSummary (shared/monitoring/summary.py): the payload log's records are
+summarised here, the inference table's in the SQL warehouse (shared/monitoring/warehouse.py),
+which returns only the summary (INLINE results are capped at 25 MiB; rows never leave it).
 
 Databricks inference tables (`inference_table_kind`):
 - `ai_gateway` (AI Gateway-enabled tables): request_time, databricks_request_id,
@@ -13,30 +14,30 @@ Databricks inference tables (`inference_table_kind`):
 
 from __future__ import annotations
 
+import json
 import re
 import time
+from collections.abc import Collection
 from datetime import UTC, datetime
 
-from shared.serving.payload_log import PayloadLog, PayloadRecord
+from shared.monitoring.summary import (
+    Lens,
+    Plan,
+    Summaries,
+    WindowSummary,
+    merge,
+    summarise_records,
+)
+from shared.monitoring.warehouse import (
+    CANNOT_BIN,
+    Statement,
+    labelled_statement,
+    rows_statement,
+    service_statement,
+)
+from shared.serving.payload_log import PayloadLog
 
 _TABLE_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
-
-AI_GATEWAY_QUERY = """\
-SELECT t.databricks_request_id, t.client_request_id,
-       CAST(unix_millis(t.request_time) AS BIGINT) AS ts_ms, t.status_code,
-       t.execution_duration_ms, t.request, t.response, e.entity_name, e.entity_version
-FROM {table} AS t
-LEFT JOIN system.serving.served_entities AS e ON t.served_entity_id = e.served_entity_id
-WHERE t.request_time >= :since AND t.request_time < :until
-ORDER BY t.request_time"""
-
-LEGACY_QUERY = """\
-SELECT databricks_request_id, client_request_id, timestamp_ms AS ts_ms, status_code,
-       execution_time_ms, request, response, request_metadata['model_name'],
-       request_metadata['model_version']
-FROM {table}
-WHERE timestamp_ms >= :since AND timestamp_ms < :until
-ORDER BY timestamp_ms"""
 
 
 class SourceError(Exception):
@@ -51,8 +52,10 @@ class PayloadLogSource:
     def __init__(self, log: PayloadLog):
         self.log = log
 
-    def records(self, since: float, until: float, endpoint: str | None = None) -> list:
-        return self.log.records(endpoint=endpoint, since=since, until=until)
+    def summaries(self, endpoint: str, since: float, until: float, width: float, plan: Plan,
+                  label_keys: Collection[str] = ()) -> Summaries:
+        records = self.log.records(endpoint=endpoint, since=since, until=until)
+        return summarise_records(records, width, plan, label_keys)
 
     def endpoints(self, since: float, until: float) -> set[str]:
         return self.log.endpoints(since, until)
@@ -73,7 +76,9 @@ def _timestamp(seconds: float) -> str:
 
 
 class DatabricksInferenceSource:
-    """One endpoint's inference table, read with databricks-sdk's statement execution."""
+    """One endpoint's inference table, summarised by a SQL warehouse (databricks-sdk's statement
+    execution): one statement for the service figures, one per served version for the rows'
+    bins and sums, and, when the endpoint has labels, one for the scores of labelled rows."""
 
     name = "databricks-inference-table"
 
@@ -84,30 +89,31 @@ class DatabricksInferenceSource:
         self.endpoint, self.kind = endpoint, kind
         self.poll_seconds, self.timeout = poll_seconds, timeout
 
-    def _statement(self, since: float, until: float):
-        from databricks.sdk.service.sql import StatementParameterListItem
-
+    def _window_parameters(self, since: float, until: float, width: float) -> dict:
+        window_ms = width * 1000
+        if window_ms != int(window_ms):
+            raise SourceError(f"window of {width}s is not a whole number of milliseconds")
         if self.kind == "legacy":
-            return LEGACY_QUERY.format(table=self.table), [
-                StatementParameterListItem(name="since", value=str(int(since * 1000)),
-                                           type="BIGINT"),
-                StatementParameterListItem(name="until", value=str(int(until * 1000)),
-                                           type="BIGINT")]
-        return AI_GATEWAY_QUERY.format(table=self.table), [
-            StatementParameterListItem(name="since", value=_timestamp(since), type="TIMESTAMP"),
-            StatementParameterListItem(name="until", value=_timestamp(until), type="TIMESTAMP")]
+            bounds = {"since": ("BIGINT", str(int(since * 1000))),
+                      "until": ("BIGINT", str(int(until * 1000)))}
+        else:
+            bounds = {"since": ("TIMESTAMP", _timestamp(since)),
+                      "until": ("TIMESTAMP", _timestamp(until))}
+        return {**bounds, "window_ms": ("BIGINT", str(int(window_ms)))}
 
-    def _rows(self, since: float, until: float) -> list[list]:
+    def _rows(self, statement: Statement, bounds: dict) -> list[list]:
         from databricks.sdk.service.sql import (
             Disposition,
             ExecuteStatementRequestOnWaitTimeout,
             Format,
+            StatementParameterListItem,
             StatementState,
         )
 
-        statement, parameters = self._statement(since, until)
+        parameters = [StatementParameterListItem(name=name, type=kind, value=value)
+                      for name, (kind, value) in {**bounds, **statement.parameters}.items()]
         response = self.client.statement_execution.execute_statement(
-            statement=statement, warehouse_id=self.warehouse_id, parameters=parameters,
+            statement=statement.text, warehouse_id=self.warehouse_id, parameters=parameters,
             disposition=Disposition.INLINE, format=Format.JSON_ARRAY, wait_timeout="30s",
             on_wait_timeout=ExecuteStatementRequestOnWaitTimeout.CONTINUE)
         deadline = time.monotonic() + self.timeout
@@ -134,18 +140,82 @@ class DatabricksInferenceSource:
     def endpoints(self, since: float, until: float) -> set[str]:
         return {self.endpoint}  # judged every round, traffic or not
 
-    def records(self, since: float, until: float, endpoint: str | None = None) -> list:
-        if endpoint not in (None, self.endpoint):
-            return []
-        records = []
-        for (databricks_id, client_id, ts_ms, status, duration, request, response_body,
-             model_name, version) in self._rows(since, until):
-            records.append(PayloadRecord(
-                ts=int(ts_ms) / 1000, endpoint=self.endpoint,
-                request_id=client_id or databricks_id, model_name=model_name,
-                version=version, inputs=request or "{}", outputs=response_body,
-                latency_ms=float(duration or 0), status=int(status or 0)))
-        return records
+    def summaries(self, endpoint: str, since: float, until: float, width: float, plan: Plan,
+                  label_keys: Collection[str] = ()) -> Summaries:
+        if endpoint != self.endpoint:
+            return {}
+        bounds = self._window_parameters(since, until, width)
+        service = [_service(row) for row in self._rows(service_statement(self.kind, self.table),
+                                                       bounds)]
+        models = {version: model for _, version, model, _ in service if model}
+        versions = sorted({version for _, version, _, _ in service if version is not None})
+        lenses = {version: plan(models.get(version), version) for version in versions}
+        monitored = {version: lens for version, lens in lenses.items() if lens is not None}
+        labelled = self._labelled(list(monitored), bounds, label_keys)
+        summaries: Summaries = {}
+        for version, lens in monitored.items():
+            rows = self._version_rows(version, lens, bounds)
+            for window, row_version, _, summary in service:
+                if row_version == version:
+                    summaries[(window, version)] = WindowSummary(
+                        **{**vars(summary), **rows.get(window, {}),
+                           "labelled": labelled.get((window, version), []),
+                           "model_name": models.get(version)})
+        return summaries
+
+    def _version_rows(self, version: str, lens: Lens, bounds: dict) -> dict[int, dict]:
+        """Per window: rows, scored, the CBPE sums and the bin counts (WindowSummary fields)."""
+        reference = lens.reference
+        statement = rows_statement(self.kind, self.table, version, reference, lens.threshold)
+        sizes = ([len(f.counts) for f in reference.features.values()]
+                 + ([len(reference.prediction.counts)] if reference.prediction else [])
+                 if reference is not None else [])
+        found: dict[int, dict] = {}
+        bins: dict[int, list[list[float] | None]] = {}
+        for window, feature, bin_, n, scored, confidence, spread in self._rows(statement,
+                                                                                 bounds):
+            window, feature, bin_ = int(window), int(feature), int(bin_)
+            if feature < 0:
+                found[window] = {"rows": int(n), "scored": int(scored),
+                                 "confidence_sum": float(confidence or 0.0),
+                                 "confidence_spread": float(spread or 0.0)}
+                continue
+            counts = bins.setdefault(window, [[0.0] * size for size in sizes])
+            if bin_ == CANNOT_BIN or counts[feature] is None:
+                counts[feature] = None
+            else:
+                counts[feature][bin_] = float(n)  # type: ignore[index]
+        for window, counts in bins.items():
+            if reference is None:
+                continue
+            names = list(reference.features)
+            found.setdefault(window, {}).update(
+                feature_counts=dict(zip(names, counts[:len(names)], strict=True)),
+                prediction_counts=counts[len(names)] if reference.prediction else None)
+        return found
+
+    def _labelled(self, versions: list[str], bounds: dict, label_keys: Collection[str]
+                  ) -> dict[tuple[int, str], list[tuple[str, float]]]:
+        """The scores of the rows with labels, by window and version (one statement)."""
+        if not label_keys or not versions:
+            return {}
+        statement = labelled_statement(self.kind, self.table, versions, list(label_keys))
+        found: dict[tuple[int, str], list[tuple[str, float]]] = {}
+        for window, version, key, score in self._rows(statement, bounds):
+            found.setdefault((int(window), version), []).append((key, float(score)))
+        return found
+
+
+def _quantiles(text: str | None):
+    values = json.loads(text) if text else None
+    return tuple(float(v) for v in values) if values else None
+
+
+def _service(row: list) -> tuple[int, str | None, str | None, WindowSummary]:
+    window, version, model, requests, errors, latency, token_requests, token_latency = row
+    return int(window), version, model, WindowSummary(
+        requests=int(requests), errors=int(errors), latency=_quantiles(latency),
+        token_requests=int(token_requests), token_latency=_quantiles(token_latency))
 
 
 class Traffic:
@@ -154,10 +224,13 @@ class Traffic:
     def __init__(self, sources: list):
         self.sources = sources
 
-    def records(self, since: float, until: float, endpoint: str) -> list:
-        found = []
+    def summaries(self, endpoint: str, since: float, until: float, width: float, plan: Plan,
+                  label_keys: Collection[str] = ()) -> Summaries:
+        found: Summaries = {}
         for source in self.sources:
-            found.extend(source.records(since, until, endpoint))
+            for key, summary in source.summaries(endpoint, since, until, width, plan,
+                                                 label_keys).items():
+                found[key] = merge(found[key], summary) if key in found else summary
         return found
 
     def endpoints(self, since: float, until: float) -> set[str]:

@@ -8,9 +8,13 @@ speaking the documented wire format and rejecting what Databricks rejects.
     GET  /api/2.0/sql/statements/{id}/result/chunks/{n}
 
 Jobs: a run-now with an idempotency token already used returns that token's run instead of
-launching another (the documented guarantee). Statements: every `:name` marker must be bound by a
-parameter of a known type; a table is `peer.tables["catalog.schema.table"]` = (rows as JSON_ARRAY
-strings, index of the epoch-ms column the :since/:until parameters filter on); results come in
+launching another (the documented guarantee). Statements run on a local Spark SQL session
+(`peer.spark`), the same dialect family as Databricks SQL: every `:name` marker must be bound by a
+parameter of a known type, bound with Spark's named parameters as that type; a statement Spark
+cannot parse or resolve ends FAILED with Spark's message, as a warehouse's would. Tables are
+temporary views made by `create_table` from rows in the inference table's schema; the only
+rewrite of the statement text maps the workspace's three-part names (`a`.`b`.`c`) to those
+views (`a__b__c`). Results are JSON_ARRAY (every value a string, arrays as JSON text) in
 chunks of `chunk_rows`, after `pending_polls` PENDING answers.
 """
 
@@ -19,8 +23,10 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
@@ -37,26 +43,77 @@ STATEMENT_FIELDS = {"statement", "warehouse_id", "byte_limit", "catalog", "dispo
 PARAMETER_TYPES = {"STRING", "BIGINT", "INT", "DOUBLE", "DECIMAL", "BOOLEAN", "DATE",
                    "TIMESTAMP"}
 MARKER = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
-TABLE = re.compile(r"FROM\s+((?:`[^`]+`\.?){1,3})", re.IGNORECASE)
+THREE_PART = re.compile(r"`([^`]+)`\.`([^`]+)`\.`([^`]+)`")
+SCHEMAS = {
+    # AI Gateway-enabled inference table
+    "ai_gateway": "request_date DATE, databricks_request_id STRING, client_request_id STRING, "
+                  "request_time TIMESTAMP, status_code INT, sampling_fraction DOUBLE, "
+                  "execution_duration_ms BIGINT, request STRING, response STRING, "
+                  "served_entity_id STRING, logging_error_codes ARRAY<STRING>, requester STRING",
+    # legacy (custom model) inference table
+    "legacy": "databricks_request_id STRING, client_request_id STRING, date DATE, "
+              "timestamp_ms BIGINT, status_code INT, sampling_fraction DOUBLE, "
+              "execution_time_ms BIGINT, request STRING, response STRING, "
+              "request_metadata MAP<STRING, STRING>",
+    "served_entities": "served_entity_id STRING, endpoint_name STRING, "
+                       "served_entity_name STRING, entity_type STRING, entity_name STRING, "
+                       "entity_version STRING, change_time TIMESTAMP"}
 
 
-def _epoch_ms(parameter: dict) -> int:
-    value, kind = parameter.get("value"), parameter.get("type", "STRING")
-    if kind == "BIGINT":
-        return int(value)
-    moment = datetime.strptime(value, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+# system.serving.served_entities: served entity id -> (model, version)
+SERVED_ENTITIES = {"entity-fraud-1": ("fraud", "1"), "entity-fraud-2": ("fraud", "2"),
+                   "entity-fraud-3": ("fraud", "3")}
+
+
+def view_name(table: str) -> str:
+    return "__".join(part.strip("`") for part in table.split("."))
+
+
+def _bound(item: dict):
+    """A parameter's value as its declared type, for Spark's named parameters."""
+    value, kind = item.get("value"), item.get("type", "STRING")
+    if value is None:
+        return None
+    try:
+        if kind in ("BIGINT", "INT"):
+            return int(value)
+        if kind == "DOUBLE":
+            return float(value)
+        if kind == "DECIMAL":
+            return Decimal(value)
+        if kind == "BOOLEAN":
+            return {"true": True, "false": False}[value.lower()]
+        if kind == "DATE":
+            return date.fromisoformat(value)
+        if kind == "TIMESTAMP":  # without a zone: the session's, UTC
+            moment = datetime.fromisoformat(value)
+            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except (ValueError, KeyError, InvalidOperation, AttributeError):
+        raise Rejected(400, f"parameter {item['name']}: {value!r} is not a {kind}") from None
+    return str(value)
+
+
+def _cell(value) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 class DatabricksPeer(LoopbackPeer):
-    def __init__(self, chunk_rows: int = 2, pending_polls: int = 1):
-        self.chunk_rows, self.pending_polls = chunk_rows, pending_polls
+    def __init__(self, chunk_rows: int = 2, pending_polls: int = 1, spark=None):
+        self.chunk_rows, self.pending_polls, self.spark = chunk_rows, pending_polls, spark
         self.jobs: set[int] = set()
         self.runs: dict[int, dict] = {}
         self.tokens: dict[str, int] = {}
         self.warehouses: set[str] = set()
-        self.tables: dict[str, tuple[list[list], int]] = {}
         self.statements: dict[str, dict] = {}
+        self.seconds: list[float] = []  # per statement run
         self.requests: list[tuple[str, str, dict | None]] = []
         self.fail_statements = False
         self._next_run = 1000
@@ -134,25 +191,48 @@ class DatabricksPeer(LoopbackPeer):
         unbound = set(MARKER.findall(statement)) - set(parameters)
         if unbound:
             raise Rejected(400, f"UNBOUND_SQL_PARAMETER: {sorted(unbound)}")
-        found = TABLE.search(statement)
-        if not found:
-            raise Rejected(400, "no table in the statement")
-        table = found.group(1).replace("`", "")
+        args = {name: _bound(item) for name, item in parameters.items()}
         statement_id = uuid.uuid4().hex
-        if self.fail_statements:
-            record = {"state": "FAILED", "rows": [], "polls": 0,
-                      "error": f"[TABLE_OR_VIEW_NOT_FOUND] {table}"}
-        elif table not in self.tables:
-            record = {"state": "FAILED", "rows": [], "polls": 0,
-                      "error": f"[TABLE_OR_VIEW_NOT_FOUND] The table {table} cannot be found."}
-        else:
-            rows, ts_column = self.tables[table]
-            since, until = _epoch_ms(parameters["since"]), _epoch_ms(parameters["until"])
-            record = {"state": "SUCCEEDED", "polls": 0,
-                      "rows": [r for r in rows if since <= int(r[ts_column]) < until]}
+        record: dict = {"polls": 0, "state": "RUNNING", "rows": [], "done": threading.Event(),
+                        "statement": statement}
         with self._lock:
             self.statements[statement_id] = record
+
+        def run() -> None:
+            record.update(self._run(statement, args))
+            record["done"].set()
+
+        threading.Thread(target=run, daemon=True).start()
+        record["done"].wait(int(wait[:-1]))  # as a warehouse: answer within wait_timeout
         return self._statement(statement_id)
+
+    def _run(self, statement: str, args: dict) -> dict:
+        """The statement run on the local Spark session: SUCCEEDED with its rows, or FAILED with
+        Spark's message."""
+        from pyspark.errors import PySparkException
+
+        if self.fail_statements:
+            return {"state": "FAILED", "rows": [], "error": "[TABLE_OR_VIEW_NOT_FOUND] injected"}
+        text = THREE_PART.sub(lambda m: f"`{m[1]}__{m[2]}__{m[3]}`", statement)
+        started = time.perf_counter()
+        try:
+            rows = self.spark.sql(text, args=args).collect()
+            self.seconds.append(time.perf_counter() - started)
+        except PySparkException as exc:
+            return {"state": "FAILED", "rows": [], "error": str(exc).splitlines()[0]}
+        return {"state": "SUCCEEDED", "rows": [[_cell(v) for v in row] for row in rows]}
+
+    def create_served_entities(self) -> None:
+        moment = datetime(2017, 1, 1, tzinfo=UTC)
+        self.create_table("system.serving.served_entities", "served_entities", [
+            (entity, "fraud-prod", f"{model}-{version}", "CUSTOM_MODEL", model, version, moment)
+            for entity, (model, version) in SERVED_ENTITIES.items()])
+
+    def create_table(self, table: str, kind: str, rows: list[tuple]) -> None:
+        """`table` (catalog.schema.table) holding `rows` in the `kind` schema (SCHEMAS)."""
+        frame = self.spark.createDataFrame(rows, SCHEMAS[kind]).cache()
+        frame.count()  # held by the JVM from now on: no Python worker per statement
+        frame.createOrReplaceTempView(view_name(table))
 
     def _chunk(self, statement_id: str, index: int) -> dict:
         rows = self.statements[statement_id]["rows"]
@@ -173,8 +253,9 @@ class DatabricksPeer(LoopbackPeer):
         with self._lock:
             record["polls"] += 1
             pending = record["polls"] <= self.pending_polls
-        if pending:
-            return {"statement_id": statement_id, "status": {"state": "PENDING"}}
+        if pending or record["state"] == "RUNNING":
+            state = "PENDING" if pending else "RUNNING"
+            return {"statement_id": statement_id, "status": {"state": state}}
         if record["state"] == "FAILED":
             return {"statement_id": statement_id,
                     "status": {"state": "FAILED", "error": {"error_code": "BAD_REQUEST",

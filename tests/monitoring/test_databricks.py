@@ -1,19 +1,20 @@
 """databricks-sdk's real WorkspaceClient against the local Databricks peer: jobs run-now with an
-idempotency token (retraining) and SQL statement execution (the inference-table monitor)."""
+idempotency token (retraining) and the monitor reading an inference table through SQL statement
+execution (the SQL itself: test_warehouse.py)."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 
 from shared.foundation.settings import Settings
-from shared.monitoring.payloads import read_records
 from shared.monitoring.policy import MonitoringPolicy, RetrainingPolicy
 from shared.monitoring.reactions import launcher_for
 from shared.monitoring.runners import DatabricksJobRunner, RunnerError
-from shared.monitoring.sources import DatabricksInferenceSource, SourceError, quoted_table
+from shared.monitoring.sources import SourceError, quoted_table
 from tests.monitoring.databricks_peer import TOKEN, DatabricksPeer
 
 JOB_ID = 123456789
@@ -96,53 +97,7 @@ def test_the_launcher_uses_the_job_when_a_workspace_is_configured(peer):
     assert launcher_for("fraud", policy, Settings.from_env({})).runner.name == "local"
 
 
-# ---- statement execution ---------------------------------------------------------------
-
-def gateway_row(i: int, version: str = "3") -> list:
-    """One AI Gateway inference-table row as the SELECT projects it (JSON_ARRAY: strings)."""
-    request = json.dumps({"dataframe_records": [{"amount": 1.0 + i, "age": 0.5}]})
-    response = json.dumps({"predictions": [[0.3, 0.7]]})
-    return [f"dbx-{i}", f"client-{i}", str(int((T0 + i) * 1000)), "200", str(10.0 + i),
-            request, response, "fraud", version]
-
-
-def test_inference_table_rows_come_back_as_payload_records(peer, client):
-    table = f"main.serving.fraud_prod_payload_{uuid.uuid4().hex[:6]}"
-    peer.tables[table] = ([gateway_row(i) for i in range(5)] + [gateway_row(99)], 2)
-    source = DatabricksInferenceSource(client, WAREHOUSE, table, "fraud-prod",
-                                       poll_seconds=0.01)
-    records = source.records(T0, T0 + 10)  # row 99 is outside the window
-    assert [r.request_id for r in records] == [f"client-{i}" for i in range(5)]
-    assert records[0].ts == T0 and records[4].latency_ms == 14.0
-    assert {(r.model_name, r.version, r.status, r.endpoint) for r in records} == {
-        ("fraud", "3", 200, "fraud-prod")}
-    data = read_records(records)
-    assert [row.score for row in data.rows] == [0.7] * 5
-    statement = [b for m, p, b in peer.requests if p == "/api/2.0/sql/statements"][-1]
-    assert statement["warehouse_id"] == WAREHOUSE and statement["format"] == "JSON_ARRAY"
-    assert f"FROM {quoted_table(table, 'fraud-prod')} AS t" in statement["statement"]
-    assert {p["name"]: p["type"] for p in statement["parameters"]} == {
-        "since": "TIMESTAMP", "until": "TIMESTAMP"}
-    chunk_paths = [p for m, p, b in peer.requests if "/result/chunks/" in p]
-    assert len(chunk_paths) >= 2  # 5 rows in chunks of 2
-
-
-def test_legacy_inference_tables_filter_on_epoch_milliseconds(peer, client):
-    table = f"main.serving.legacy_{uuid.uuid4().hex[:6]}"
-    peer.tables[table] = ([gateway_row(i, version="2") for i in range(3)], 2)
-    source = DatabricksInferenceSource(client, WAREHOUSE, table, "fraud-prod", kind="legacy",
-                                       poll_seconds=0.01)
-    assert [r.version for r in source.records(T0, T0 + 2)] == ["2", "2"]
-    statement = [b for m, p, b in peer.requests if p == "/api/2.0/sql/statements"][-1]
-    assert {p["type"] for p in statement["parameters"]} == {"BIGINT"}
-
-
-def test_a_failed_statement_is_reported_with_its_message(peer, client):
-    source = DatabricksInferenceSource(client, WAREHOUSE, "main.serving.missing", "fraud-prod",
-                                       poll_seconds=0.01)
-    with pytest.raises(SourceError, match="TABLE_OR_VIEW_NOT_FOUND"):
-        source.records(T0, T0 + 10)
-
+# ---- statement execution (the summaries themselves: test_warehouse.py) ---------------------
 
 @pytest.mark.parametrize("name", ["main.serving.x; DROP TABLE y", "a.b.c.d", "`x`", "a..b"])
 def test_table_names_that_are_not_identifiers_never_reach_sql(name):
@@ -155,7 +110,16 @@ def test_endpoint_placeholder_in_the_table_name():
         "`main`.`serving`.`fraud-prod_payload`"
 
 
-def test_the_monitor_reads_each_policy_models_inference_table(peer, storage_env, monkeypatch):
+def gateway_row(i: int, at: float) -> tuple:
+    """One AI Gateway inference-table row (version 3 of fraud, one scored row)."""
+    moment = datetime.fromtimestamp(at, UTC)
+    request = json.dumps({"dataframe_records": [{"amount": 1.0 + i, "age": 0.5}]})
+    return (moment.date(), f"dbx-{i}", f"client-{i}", moment, 200, 1.0, 10 + i, request,
+            json.dumps({"predictions": [[0.3, 0.7]]}), "entity-fraud-3", None, "svc@example.com")
+
+
+def test_the_monitor_reads_each_policy_models_inference_table(peer, spark, storage_env,
+                                                              monkeypatch):
     """The settings' wiring: DATABRICKS_HOST plus a model whose monitoring policy names its
     inference table and warehouse -> the monitor judges that endpoint from the table."""
     import shared.policy
@@ -163,14 +127,14 @@ def test_the_monitor_reads_each_policy_models_inference_table(peer, storage_env,
     from shared.monitoring.service import Monitor, MonitorStateStore
     from shared.policy import Policy
 
+    peer.spark = spark
+    peer.create_served_entities()
     model = f"dbx{uuid.uuid4().hex[:6]}"
-    table = f"main.serving.{model}_payload"
     window = int(T0 // 300) + 1
     start = window * 300.0
-    peer.tables[table] = ([gateway_row(i) for i in range(5)], 2)
-    peer.tables[table][0].extend(
-        [[*gateway_row(0)[:2], str(int((start + i) * 1000)), *gateway_row(0)[3:]]
-         for i in range(3)])
+    peer.create_table(f"main.serving.{model}_payload", "ai_gateway",
+                      [gateway_row(i, T0 + i) for i in range(5)]
+                      + [gateway_row(i, start + i) for i in range(3)])
     monkeypatch.setattr(shared.policy, "current_policy", lambda: Policy({"models": {model: {}}}))
     monkeypatch.setattr(adapters, "monitoring_policy_for", lambda name: MonitoringPolicy(
         inference_table="main.serving.{endpoint}_payload", warehouse_id=WAREHOUSE,

@@ -268,3 +268,21 @@ def test_categorical_reference_puts_unseen_values_in_other():
 
     built = reference_from_frame("m", "1", frame_reference)
     assert built.features["colour"].kind == "categorical" and built.prediction is None
+
+
+def test_summaries_of_two_sources_add_up(fitted):
+    """An endpoint read from two sources: counts and bins add up; quantiles are the larger's."""
+    from shared.monitoring.summary import merge, summarise
+
+    records, truth = window_traffic(fitted, START, 300, seed=5, error_rate=0.1)
+    halves = [read_records(records[:100]), read_records(records[100:])]
+    first, second = (summarise(data, "1", fitted.reference, 0.5, truth) for data in halves)
+    whole = summarise(read_records(records), "1", fitted.reference, 0.5, truth)
+    merged = merge(first, second)
+    assert (merged.requests, merged.errors, merged.rows, merged.scored) == (
+        whole.requests, whole.errors, whole.rows, whole.scored)
+    assert merged.feature_counts == whole.feature_counts
+    assert merged.prediction_counts == whole.prediction_counts
+    assert merged.labelled == whole.labelled
+    assert merged.confidence_sum == pytest.approx(whole.confidence_sum, rel=1e-12)
+    assert merged.latency == second.latency  # 200 requests against 100

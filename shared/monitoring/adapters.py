@@ -54,6 +54,29 @@ def inference_sources(settings: Settings) -> list:
     return sources
 
 
+RECENT_REQUESTS_LOOKBACK_SECONDS = 7 * 24 * 3600
+
+
+def recent_requests(settings: Settings):
+    """(endpoint, limit) -> the latest successful request bodies its inference table holds
+    (none for an endpoint without one): the payloads a rollout replays on Databricks."""
+    def latest(endpoint: str, limit: int) -> list[dict]:
+        from shared.monitoring.sources import SourceError
+
+        source = next((found for found in inference_sources(settings)
+                       if found.endpoint == endpoint), None)
+        if source is None:
+            return []
+        now = time.time()
+        try:
+            return source.recent_requests(limit, now - RECENT_REQUESTS_LOOKBACK_SECONDS, now)
+        except SourceError as exc:
+            log.warning("%s: no recent requests from its inference table: %s", endpoint, exc)
+            return []
+
+    return latest
+
+
 def traffic(settings: Settings):
     """Every configured source of served traffic as one Traffic, or NotConfigured."""
     from shared.monitoring.sources import PayloadLogSource, Traffic

@@ -32,6 +32,7 @@ from shared.monitoring.warehouse import (
     CANNOT_BIN,
     Statement,
     labelled_statement,
+    recent_requests_statement,
     rows_statement,
     service_statement,
 )
@@ -139,6 +140,22 @@ class DatabricksInferenceSource:
 
     def endpoints(self, since: float, until: float) -> set[str]:
         return {self.endpoint}  # judged every round, traffic or not
+
+    def recent_requests(self, limit: int, since: float, until: float) -> list[dict]:
+        """The latest successful request bodies served between `since` and `until`, newest
+        first; bodies that are not a JSON object are left out."""
+        bounds = {name: value for name, value in self._window_parameters(since, until, 1).items()
+                  if name != "window_ms"}
+        rows = self._rows(recent_requests_statement(self.kind, self.table, limit), bounds)
+        found = []
+        for (body,) in rows:
+            try:
+                parsed = json.loads(body)
+            except (TypeError, ValueError):
+                continue
+            if isinstance(parsed, dict):
+                found.append(parsed)
+        return found
 
     def summaries(self, endpoint: str, since: float, until: float, width: float, plan: Plan,
                   label_keys: Collection[str] = ()) -> Summaries:

@@ -263,3 +263,20 @@ WHERE score IS NOT NULL
 ORDER BY window, version, key, score"""
     return Statement(text, {"versions": ("STRING", json.dumps(sorted(versions))),
                             "keys": ("STRING", json.dumps(sorted(keys)))})
+
+
+RECENT_REQUESTS = """\
+WITH served AS (
+{source}
+)
+SELECT request FROM served
+WHERE status_code >= 200 AND status_code < 300 AND request IS NOT NULL
+ORDER BY ts_ms DESC
+LIMIT {limit}"""
+
+
+def recent_requests_statement(kind: str, table: str, limit: int) -> Statement:
+    """The latest successful request bodies (newest first, at most `limit`): what a rollout
+    replays to a challenger on Databricks, which cannot mirror live traffic."""
+    return Statement(RECENT_REQUESTS.format(source=SOURCES[kind].format(table=table),
+                                            limit=max(int(limit), 0)), {})

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from shared.monitoring.reference import ReferenceDistribution, ReferenceStore
 
     References = Callable[[str, str], ReferenceDistribution | None]
+    RecentRequests = Callable[[str, int], list[dict]]
 
 log = logging.getLogger("gatehouse.rollout")
 SOURCE = "/gatehouse/rollout"
@@ -93,10 +94,14 @@ def registry_kind(model_name: str) -> str:
 class RolloutService:
     def __init__(self, store: RolloutStore, backend: ServingBackend, registry, bus,
                  policy_for: Callable[[str], RolloutPolicy], clock: Callable[[], float] = time.time,
-                 traffic_wait_seconds: float = 240.0, references: References | None = None):
+                 traffic_wait_seconds: float = 240.0, references: References | None = None,
+                 recent_requests: RecentRequests | None = None):
         self.store, self.backend, self.registry, self.bus = store, backend, registry, bus
         self.policy_for, self.clock = policy_for, clock
         self.references = references  # (model, version) -> its monitoring reference
+        # (endpoint, limit) -> recent request bodies where the backend keeps no payload log
+        # (Databricks: the inference table), for the replay
+        self.recent_requests = recent_requests
         self.traffic_wait_seconds = traffic_wait_seconds
         self.drain_lease = app_function_timeout() or DEFAULT_FUNCTION_TIMEOUT
 
@@ -376,6 +381,8 @@ class RolloutService:
             return True, "replay disabled by policy"
         try:
             payloads = self.backend.recent_payloads(endpoint, policy.replay_sample_size)
+            if not payloads and self.recent_requests is not None:
+                payloads = self.recent_requests(endpoint, policy.replay_sample_size)
         except ServingError as exc:
             payloads = []
             log.warning("%s: no payloads to replay: %s", endpoint, exc)
@@ -709,6 +716,7 @@ def _references(connection_string: str) -> ReferenceStore:
 def from_runtime() -> RolloutService:
     """The service as the Function App's handlers use it, built from the settings."""
     from shared.foundation import runtime
+    from shared.monitoring.adapters import recent_requests
     from shared.policy import current_policy
     from shared.registry.client import Registry
     from shared.serving.factory import serving_backend
@@ -716,7 +724,8 @@ def from_runtime() -> RolloutService:
     connection = runtime.storage_connection()
     return RolloutService(_store(connection), serving_backend(), Registry(), runtime.bus(),
                           lambda model: current_policy().for_model(model).rollout,
-                          references=_references(connection).load)
+                          references=_references(connection).load,
+                          recent_requests=recent_requests(runtime.settings()))
 
 
 def ramp_one(due: TickDue) -> dict:

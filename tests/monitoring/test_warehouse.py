@@ -280,3 +280,31 @@ def test_the_peer_runs_what_spark_sql_runs(client):
     assert found["status"]["state"] == "PENDING"  # the first answer, as the peer is told
     assert again["status"]["state"] == "SUCCEEDED"
     assert again["result"]["data_array"] == [["3.0", "[2.5]"]]
+
+
+@pytest.mark.parametrize("kind", ["ai_gateway", "legacy"])
+def test_recent_requests_for_a_replay_are_the_latest_successful_bodies(kind, peer, client,
+                                                                      traffic):
+    """What a rollout replays to a challenger on Databricks, which cannot mirror: the newest
+    successful request bodies of the inference table, parsed, failures and non-objects left out."""
+    records, _, _ = traffic
+    table = f"main.serving.recent_{kind}_{uuid.uuid4().hex[:6]}"
+    to_row = gateway_row if kind == "ai_gateway" else legacy_row
+    peer.create_table(table, kind, [to_row(i, r) for i, r in enumerate(records)])
+    source = DatabricksInferenceSource(client, WAREHOUSE, table, "fraud-prod", kind=kind,
+                                       poll_seconds=0.01)
+    since, until = records[0].ts, records[-1].ts + 1
+    found = source.recent_requests(7, since, until)
+
+    def as_object(body):
+        try:
+            parsed = json.loads(body)
+        except (TypeError, ValueError):
+            return None
+        return parsed if isinstance(parsed, dict) else None
+
+    served = [r for r in reversed(records) if 200 <= r.status < 300]
+    expected = [found for found in map(as_object, (r.inputs for r in served[:7]))
+                if found is not None]
+    assert found == expected and 0 < len(found) <= 7
+    assert source.recent_requests(7, until, until + 60) == []  # nothing served then

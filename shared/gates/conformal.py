@@ -31,6 +31,7 @@ import numpy as np
 
 from shared.gates.bootstrap import Interval, band_status, clopper_pearson
 from shared.gates.results import FAIL, INCONCLUSIVE, PASS, GateResult, skipped
+from shared.gates.summaries import CoverageCounts
 
 
 def conformal_quantile(scores: np.ndarray, alpha: float) -> float:
@@ -107,12 +108,17 @@ def classifier_coverage(labels: np.ndarray, scores: np.ndarray, level: float = 0
                         calibration_fraction: float = 0.5, seed: int = 0,
                         confidence_level: float = 0.95,
                         class_names: list[str] | None = None,
-                        ordered: bool = False) -> CoverageReport:
+                        ordered: bool = False,
+                        calibrate: np.ndarray | None = None) -> CoverageReport:
+    """`calibrate`, when given, marks the calibration rows (else `split_mask` draws them)."""
     labels = np.asarray(labels)
     scores = np.asarray(scores, dtype=float)
     n = len(labels)
     alpha = 1 - level
-    calibrate = split_mask(n, calibration_fraction, seed, ordered)
+    if calibrate is None:
+        calibrate = split_mask(n, calibration_fraction, seed, ordered)
+    else:
+        calibrate = np.asarray(calibrate, dtype=bool)
     test = ~calibrate
     n_test = int(np.count_nonzero(test))
     if n_test == 0 or n_test == n:
@@ -147,28 +153,40 @@ def classifier_coverage(labels: np.ndarray, scores: np.ndarray, level: float = 0
     covered &= test
     set_sizes = sum(int(np.count_nonzero((class_scores() <= quantiles[c]) & test))
                     for c, class_scores in enumerate(per_class))
+    counts = CoverageCounts(quantile, n - n_test, n_test, int(np.count_nonzero(covered)),
+                            set_sizes, np.bincount(labels[test], minlength=k),
+                            np.bincount(labels, weights=covered, minlength=k))
+    return coverage_from_counts(counts, f"{score}{'-mondrian' if mondrian else ''}", level,
+                                confidence_level, class_names)
+
+
+def coverage_from_counts(counts: CoverageCounts, method: str, level: float,
+                         confidence_level: float = 0.95,
+                         class_names: list[str] | None = None) -> CoverageReport:
+    """A classifier's coverage report from its coverage counts (numpy's or Spark's)."""
+    k = len(counts.class_counts)
     names = class_names or [str(c) for c in range(k)]
-    class_counts = np.bincount(labels[test], minlength=k)
-    class_covered = np.bincount(labels, weights=covered, minlength=k)
+    class_counts, class_covered = counts.class_counts, counts.class_covered
     per_class_coverage = {
         names[c]: {"n": int(class_counts[c]),
                    "coverage": float(class_covered[c] / class_counts[c]),
                    "interval": clopper_pearson(int(class_covered[c]), int(class_counts[c]),
                                                confidence_level).to_dict()}
         for c in range(k) if class_counts[c]}
-    hits = int(np.count_nonzero(covered))
-    return CoverageReport(method=f"{score}{'-mondrian' if mondrian else ''}", level=level,
-                          coverage=hits / n_test,
+    hits, n_test = counts.hits, counts.n_test
+    return CoverageReport(method=method, level=level, coverage=hits / n_test,
                           interval=clopper_pearson(hits, n_test, confidence_level),
-                          n_calibration=n - n_test, n_test=n_test, quantile=quantile,
-                          mean_size=set_sizes / n_test, per_class=per_class_coverage)
+                          n_calibration=counts.n_calibration, n_test=n_test,
+                          quantile=counts.quantile, mean_size=counts.set_sizes / n_test,
+                          per_class=per_class_coverage)
 
 
 def regression_coverage(y: np.ndarray, prediction: np.ndarray | None = None, level: float = 0.9,
                         score: str = "absolute", difficulty: np.ndarray | None = None,
                         lower: np.ndarray | None = None, upper: np.ndarray | None = None,
                         calibration_fraction: float = 0.5, seed: int = 0,
-                        confidence_level: float = 0.95, ordered: bool = False) -> CoverageReport:
+                        confidence_level: float = 0.95, ordered: bool = False,
+                        calibrate: np.ndarray | None = None) -> CoverageReport:
     y = np.asarray(y, dtype=float)
     if prediction is not None:
         center = np.asarray(prediction, dtype=float)
@@ -195,7 +213,10 @@ def regression_coverage(y: np.ndarray, prediction: np.ndarray | None = None, lev
         bounds_of = lambda q, rows: (lower[rows] - q, upper[rows] + q)  # noqa: E731
     else:
         raise ValueError(f"unknown regression score {score!r}")
-    calibrate = split_mask(len(y), calibration_fraction, seed, ordered)
+    if calibrate is None:
+        calibrate = split_mask(len(y), calibration_fraction, seed, ordered)
+    else:
+        calibrate = np.asarray(calibrate, dtype=bool)
     test = ~calibrate
     if calibrate.sum() == 0 or test.sum() == 0:
         raise ValueError("the holdout is too small to split into calibration and test rows")

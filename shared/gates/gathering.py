@@ -33,7 +33,10 @@ def gather_inputs(registry, policy: GatePolicy, model_name: str, version: str,
                      feature_columns=features, reference=reference,
                      reference_error=reference_error,
                      sensitive=(holdout[policy.sensitive_column].to_numpy()
-                                if policy.sensitive_column else None))
+                                if policy.sensitive_column else None),
+                     calibration_rows=(holdout[split_column].to_numpy(dtype=bool)
+                                       if (split_column := policy.conformal.split_column)
+                                       else None))
     candidate_model = registry.load_pyfunc(model_name, inputs.version)
     inputs = with_candidate_predictions(inputs, candidate_model, holdout, features, policy)
     if inputs.data_error is not None:
@@ -80,7 +83,8 @@ def read_data(policy: GatePolicy, model_name: str):
     if not path:
         raise EvaluationDataError("no evaluation dataset configured (gates.evaluation.path)")
     holdout = evaluation.read_table(path, data.format)
-    for role, column in (("label", policy.label_column), ("sensitive", policy.sensitive_column)):
+    for role, column in (("label", policy.label_column), ("sensitive", policy.sensitive_column),
+                         ("conformal split", policy.conformal.split_column)):
         if column and column not in holdout.columns:
             raise EvaluationDataError(
                 f"{path}: no {role} column {column!r} (columns: {list(holdout.columns)[:20]})")
@@ -96,9 +100,10 @@ def read_data(policy: GatePolicy, model_name: str):
 
 def features_for(holdout, signature, policy: GatePolicy) -> list[str]:
     view = signature_view(signature)
-    return evaluation.feature_columns(holdout, view.input_names if view else None,
-                                      policy.evaluation.feature_columns, policy.label_column,
-                                      policy.sensitive_column)
+    features = evaluation.feature_columns(holdout, view.input_names if view else None,
+                                          policy.evaluation.feature_columns, policy.label_column,
+                                          policy.sensitive_column)
+    return [c for c in features if c != policy.conformal.split_column]
 
 
 def with_candidate_predictions(inputs: SuiteInputs, model, holdout, features: list[str],

@@ -226,7 +226,6 @@ def bucket_stats(values: np.ndarray, lo: float, hi: float,
 class OrderSource(Protocol):
     """Where the values live: counts, bucket statistics and values within a closed range."""
 
-    def count_between(self, lo: float, hi: float) -> int: ...
 
     def bucket_stats(self, lo: float, hi: float, n_buckets: int) -> BucketStats: ...
 
@@ -239,8 +238,6 @@ class PartitionedValues:
 
     parts: Sequence[np.ndarray]
 
-    def count_between(self, lo: float, hi: float) -> int:
-        return sum(int(np.count_nonzero((p >= lo) & (p <= hi))) for p in self.parts)
 
     def bucket_stats(self, lo: float, hi: float, n_buckets: int) -> BucketStats:
         stats = [bucket_stats(p, lo, hi, n_buckets) for p in self.parts]
@@ -253,22 +250,37 @@ class PartitionedValues:
         return np.concatenate([p[(p >= lo) & (p <= hi)] for p in self.parts])
 
 
+def order_statistics(source: OrderSource, ks: Sequence[int], lo: float, hi: float, count: int,
+                     n_buckets: int = N_BUCKETS,
+                     collect_limit: int = COLLECT_LIMIT) -> dict[int, float]:
+    """The k-th smallest (1-based) of the `count` values within [lo, hi] for every k, exactly:
+    read in full when they are few, else refined within the bucket that holds each k."""
+    if any(not 1 <= k <= count for k in ks):
+        raise ValueError(f"no order statistics {sorted(ks)} of {count} values")
+    if hi <= lo:  # every value left is the same
+        return {k: lo for k in ks}
+    if count <= collect_limit:
+        values = np.sort(source.values_between(lo, hi))
+        return {k: float(values[k - 1]) for k in ks}
+    stats = source.bucket_stats(lo, hi, n_buckets)
+    cumulative = np.cumsum(stats.counts)
+    by_bucket: dict[int, list[int]] = {}
+    for k in ks:  # the first bucket reaching k values holds the k-th
+        by_bucket.setdefault(int(np.searchsorted(cumulative, k)), []).append(k)
+    found = {}
+    for bucket, wanted in by_bucket.items():
+        before = int(cumulative[bucket - 1]) if bucket else 0
+        inner = order_statistics(source, [k - before for k in wanted],
+                                 float(stats.minimum[bucket]), float(stats.maximum[bucket]),
+                                 int(stats.counts[bucket]), n_buckets, collect_limit)
+        found.update({k: inner[k - before] for k in wanted})
+    return found
+
+
 def order_statistic(source: OrderSource, k: int, lo: float, hi: float, count: int,
                     n_buckets: int = N_BUCKETS, collect_limit: int = COLLECT_LIMIT) -> float:
     """The k-th smallest (1-based) of the `count` values within [lo, hi], exactly."""
-    if not 1 <= k <= count:
-        raise ValueError(f"no order statistic {k} of {count} values")
-    while count > collect_limit and hi > lo:
-        stats = source.bucket_stats(lo, hi, n_buckets)
-        cumulative = np.cumsum(stats.counts)
-        bucket = int(np.searchsorted(cumulative, k))  # first bucket reaching k values
-        k -= int(cumulative[bucket - 1]) if bucket else 0
-        count = int(stats.counts[bucket])
-        lo, hi = float(stats.minimum[bucket]), float(stats.maximum[bucket])
-    if hi <= lo:  # every value left is the same
-        return lo
-    values = source.values_between(lo, hi)
-    return float(np.partition(values, k - 1)[k - 1])
+    return order_statistics(source, [k], lo, hi, count, n_buckets, collect_limit)[k]
 
 
 def conformal_rank(n: int, alpha: float) -> int | None:
@@ -285,10 +297,10 @@ def linear_quantiles(source: OrderSource, q: np.ndarray, n: int, lo: float, hi: 
     position = np.asarray(q, dtype=float) * (n - 1)
     below = np.floor(position).astype(np.intp)
     above = np.minimum(below + 1, n - 1)
-    needed = {int(r): order_statistic(source, int(r) + 1, lo, hi, n, n_buckets, collect_limit)
-              for r in np.unique(np.concatenate([below, above]))}
-    lower = np.array([needed[int(r)] for r in below])
-    upper = np.array([needed[int(r)] for r in above])
+    ranks = [int(r) + 1 for r in np.unique(np.concatenate([below, above]))]
+    needed = order_statistics(source, ranks, lo, hi, n, n_buckets, collect_limit)
+    lower = np.array([needed[int(r) + 1] for r in below])
+    upper = np.array([needed[int(r) + 1] for r in above])
     fraction = position - below
     quantiles: np.ndarray = lower + fraction * (upper - lower)
     return quantiles

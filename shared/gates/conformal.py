@@ -75,8 +75,15 @@ def split_mask(n: int, calibration_fraction: float, seed: int, ordered: bool = F
     return mask
 
 
-def _column_of(matrix: np.ndarray, column: int) -> Callable[[], np.ndarray]:
-    return lambda: matrix[:, column]
+def _lac_set_sizes(probabilities: np.ndarray, thresholds: np.ndarray, test: np.ndarray,
+                   rows: int = 16_384) -> int:
+    """The number of (test row, class) pairs with 1 - p <= the class's threshold, a block of
+    rows at a time so the block's scores stay in cache."""
+    total = 0
+    for start in range(0, len(probabilities), rows):
+        block = probabilities[start:start + rows][test[start:start + rows]]
+        total += int(np.count_nonzero(1.0 - block <= thresholds))
+    return total
 
 
 @dataclass(frozen=True)
@@ -123,22 +130,27 @@ def classifier_coverage(labels: np.ndarray, scores: np.ndarray, level: float = 0
     n_test = int(np.count_nonzero(test))
     if n_test == 0 or n_test == n:
         raise ValueError("the holdout is too small to split into calibration and test rows")
+    # set_sizes(thresholds): the total size of the test rows' sets, class k in when s_k <= t_k
+    set_sizes: Callable[[np.ndarray], int]
     if score == "lac" and scores.ndim == 1:
         # binary: s(x, 0) = p, s(x, 1) = 1 - p, without building the (n, 2) matrix
         k = 2
-        per_class: list[Callable[[], np.ndarray]] = [lambda: scores, lambda: 1.0 - scores]
         true_scores = np.where(labels == 1, 1.0 - scores, scores)
+        set_sizes = lambda t: (int(np.count_nonzero((scores <= t[0]) & test))  # noqa: E731
+                               + int(np.count_nonzero((1.0 - scores <= t[1]) & test)))
     else:
         probabilities = as_class_probabilities(scores)
         k = probabilities.shape[1]
-        if score == "lac":
-            all_scores = lac_scores(probabilities)
+        if score == "lac":  # s = 1 - p, computed where needed rather than as an (n, K) matrix
+            true_scores = 1.0 - probabilities[np.arange(n), labels]
+            set_sizes = lambda t: _lac_set_sizes(probabilities, t, test)  # noqa: E731
         elif score == "aps":
             all_scores = aps_scores(probabilities, np.random.default_rng(seed + 1).random(n))
+            true_scores = np.take_along_axis(all_scores, labels[:, None], axis=1)[:, 0]
+            set_sizes = lambda t: int(np.count_nonzero(  # noqa: E731
+                (all_scores <= t) & test[:, None]))
         else:
             raise ValueError(f"unknown classifier score {score!r}")
-        per_class = [_column_of(all_scores, c) for c in range(k)]
-        true_scores = np.take_along_axis(all_scores, labels[:, None], axis=1)[:, 0]
     if mondrian:
         quantiles = np.array([conformal_quantile(true_scores[calibrate & (labels == c)], alpha)
                               if np.any(calibrate & (labels == c)) else math.inf
@@ -151,10 +163,8 @@ def classifier_coverage(labels: np.ndarray, scores: np.ndarray, level: float = 0
         covered = true_scores <= q
         quantile = q
     covered &= test
-    set_sizes = sum(int(np.count_nonzero((class_scores() <= quantiles[c]) & test))
-                    for c, class_scores in enumerate(per_class))
     counts = CoverageCounts(quantile, n - n_test, n_test, int(np.count_nonzero(covered)),
-                            set_sizes, np.bincount(labels[test], minlength=k),
+                            set_sizes(quantiles), np.bincount(labels[test], minlength=k),
                             np.bincount(labels, weights=covered, minlength=k))
     return coverage_from_counts(counts, f"{score}{'-mondrian' if mondrian else ''}", level,
                                 confidence_level, class_names)

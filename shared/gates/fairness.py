@@ -41,10 +41,13 @@ def group_confusion(labels: ArrayLike, predicted_positive: ArrayLike,
 
     codes, names = pd.factorize(np.asarray(sensitive), use_na_sentinel=False)
     k = len(names)
-    # one pass: group * 4 + predicted * 2 + actual, so one bincount holds the confusion counts
-    key = codes.astype(np.intp, copy=False) * 4
-    key += np.asarray(predicted_positive, dtype=bool) * 2
-    key += np.asarray(labels) == 1
+    # group * 4 + predicted * 2 + actual, so one bincount holds the confusion counts; the
+    # small part is built in int8 and added in place (no full-width temporaries)
+    cell = np.asarray(predicted_positive, dtype=bool).view(np.int8) * np.int8(2)
+    cell += np.asarray(labels) == 1
+    key = codes.astype(np.intp, copy=False)
+    key <<= 2
+    key += cell
     confusion = np.bincount(key, minlength=4 * k).reshape(k, 2, 2)  # group, predicted, actual
     return GroupConfusion(tuple(None if pd.isna(name) else name for name in names), confusion)
 

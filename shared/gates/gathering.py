@@ -4,6 +4,7 @@ champion, the evaluation data, both models' predictions on it and their latency.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 from shared.gates import evaluation
@@ -12,9 +13,14 @@ from shared.gates.inputs import ModelOutputs, SuiteInputs
 from shared.gates.latency import LatencyStats, measure_latency
 from shared.gates.policy import GatePolicy
 from shared.gates.schema import signature_view
+from shared.gates.spark import SummaryRequest
+from shared.gates.summaries import HoldoutSummary
 from shared.registry.client import VersionInfo
 
 log = logging.getLogger("gatehouse.run_gates")
+# Summarises a holdout table (a local Spark session, or a Databricks job); the second argument
+# is the gate request's key, so a redelivered request reuses the job it started.
+Summariser = Callable[[SummaryRequest, str], HoldoutSummary]
 LATENCY_ROWS = 64
 
 
@@ -54,6 +60,27 @@ def gather_inputs(registry, policy: GatePolicy, model_name: str, version: str,
         inputs = replace(inputs, champion_latency=champion_latency,
                          candidate_latency=latency(candidate_model, holdout[features], policy))
     return inputs
+
+
+def gather_summarised(registry, policy: GatePolicy, model_name: str, version: str,
+                      candidate: VersionInfo, champion: VersionInfo | None,
+                      summarise: Summariser | None, key: str) -> SuiteInputs:
+    """The registry's facts and the summary of the holdout table (`evaluation.table`), scored
+    and summarised on Spark; the champion is not scored there (see shared/gates/spark.py)."""
+    inputs = registry_facts(registry, model_name, version, candidate, champion)
+    data = policy.evaluation
+    if summarise is None:
+        return replace(inputs, data_error="a holdout table needs Spark: set "
+                                          "GATEHOUSE_SPARK_REMOTE or a Databricks workspace")
+    request = SummaryRequest(
+        candidate.uri, str(policy.resolved_path(data.table, model_name)),
+        policy.model_dump(mode="json", by_alias=True), data.table_format,
+        policy.resolved_path(data.reference_table, model_name), data.reference_table_format)
+    try:
+        summary = summarise(request, key)
+    except EvaluationDataError as exc:
+        return replace(inputs, data_error=str(exc))
+    return replace(inputs, summary=summary, class_names=list(summary.class_names))
 
 
 def registry_facts(registry, model_name: str, version: str, candidate: VersionInfo,

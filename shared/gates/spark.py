@@ -275,7 +275,8 @@ def summarise(holdout: Holdout, policy: GatePolicy, reference=None,
             if policy.ece.binning != "equal_width":
                 raise EvaluationDataError("the Spark path bins the ECE by equal width")
             edges = np.linspace(0.0, 1.0, policy.ece.n_bins + 1)
-            tables[_track_name(kind)] = reliability(frame, *calibration_track(kind), edges)
+            confidence, outcome = calibration_track(kind)
+            tables[_track_name(kind)] = reliability(frame, confidence, outcome, edges)
         conformal = policy.conformal
         coverage_counts = None
         if conformal.enabled:
@@ -288,7 +289,8 @@ def summarise(holdout: Holdout, policy: GatePolicy, reference=None,
         drift = None
         if policy.drift.enabled and reference is not None:
             drift = psi_counts(reference, frame, columns or [], policy.drift.n_bins)
-        return HoldoutSummary(rows, kind, tables, None, coverage_counts, fairness_counts, drift)
+        return HoldoutSummary(rows, kind, tables, None, coverage_counts, fairness_counts, drift,
+                              class_names=tuple(str(c) for c in holdout.classes))
     finally:
         frame.unpersist()
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -181,6 +181,7 @@ class HoldoutSummary:
     confusion: GroupConfusion | None = None
     drift: list[PsiCounts] | None = None
     auc: ScoreHistogram | None = None
+    class_names: tuple[str, ...] = ("0", "1")
 
 
 # ---- exact order statistics by bucket refinement --------------------------------------------
@@ -304,3 +305,59 @@ def linear_quantiles(source: OrderSource, q: np.ndarray, n: int, lo: float, hi: 
     fraction = position - below
     quantiles: np.ndarray = lower + fraction * (upper - lower)
     return quantiles
+
+
+# ---- the summary as JSON (what the Databricks job hands back) --------------------------------
+
+def _table_dict(table: ReliabilityTable) -> dict[str, Any]:
+    return {name: None if value is None else np.asarray(value).tolist()
+            for name, value in vars(table).items()}
+
+
+def _table_of(data: dict[str, Any]) -> ReliabilityTable:
+    def array(name: str) -> Any:
+        return None if data.get(name) is None else np.asarray(data[name])
+
+    return ReliabilityTable(array("edges"), array("counts"), array("sum_confidence"),
+                            array("sum_outcome"), array("sum_confidence_squared"),
+                            array("sum_confidence_outcome"))
+
+
+def summary_to_dict(summary: HoldoutSummary) -> dict[str, Any]:
+    coverage, confusion, auc = summary.coverage, summary.confusion, summary.auc
+    return {
+        "rows": summary.rows, "calibration_kind": summary.calibration_kind,
+        "class_names": list(summary.class_names),
+        "calibration": {name: _table_dict(t) for name, t in summary.calibration.items()},
+        "diagram": None if summary.diagram is None else _table_dict(summary.diagram),
+        "coverage": None if coverage is None else {
+            **vars(coverage), "class_counts": coverage.class_counts.tolist(),
+            "class_covered": coverage.class_covered.tolist()},
+        "confusion": None if confusion is None else {
+            "groups": list(confusion.groups), "counts": confusion.counts.tolist()},
+        "drift": None if summary.drift is None else [
+            {**vars(c), "inner": c.inner.tolist(), "reference": c.reference.tolist(),
+             "current": c.current.tolist()} for c in summary.drift],
+        "auc": None if auc is None else {name: np.asarray(value).tolist()
+                                         for name, value in vars(auc).items()}}
+
+
+def summary_from_dict(data: dict[str, Any]) -> HoldoutSummary:
+    coverage, confusion, auc = data["coverage"], data["confusion"], data["auc"]
+    return HoldoutSummary(
+        rows=data["rows"], calibration_kind=data["calibration_kind"],
+        class_names=tuple(data["class_names"]),
+        calibration={name: _table_of(t) for name, t in data["calibration"].items()},
+        diagram=None if data["diagram"] is None else _table_of(data["diagram"]),
+        coverage=None if coverage is None else CoverageCounts(**{
+            **coverage, "class_counts": np.asarray(coverage["class_counts"], dtype=np.int64),
+            "class_covered": np.asarray(coverage["class_covered"], dtype=float)}),
+        confusion=None if confusion is None else GroupConfusion(
+            tuple(confusion["groups"]), np.asarray(confusion["counts"], dtype=np.int64)),
+        drift=None if data["drift"] is None else [
+            PsiCounts(**{**c, "inner": np.asarray(c["inner"], dtype=float),
+                         "reference": np.asarray(c["reference"], dtype=np.int64),
+                         "current": np.asarray(c["current"], dtype=np.int64)})
+            for c in data["drift"]],
+        auc=None if auc is None else ScoreHistogram(**{name: np.asarray(value)
+                                                       for name, value in auc.items()}))

@@ -3,6 +3,7 @@ holdout, scored by the same MLflow model, to the same verdict and figures."""
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
@@ -10,10 +11,14 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
+from shared.gates.evaluation import EvaluationDataError
 from shared.gates.inputs import ModelOutputs, SuiteInputs
 from shared.gates.policy import GatePolicy
-from shared.gates.spark import SummaryRequest, run_request
+from shared.gates.spark import SummaryRequest
+from shared.gates.spark_job import DatabricksSummaryJob, main
 from shared.gates.suite import run_suite
+from shared.gates.summaries import summary_to_dict
+from tests.gates.jobs_peer import TOKEN, JobsPeer
 
 ROWS = 24_000  # above calibration.EXACT_LIMIT: both paths take the moment bootstrap
 FEATURES = ["f0", "f1", "f2", "f3"]
@@ -80,12 +85,37 @@ def close(a, b) -> bool:
     return a == b
 
 
-def test_spark_and_numpy_give_the_same_verdict_and_figures(spark, logged_model):
+@pytest.fixture
+def jobs(spark):
+    """The Jobs API peer, running the submitted job file on the local Spark."""
+    from databricks.sdk import WorkspaceClient
+    from databricks.sdk.core import Config
+
+    def runner(python_file: str, parameters: list[str]) -> tuple[bool, str]:
+        assert python_file.endswith("spark_job.py")
+        out = io.StringIO()
+        main(parameters, spark, out)
+        return True, out.getvalue()
+
+    peer = JobsPeer(runner).start()
+    client = WorkspaceClient(config=Config(host=peer.url, token=TOKEN, auth_type="pat"))
+    yield peer, DatabricksSummaryJob(client, "/Volumes/main/gatehouse/jobs/spark_job.py",
+                                     cluster_id="0101-cluster")
+    peer.stop()
+
+
+def request_for(model_uri: str, folder, policy: GatePolicy = POLICY) -> SummaryRequest:
+    return SummaryRequest(model_uri, str(folder / "holdout.parquet"),
+                          policy.model_dump(mode="json", by_alias=True),
+                          reference=str(folder / "reference.parquet"))
+
+
+def test_spark_and_numpy_give_the_same_verdict_and_figures(jobs, logged_model):
+    """Through the Databricks job (the Jobs peer runs the job file on the local Spark)."""
+    peer, job = jobs
     model_uri, folder, holdout = logged_model
-    summary = run_request(spark, SummaryRequest(
-        model_uri, str(folder / "holdout.parquet"), POLICY.model_dump(by_alias=True),
-        reference=str(folder / "reference.parquet")))
-    assert summary.rows == ROWS
+    summary = job(request_for(model_uri, folder), "m/1")
+    assert summary.rows == ROWS and peer.submits == 1
     on_spark = run_suite(SuiteInputs("m", "1", class_names=["0", "1"], summary=summary), POLICY)
     on_numpy = run_suite(numpy_inputs(model_uri, folder, holdout), POLICY)
 
@@ -106,3 +136,16 @@ def test_spark_and_numpy_give_the_same_verdict_and_figures(spark, logged_model):
     assert spark_groups == numpy_groups and "missing" in spark_groups
     assert close(on_spark.headline, {k: v for k, v in on_numpy.headline.items()
                                      if k in on_spark.headline})
+    # a redelivered gate request finds the run it started: no second run, the same summary
+    again = job(request_for(model_uri, folder), "m/1")
+    assert peer.submits == 1 and len(peer.runs) == 1
+    assert summary_to_dict(again) == summary_to_dict(summary)
+
+
+def test_a_data_error_on_the_cluster_is_the_gate_runs_data_error(jobs, logged_model):
+    peer, job = jobs
+    model_uri, folder, _ = logged_model
+    policy = POLICY.model_copy(update={"sensitive_column": "no_such_column"})
+    with pytest.raises(EvaluationDataError, match="no sensitive column 'no_such_column'"):
+        job(request_for(model_uri, folder, policy), "m/1/rerun/x")
+    assert peer.submits == 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import time
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -76,6 +77,7 @@ class DatabricksSummaryJob:
     cluster_id: str | None = None
     dependencies: tuple[str, ...] = ()  # serverless: the gatehouse package to install
     timeout: timedelta = timedelta(minutes=30)
+    poll_seconds: float = 10.0
 
     @classmethod
     def from_settings(cls, settings) -> DatabricksSummaryJob:
@@ -98,9 +100,10 @@ class DatabricksSummaryJob:
         environments = None if self.cluster_id else [jobs.JobEnvironment(
             ENVIRONMENT_KEY, compute.Environment(environment_version="2",
                                                  dependencies=list(self.dependencies)))]
-        run = self.client.jobs.submit(
+        submitted = self.client.jobs.submit(
             run_name=f"gatehouse gates {key}"[:200], tasks=[task], environments=environments,
-            idempotency_token=idempotency_token(request, key)).result(timeout=self.timeout)
+            idempotency_token=idempotency_token(request, key))
+        run = self._finished(submitted.run_id)
         state = run.state
         if state is None or state.result_state != jobs.RunResultState.SUCCESS:
             why = (f"{state.result_state.value if state.result_state else state.life_cycle_state}"
@@ -109,6 +112,22 @@ class DatabricksSummaryJob:
         task_run = next(t for t in run.tasks or [] if t.task_key == TASK_KEY)
         output = self.client.jobs.get_run_output(task_run.run_id)
         return summary_from_logs(output.logs, run.run_id)
+
+    def _finished(self, run_id: int):
+        """The run once it has ended, polled every poll_seconds until the timeout."""
+        from databricks.sdk.service import jobs
+
+        deadline = time.monotonic() + self.timeout.total_seconds()
+        ended = (jobs.RunLifeCycleState.TERMINATED, jobs.RunLifeCycleState.SKIPPED,
+                 jobs.RunLifeCycleState.INTERNAL_ERROR)
+        while True:
+            run = self.client.jobs.get_run(run_id)
+            if run.state is not None and run.state.life_cycle_state in ended:
+                return run
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"summary job run {run_id} still running after "
+                                   f"{self.timeout}")
+            time.sleep(self.poll_seconds)
 
 
 if __name__ == "__main__":

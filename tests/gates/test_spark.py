@@ -40,11 +40,9 @@ def logged_model(tmp_path_factory):
     train = frame(rng, 2000, 0.0)[FEATURES]
     labels = (train.f0 + 0.5 * train.f1 + rng.normal(0, 1, len(train)) > 0).astype(int)
     model = LogisticRegression().fit(train, labels)
-    mlflow.set_tracking_uri(f"sqlite:///{folder}/mlflow.db")
-    experiment = mlflow.create_experiment("spark-gates", artifact_location=str(folder / "art"))
-    with mlflow.start_run(experiment_id=experiment):
-        info = mlflow.sklearn.log_model(model, name="model", pyfunc_predict_fn="predict_proba",
-                                        input_example=train.head(3))
+    # saved as an MLflow model in a folder (no tracking store): its path is the model URI
+    mlflow.sklearn.save_model(model, folder / "model", pyfunc_predict_fn="predict_proba",
+                              input_example=train.head(3))
     holdout = frame(rng, ROWS, 0.05)
     score = holdout.f0 + 0.5 * holdout.f1 + rng.normal(0, 1, ROWS)
     holdout["label"] = (score > 0).astype(int)
@@ -53,7 +51,7 @@ def logged_model(tmp_path_factory):
     holdout["calibrate"] = rng.random(ROWS) < 0.5
     holdout.to_parquet(folder / "holdout.parquet")
     frame(rng, ROWS, 0.0).to_parquet(folder / "reference.parquet")
-    return info.model_uri, folder, holdout
+    return str(folder / "model"), folder, holdout
 
 
 POLICY = GatePolicy.model_validate({
@@ -100,7 +98,7 @@ def jobs(spark):
     peer = JobsPeer(runner).start()
     client = WorkspaceClient(config=Config(host=peer.url, token=TOKEN, auth_type="pat"))
     yield peer, DatabricksSummaryJob(client, "/Volumes/main/gatehouse/jobs/spark_job.py",
-                                     cluster_id="0101-cluster")
+                                     cluster_id="0101-cluster", poll_seconds=0.2)
     peer.stop()
 
 

@@ -45,8 +45,9 @@ class EvaluationData(_Strict):
         None, description="model inputs; default: the signature's input names, else every "
                           "column except the label and the sensitive column")
     table: str | None = Field(None, description="a holdout Spark reads instead of `path`: a "
-                              "catalog table (catalog.schema.table) or a parquet/Delta path; "
-                              "scored and summarised on Spark (shared/gates/spark.py)")
+                              "catalog table (catalog.schema.table) or a parquet path (a Delta "
+                              "path with table_format 'delta'); scored and summarised on Spark "
+                              "(shared/gates/spark.py)")
     table_format: Literal["auto", "parquet", "delta"] = "auto"
     reference_table: str | None = Field(None, description="the drift reference, read by Spark")
     reference_table_format: Literal["auto", "parquet", "delta"] = "auto"

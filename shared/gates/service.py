@@ -161,8 +161,8 @@ class GateService:
         return {"generated_at": decided_at, "event_id": envelope.id,
                 "requested_by": request.requested_by, "rerun": request.rerun,
                 "rerun_reason": request.reason,
-                "evaluation_data": policy.resolved_path(policy.evaluation.path,
-                                                        request.model_name)}
+                "evaluation_data": policy.resolved_path(
+                    policy.evaluation.path or policy.evaluation.table, request.model_name)}
 
     def _apply(self, request: GateRequest, plan: PromotionPlan) -> None:
         model, version = request.model_name, request.version

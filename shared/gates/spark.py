@@ -54,12 +54,13 @@ def session(remote: str):
 
 
 def read_table(spark, source: str, format: str = "auto"):
-    """A catalog table name (`catalog.schema.table`), or a parquet / Delta path."""
-    if format == "delta" or (format == "auto" and "/" not in source and "." in source
-                             and not source.endswith((".parquet", ".pq"))):
-        return spark.read.table(source) if format != "delta" else \
-            spark.read.format("delta").load(source)
-    return spark.read.parquet(source)
+    """A catalog table name (`catalog.schema.table`), a parquet path, or (format "delta") a
+    Delta path; `auto` reads a name with a "/" as a parquet path."""
+    if format == "delta":
+        return spark.read.format("delta").load(source)
+    if format == "parquet" or "/" in source:
+        return spark.read.parquet(source)
+    return spark.read.table(source)
 
 
 @dataclass(frozen=True)

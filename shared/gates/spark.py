@@ -17,9 +17,12 @@ skipped; so is the latency gate.
 
 from __future__ import annotations
 
+import operator
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import reduce
 from typing import Any
 
 import numpy as np
@@ -173,8 +176,13 @@ class SparkValues:
             stats.maximum[row["b"]] = row["hi"]
         return stats
 
-    def values_between(self, lo: float, hi: float) -> np.ndarray:
-        return np.array([row[0] for row in self._values(lo, hi).collect()], dtype=float)
+    def values_between(self, ranges: Sequence[tuple[float, float]]) -> np.ndarray:
+        from pyspark.sql import functions as F
+
+        v = F.col("v")
+        inside = reduce(operator.or_, [(v >= F.lit(lo)) & (v <= F.lit(hi)) for lo, hi in ranges])
+        rows = self._values(-np.inf, np.inf).where(inside).collect()
+        return np.array([row[0] for row in rows], dtype=float)
 
 
 def coverage(holdout: Holdout, level: float) -> CoverageCounts:

@@ -230,7 +230,9 @@ class OrderSource(Protocol):
 
     def bucket_stats(self, lo: float, hi: float, n_buckets: int) -> BucketStats: ...
 
-    def values_between(self, lo: float, hi: float) -> np.ndarray: ...
+    def values_between(self, ranges: Sequence[tuple[float, float]]) -> np.ndarray:
+        """The values within any of the closed ranges (one read for all of them)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -247,8 +249,15 @@ class PartitionedValues:
             total = total + more
         return total
 
-    def values_between(self, lo: float, hi: float) -> np.ndarray:
-        return np.concatenate([p[(p >= lo) & (p <= hi)] for p in self.parts])
+    def values_between(self, ranges: Sequence[tuple[float, float]]) -> np.ndarray:
+        return np.concatenate([p[within(p, ranges)] for p in self.parts])
+
+
+def within(values: np.ndarray, ranges: Sequence[tuple[float, float]]) -> np.ndarray:
+    inside = np.zeros(len(values), dtype=bool)
+    for lo, hi in ranges:
+        inside |= (values >= lo) & (values <= hi)
+    return inside
 
 
 def order_statistics(source: OrderSource, ks: Sequence[int], lo: float, hi: float, count: int,
@@ -261,19 +270,29 @@ def order_statistics(source: OrderSource, ks: Sequence[int], lo: float, hi: floa
     if hi <= lo:  # every value left is the same
         return {k: lo for k in ks}
     if count <= collect_limit:
-        values = np.sort(source.values_between(lo, hi))
+        values = np.sort(source.values_between([(lo, hi)]))
         return {k: float(values[k - 1]) for k in ks}
     stats = source.bucket_stats(lo, hi, n_buckets)
     cumulative = np.cumsum(stats.counts)
     by_bucket: dict[int, list[int]] = {}
     for k in ks:  # the first bucket reaching k values holds the k-th
         by_bucket.setdefault(int(np.searchsorted(cumulative, k)), []).append(k)
+    ranges = {b: (float(stats.minimum[b]), float(stats.maximum[b])) for b in by_bucket}
+    small = [b for b in by_bucket if stats.counts[b] <= collect_limit]
+    if sum(int(stats.counts[b]) for b in small) > collect_limit:
+        small = []
+    # the small buckets' values in one read (buckets are disjoint ranges: monotone in v)
+    read = source.values_between([ranges[b] for b in small]) if small else np.empty(0)
     found = {}
     for bucket, wanted in by_bucket.items():
         before = int(cumulative[bucket - 1]) if bucket else 0
-        inner = order_statistics(source, [k - before for k in wanted],
-                                 float(stats.minimum[bucket]), float(stats.maximum[bucket]),
-                                 int(stats.counts[bucket]), n_buckets, collect_limit)
+        lo, hi = ranges[bucket]
+        if bucket in small:
+            values = np.sort(read[(read >= lo) & (read <= hi)])
+            inner = {k - before: float(values[k - before - 1]) for k in wanted}
+        else:
+            inner = order_statistics(source, [k - before for k in wanted], lo, hi,
+                                     int(stats.counts[bucket]), n_buckets, collect_limit)
         found.update({k: inner[k - before] for k in wanted})
     return found
 

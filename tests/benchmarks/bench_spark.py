@@ -22,6 +22,7 @@ beyond one process's memory.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -105,6 +106,7 @@ def timed(function, *arguments):
 
 
 def main(sizes: list[int], numpy_limit: int) -> None:
+    os.environ["SPARK_TESTING"] = "1"  # the local Connect server on a free port, not 15002
     spark = session("local[2]")
     spark.conf.set("spark.sql.shuffle.partitions", "4")
     with tempfile.TemporaryDirectory() as scratch:

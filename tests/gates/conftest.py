@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 
@@ -10,6 +12,9 @@ import pytest
 def spark():
     from shared.gates.spark import session
 
+    # pyspark's test mode: the local Connect server takes a free port instead of 15002, so
+    # test runs (and benchmarks) on the same machine do not collide
+    os.environ["SPARK_TESTING"] = "1"
     spark = session("local[2]")
     spark.conf.set("spark.sql.shuffle.partitions", "4")
     yield spark

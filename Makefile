@@ -58,6 +58,7 @@ host: runtime
 bench: runtime
 	$(PY) -m tests.benchmarks.bench_receiver
 	$(PY) -m tests.benchmarks.bench_gates
+	$(PY) -m tests.benchmarks.bench_spark
 	$(PY) -m tests.benchmarks.bench_scale
 	$(PY) -m tests.benchmarks.bench_fuzz --requests $(FUZZ_REQUESTS)
 	$(PY) -m tests.benchmarks.bench_judge

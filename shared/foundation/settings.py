@@ -126,6 +126,18 @@ class Settings(BaseSettings):
         "GATEHOUSE_PAYLOAD_LOG", None,
         "The embedded serving's payload log, read by the monitor; the embedded server "
         "defaults to `.gatehouse/payloads.sqlite`.")
+    spark_remote: Text | None = setting(
+        "GATEHOUSE_SPARK_REMOTE", None,
+        "Spark Connect for gate runs on a holdout table (`gates.evaluation.table`): `local[2]` "
+        "starts a local Spark, `sc://host:15002` reaches a server. Unset with a Databricks "
+        "workspace: the gate run submits the summary as a one-time Databricks job.")
+    gates_job_script: Text | None = setting(
+        "GATEHOUSE_GATES_JOB_SCRIPT", None,
+        "The Databricks job's Python file: a workspace or volume path of "
+        "`shared/gates/spark_job.py` (the gatehouse package installed with it).")
+    gates_job_cluster: Text | None = setting(
+        "GATEHOUSE_GATES_JOB_CLUSTER", None,
+        "Cluster id the gate summary job runs on; unset: serverless compute.")
     retraining_runs_dir: FilePath = setting(
         "GATEHOUSE_RETRAINING_RUNS_DIR", PROJECT_ROOT / ".gatehouse" / "retraining",
         "Local retraining runs' logs and markers.")

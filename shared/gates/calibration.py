@@ -364,24 +364,37 @@ def assess_calibration(labels: ArrayLike, scores: ArrayLike, kind: str = "auto",
         if exact:  # the resampling below needs the bin of each row on its own
             indexes.append(key - n_bins * np.asarray(outcome, dtype=np.intp))
         keys.append(key)
+    if not exact:
+        return assess_tables(tables, resolved, level, n_boot, seed)
     ece = float(np.mean([table.ece for table in tables.values()]))
     rng = np.random.default_rng(seed)
-    if exact:
-        probabilities = None
-        if resolved == "classwise":  # the null draws one label per row from its probabilities
-            probabilities = (np.column_stack([1 - scores, scores]) if scores.ndim == 1
-                             else scores)
-        boot = _exact_replicates(tracks, indexes, keys, n_bins, n_boot, rng, False, None)
-        null = _exact_replicates(tracks, indexes, keys, n_bins, n_boot, rng, True, probabilities)
-    else:
-        boot = _moment_replicates(tables.values(), n_boot, rng, null=False)
-        null = _moment_replicates(tables.values(), n_boot, rng, null=True)
+    probabilities = None
+    if resolved == "classwise":  # the null draws one label per row from its probabilities
+        probabilities = np.column_stack([1 - scores, scores]) if scores.ndim == 1 else scores
+    boot = _exact_replicates(tracks, indexes, keys, n_bins, n_boot, rng, False, None)
+    null = _exact_replicates(tracks, indexes, keys, n_bins, n_boot, rng, True, probabilities)
+    return _assessment(resolved, ece, boot, null, level, tables, "exact")
+
+
+def assess_tables(tables: dict[str, ReliabilityTable], kind: str, level: float = 0.95,
+                  n_boot: int = 200, seed: int = 0) -> CalibrationAssessment:
+    """The assessment from reliability tables with second moments alone (a summarised holdout,
+    or any holdout above EXACT_LIMIT rows): the moment-matched bin-level bootstrap."""
+    ece = float(np.mean([table.ece for table in tables.values()]))
+    rng = np.random.default_rng(seed)
+    boot = _moment_replicates(tables.values(), n_boot, rng, null=False)
+    null = _moment_replicates(tables.values(), n_boot, rng, null=True)
+    return _assessment(kind, ece, boot, null, level, tables, "moments")
+
+
+def _assessment(kind: str, ece: float, boot: np.ndarray, null: np.ndarray, level: float,
+                tables: dict[str, ReliabilityTable], method: str) -> CalibrationAssessment:
     upper = float(np.quantile(boot, (1 + level) / 2))
     null_quantile = float(np.quantile(null, level))
     lower = 0.0 if ece <= null_quantile else max(0.0, 2 * ece - upper)
-    return CalibrationAssessment(kind=resolved, ece=ece, lower=lower, upper=max(upper, ece),
+    return CalibrationAssessment(kind=kind, ece=ece, lower=lower, upper=max(upper, ece),
                                  null_quantile=null_quantile, level=level, tables=tables,
-                                 method="exact" if exact else "moments")
+                                 method=method)
 
 
 # ---- gates ----------------------------------------------------------------------------------

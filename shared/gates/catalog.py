@@ -26,10 +26,12 @@ from shared.gates import (
 )
 from shared.gates.context import SuiteContext
 from shared.gates.inputs import SuiteInputs
-from shared.gates.policy import GatePolicy, GateSection
+from shared.gates.policy import DriftGate, GatePolicy, GateSection
 from shared.gates.results import FAIL, INCONCLUSIVE, GateResult, skipped
 
 NEEDS_A_CLASSIFIER = "calibration gates need a classifier"
+SUMMARISED_COMPARISON = ("the comparison's paired bootstrap needs both models' rows; the holdout "
+                         "was summarised on Spark")
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,14 @@ def _conformal(context: SuiteContext, blocking: bool) -> Findings:
 
 
 def _coverage(context: SuiteContext) -> conformal.CoverageReport:
+    summary, policy = context.inputs.summary, context.policy
+    if summary is not None:
+        if summary.coverage is None:
+            raise ValueError("the summarised holdout has no coverage counts")
+        settings = policy.conformal
+        method = settings.classifier_score + ("-mondrian" if settings.mondrian else "")
+        return conformal.coverage_from_counts(summary.coverage, method, settings.level,
+                                              policy.confidence_level, context.inputs.class_names)
     labels, scores = context.predictions()
     return coverage_report(context.policy, context.inputs, labels, scores)
 
@@ -108,22 +118,27 @@ def coverage_report(policy: GatePolicy, inputs: SuiteInputs, labels: np.ndarray,
     """The conformal gate's coverage of the candidate's `scores` against `labels`."""
     settings, outputs = policy.conformal, inputs.candidate
     ordered = settings.split == "ordered"
+    calibrate = inputs.calibration_rows if settings.split == "column" else None
     if policy.task == "regression":
         return conformal.regression_coverage(
             labels, scores, score=settings.regression_score,
             difficulty=outputs.difficulty, lower=outputs.lower, upper=outputs.upper,
             level=settings.level, calibration_fraction=settings.calibration_fraction,
-            seed=policy.seed, confidence_level=policy.confidence_level, ordered=ordered)
+            seed=policy.seed, confidence_level=policy.confidence_level, ordered=ordered,
+            calibrate=calibrate)
     return conformal.classifier_coverage(
         labels, scores, score=settings.classifier_score,
         mondrian=settings.mondrian, class_names=inputs.class_names,
         level=settings.level, calibration_fraction=settings.calibration_fraction,
-        seed=policy.seed, confidence_level=policy.confidence_level, ordered=ordered)
+        seed=policy.seed, confidence_level=policy.confidence_level, ordered=ordered,
+        calibrate=calibrate)
 
 
 def _comparison(context: SuiteContext, blocking: bool) -> Findings:
     if not context.predicted:
         return Findings(skipped("comparison", blocking, context.no_predictions))
+    if context.inputs.summary is not None:
+        return Findings(skipped("comparison", blocking, SUMMARISED_COMPARISON))
     headline = {}
     for found in context.comparisons:
         headline[found.key] = found.candidate
@@ -143,6 +158,10 @@ def _drift(context: SuiteContext, blocking: bool) -> Findings:
     if inputs.reference_error is not None:
         return Findings(GateResult("drift", FAIL, blocking,
                                 detail=f"reference data: {inputs.reference_error}"))
+    if inputs.summary is not None and inputs.summary.drift is not None:
+        drifts = [drift.psi_from_counts(counts, settings.epsilon)
+                  for counts in inputs.summary.drift]
+        return _drift_findings(drifts, settings, blocking)
     if inputs.reference is None or not context.have_data:
         why = ("no reference data configured" if inputs.reference is None
                else context.no_predictions)
@@ -152,6 +171,11 @@ def _drift(context: SuiteContext, blocking: bool) -> Findings:
     drifts = drift.drift_report(inputs.reference, inputs.holdout, columns,
                                 settings.categorical_columns, settings.n_bins, settings.epsilon,
                                 ks=settings.ks_test)
+    return _drift_findings(drifts, settings, blocking)
+
+
+def _drift_findings(drifts: list[drift.FeatureDrift], settings: DriftGate,
+                    blocking: bool) -> Findings:
     result = drift.drift_gate(drifts, settings.psi_warn, settings.psi_fail, blocking,
                               settings.ks_warn, settings.js_warn)
     return Findings(result, {"max_psi": result.observed} if result.observed is not None else {})
@@ -159,18 +183,24 @@ def _drift(context: SuiteContext, blocking: bool) -> Findings:
 
 def _fairness(context: SuiteContext, blocking: bool) -> Findings:
     policy, inputs = context.policy, context.inputs
-    if policy.sensitive_column is None or inputs.sensitive is None:
+    if policy.sensitive_column is None:
         return Findings(skipped("fairness", blocking, "no sensitive column configured"))
     if policy.task != "binary_classification":
         return Findings(skipped("fairness", blocking,
                              "fairness differences need a binary classifier"))
     if not context.predicted:
         return Findings(skipped("fairness", blocking, context.no_predictions))
-    labels, candidate_scores = context.predictions()
-    scores = np.asarray(candidate_scores)
-    positive = ((scores[:, 1] if scores.ndim == 2 else scores)
-                >= policy.fairness.decision_threshold)
-    report = fairness.fairness_report(labels, positive, inputs.sensitive)
+    if inputs.summary is not None and inputs.summary.confusion is not None:
+        confusion = inputs.summary.confusion
+    elif inputs.summary is None and inputs.sensitive is not None:
+        labels, candidate_scores = context.predictions()
+        scores = np.asarray(candidate_scores)
+        positive = ((scores[:, 1] if scores.ndim == 2 else scores)
+                    >= policy.fairness.decision_threshold)
+        confusion = fairness.group_confusion(labels, positive, inputs.sensitive)
+    else:
+        return Findings(skipped("fairness", blocking, "no sensitive column configured"))
+    report = fairness.fairness_from_confusion(confusion)
     return Findings(fairness.fairness_gate(report,
                                         policy.fairness.max_demographic_parity_difference,
                                         policy.fairness.max_equalized_odds_difference, blocking),

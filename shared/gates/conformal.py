@@ -31,6 +31,7 @@ import numpy as np
 
 from shared.gates.bootstrap import Interval, band_status, clopper_pearson
 from shared.gates.results import FAIL, INCONCLUSIVE, PASS, GateResult, skipped
+from shared.gates.summaries import CoverageCounts
 
 
 def conformal_quantile(scores: np.ndarray, alpha: float) -> float:
@@ -74,8 +75,15 @@ def split_mask(n: int, calibration_fraction: float, seed: int, ordered: bool = F
     return mask
 
 
-def _column_of(matrix: np.ndarray, column: int) -> Callable[[], np.ndarray]:
-    return lambda: matrix[:, column]
+def _lac_set_sizes(probabilities: np.ndarray, thresholds: np.ndarray, test: np.ndarray,
+                   rows: int = 16_384) -> int:
+    """The number of (test row, class) pairs with 1 - p <= the class's threshold, a block of
+    rows at a time so the block's scores stay in cache."""
+    total = 0
+    for start in range(0, len(probabilities), rows):
+        block = probabilities[start:start + rows][test[start:start + rows]]
+        total += int(np.count_nonzero(1.0 - block <= thresholds))
+    return total
 
 
 @dataclass(frozen=True)
@@ -107,32 +115,42 @@ def classifier_coverage(labels: np.ndarray, scores: np.ndarray, level: float = 0
                         calibration_fraction: float = 0.5, seed: int = 0,
                         confidence_level: float = 0.95,
                         class_names: list[str] | None = None,
-                        ordered: bool = False) -> CoverageReport:
+                        ordered: bool = False,
+                        calibrate: np.ndarray | None = None) -> CoverageReport:
+    """`calibrate`, when given, marks the calibration rows (else `split_mask` draws them)."""
     labels = np.asarray(labels)
     scores = np.asarray(scores, dtype=float)
     n = len(labels)
     alpha = 1 - level
-    calibrate = split_mask(n, calibration_fraction, seed, ordered)
+    if calibrate is None:
+        calibrate = split_mask(n, calibration_fraction, seed, ordered)
+    else:
+        calibrate = np.asarray(calibrate, dtype=bool)
     test = ~calibrate
     n_test = int(np.count_nonzero(test))
     if n_test == 0 or n_test == n:
         raise ValueError("the holdout is too small to split into calibration and test rows")
+    # set_sizes(thresholds): the total size of the test rows' sets, class k in when s_k <= t_k
+    set_sizes: Callable[[np.ndarray], int]
     if score == "lac" and scores.ndim == 1:
         # binary: s(x, 0) = p, s(x, 1) = 1 - p, without building the (n, 2) matrix
         k = 2
-        per_class: list[Callable[[], np.ndarray]] = [lambda: scores, lambda: 1.0 - scores]
         true_scores = np.where(labels == 1, 1.0 - scores, scores)
+        set_sizes = lambda t: (int(np.count_nonzero((scores <= t[0]) & test))  # noqa: E731
+                               + int(np.count_nonzero((1.0 - scores <= t[1]) & test)))
     else:
         probabilities = as_class_probabilities(scores)
         k = probabilities.shape[1]
-        if score == "lac":
-            all_scores = lac_scores(probabilities)
+        if score == "lac":  # s = 1 - p, computed where needed rather than as an (n, K) matrix
+            true_scores = 1.0 - probabilities[np.arange(n), labels]
+            set_sizes = lambda t: _lac_set_sizes(probabilities, t, test)  # noqa: E731
         elif score == "aps":
             all_scores = aps_scores(probabilities, np.random.default_rng(seed + 1).random(n))
+            true_scores = np.take_along_axis(all_scores, labels[:, None], axis=1)[:, 0]
+            set_sizes = lambda t: int(np.count_nonzero(  # noqa: E731
+                (all_scores <= t) & test[:, None]))
         else:
             raise ValueError(f"unknown classifier score {score!r}")
-        per_class = [_column_of(all_scores, c) for c in range(k)]
-        true_scores = np.take_along_axis(all_scores, labels[:, None], axis=1)[:, 0]
     if mondrian:
         quantiles = np.array([conformal_quantile(true_scores[calibrate & (labels == c)], alpha)
                               if np.any(calibrate & (labels == c)) else math.inf
@@ -145,30 +163,40 @@ def classifier_coverage(labels: np.ndarray, scores: np.ndarray, level: float = 0
         covered = true_scores <= q
         quantile = q
     covered &= test
-    set_sizes = sum(int(np.count_nonzero((class_scores() <= quantiles[c]) & test))
-                    for c, class_scores in enumerate(per_class))
+    counts = CoverageCounts(quantile, n - n_test, n_test, int(np.count_nonzero(covered)),
+                            set_sizes(quantiles), np.bincount(labels[test], minlength=k),
+                            np.bincount(labels, weights=covered, minlength=k))
+    return coverage_from_counts(counts, f"{score}{'-mondrian' if mondrian else ''}", level,
+                                confidence_level, class_names)
+
+
+def coverage_from_counts(counts: CoverageCounts, method: str, level: float,
+                         confidence_level: float = 0.95,
+                         class_names: list[str] | None = None) -> CoverageReport:
+    """A classifier's coverage report from its coverage counts (numpy's or Spark's)."""
+    k = len(counts.class_counts)
     names = class_names or [str(c) for c in range(k)]
-    class_counts = np.bincount(labels[test], minlength=k)
-    class_covered = np.bincount(labels, weights=covered, minlength=k)
+    class_counts, class_covered = counts.class_counts, counts.class_covered
     per_class_coverage = {
         names[c]: {"n": int(class_counts[c]),
                    "coverage": float(class_covered[c] / class_counts[c]),
                    "interval": clopper_pearson(int(class_covered[c]), int(class_counts[c]),
                                                confidence_level).to_dict()}
         for c in range(k) if class_counts[c]}
-    hits = int(np.count_nonzero(covered))
-    return CoverageReport(method=f"{score}{'-mondrian' if mondrian else ''}", level=level,
-                          coverage=hits / n_test,
+    hits, n_test = counts.hits, counts.n_test
+    return CoverageReport(method=method, level=level, coverage=hits / n_test,
                           interval=clopper_pearson(hits, n_test, confidence_level),
-                          n_calibration=n - n_test, n_test=n_test, quantile=quantile,
-                          mean_size=set_sizes / n_test, per_class=per_class_coverage)
+                          n_calibration=counts.n_calibration, n_test=n_test,
+                          quantile=counts.quantile, mean_size=counts.set_sizes / n_test,
+                          per_class=per_class_coverage)
 
 
 def regression_coverage(y: np.ndarray, prediction: np.ndarray | None = None, level: float = 0.9,
                         score: str = "absolute", difficulty: np.ndarray | None = None,
                         lower: np.ndarray | None = None, upper: np.ndarray | None = None,
                         calibration_fraction: float = 0.5, seed: int = 0,
-                        confidence_level: float = 0.95, ordered: bool = False) -> CoverageReport:
+                        confidence_level: float = 0.95, ordered: bool = False,
+                        calibrate: np.ndarray | None = None) -> CoverageReport:
     y = np.asarray(y, dtype=float)
     if prediction is not None:
         center = np.asarray(prediction, dtype=float)
@@ -195,7 +223,10 @@ def regression_coverage(y: np.ndarray, prediction: np.ndarray | None = None, lev
         bounds_of = lambda q, rows: (lower[rows] - q, upper[rows] + q)  # noqa: E731
     else:
         raise ValueError(f"unknown regression score {score!r}")
-    calibrate = split_mask(len(y), calibration_fraction, seed, ordered)
+    if calibrate is None:
+        calibrate = split_mask(len(y), calibration_fraction, seed, ordered)
+    else:
+        calibrate = np.asarray(calibrate, dtype=bool)
     test = ~calibrate
     if calibrate.sum() == 0 or test.sum() == 0:
         raise ValueError("the holdout is too small to split into calibration and test rows")

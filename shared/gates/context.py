@@ -49,8 +49,10 @@ class SuiteContext:
 
 
 def suite_context(inputs: SuiteInputs, policy: GatePolicy) -> SuiteContext:
-    have_data = inputs.data_error is None and inputs.labels is not None
-    predicted = have_data and inputs.candidate.error is None and inputs.candidate.scores is not None
+    summarised = inputs.summary is not None
+    have_data = inputs.data_error is None and (inputs.labels is not None or summarised)
+    predicted = have_data and inputs.candidate.error is None and (
+        inputs.candidate.scores is not None or summarised)
     has_champion = inputs.champion_version is not None
     base = SuiteContext(
         inputs=inputs, policy=policy, classifier=policy.task != "regression",
@@ -70,6 +72,13 @@ def _with_calibration(context: SuiteContext) -> SuiteContext:
     if not (context.classifier and context.predicted
             and (ece_enabled or policy.reliability.enabled)):
         return context
+    summary = context.inputs.summary
+    if summary is not None:  # the champion is not scored on a summarised holdout
+        assessment = calibration.assess_tables(summary.calibration, summary.calibration_kind,
+                                               policy.confidence_level, policy.n_bootstrap,
+                                               policy.seed)
+        return replace(context, assessment=assessment,
+                       candidate_table=summary.diagram or assessment.primary_table)
     labels, scores = context.predictions()
     assessment = calibration.assess_calibration(
         labels, scores, policy.ece.kind, policy.ece.n_bins,
@@ -89,7 +98,8 @@ def _with_calibration(context: SuiteContext) -> SuiteContext:
 
 
 def _with_comparisons(context: SuiteContext) -> SuiteContext:
-    if not (context.policy.comparison.enabled and context.predicted):
+    if not (context.policy.comparison.enabled and context.predicted
+            and context.inputs.summary is None):
         return context
     policy = context.policy
     labels, scores = context.predictions()

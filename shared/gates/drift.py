@@ -33,6 +33,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from shared.gates.calibration import bin_index, quantiles_unsorted, sorted_quantiles
 from shared.gates.results import FAIL, PASS, WARN, GateResult, skipped
+from shared.gates.summaries import PsiCounts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -166,23 +167,52 @@ def _with_missing_bin(labels: list[str], reference_counts: np.ndarray,
 def numeric_psi(column: str, reference: ArrayLike, current: ArrayLike, n_bins: int = 10,
                 epsilon: float = 1e-4) -> FeatureDrift:
     """numeric_drift's PSI and bins without the KS test, and without sorting either sample."""
+    return psi_from_counts(psi_counts(column, reference, current, n_bins), epsilon)
+
+
+def psi_counts(column: str, reference: ArrayLike, current: ArrayLike,
+               n_bins: int = 10) -> PsiCounts:
+    """The column's counts on the reference's quantile edges (the numpy path's summary)."""
     reference, current = np.asarray(reference, dtype=float), np.asarray(current, dtype=float)
     missing_reference, missing_current = np.isnan(reference), np.isnan(current)
     valid_reference = reference[~missing_reference] if missing_reference.any() else reference
     valid_current = current[~missing_current] if missing_current.any() else current
     if len(valid_reference) == 0 or len(valid_current) == 0:
         raise ValueError(f"column {column!r} has no non-missing values to compare")
-    inner = np.unique(quantiles_unsorted(valid_reference, np.arange(1, n_bins) / n_bins))
-    edges = np.concatenate([[-np.inf], inner, [np.inf]])
+    inner = reference_edges(quantiles_unsorted(valid_reference, decile_levels(n_bins)))
+    return PsiCounts(column, inner, counts_on_edges(valid_reference, inner),
+                     counts_on_edges(valid_current, inner),
+                     len(reference) - len(valid_reference), len(current) - len(valid_current))
+
+
+def decile_levels(n_bins: int) -> np.ndarray:
+    """The quantile levels of the reference's inner edges."""
+    levels: np.ndarray = np.arange(1, n_bins) / n_bins
+    return levels
+
+
+def reference_edges(quantiles: np.ndarray) -> np.ndarray:
+    """The inner edges: the reference's quantiles, duplicates merged."""
+    inner: np.ndarray = np.unique(quantiles)
+    return inner
+
+
+def counts_on_edges(values: np.ndarray, inner: np.ndarray) -> np.ndarray:
     # x in bin i when inner[i-1] < x <= inner[i]: the number of edges below x
-    reference_counts = np.bincount(bin_index(valid_reference, edges), minlength=len(inner) + 1)
-    current_counts = np.bincount(bin_index(valid_current, edges), minlength=len(inner) + 1)
+    edges = np.concatenate([[-np.inf], inner, [np.inf]])
+    counts: np.ndarray = np.bincount(bin_index(values, edges), minlength=len(inner) + 1)
+    return counts
+
+
+def psi_from_counts(counts: PsiCounts, epsilon: float = 1e-4) -> FeatureDrift:
     labels, reference_counts, current_counts = _with_missing_bin(
-        _labels(inner), reference_counts, current_counts,
-        (len(reference) - len(valid_reference), len(current) - len(valid_current)))
-    return FeatureDrift(column, "numeric",
+        _labels(counts.inner), counts.reference, counts.current,
+        (counts.missing_reference, counts.missing_current))
+    n_reference = int(counts.reference.sum()) + counts.missing_reference
+    n_current = int(counts.current.sum()) + counts.missing_current
+    return FeatureDrift(counts.column, "numeric",
                         population_stability_index(reference_counts, current_counts, epsilon),
-                        len(reference), len(current), "none", None, None,
+                        n_reference, n_current, "none", None, None,
                         bins=_bin_rows(labels, reference_counts, current_counts))
 
 

@@ -48,7 +48,9 @@ def params(policy: GatePolicy, inputs: SuiteInputs) -> dict[str, Any]:
              for key, value in flat.items() if value is not None}
     found.update({"model_name": inputs.model_name, "version": inputs.version,
                   "champion_version": inputs.champion_version or "none",
-                  "evaluation_rows": len(inputs.labels) if inputs.labels is not None else 0,
+                  "evaluation_rows": (inputs.summary.rows if inputs.summary is not None
+                                      else len(inputs.labels) if inputs.labels is not None
+                                      else 0),
                   "feature_columns": json.dumps(inputs.feature_columns or [])})
     return found
 

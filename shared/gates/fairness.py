@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from shared.gates.results import FAIL, PASS, GateResult, skipped
+from shared.gates.summaries import GroupConfusion
 
 
 @dataclass(frozen=True)
@@ -33,17 +34,31 @@ def _spread(rates: np.ndarray) -> float:
     return float(defined.max() - defined.min()) if defined.size else 0.0
 
 
-def fairness_report(labels: ArrayLike, predicted_positive: ArrayLike,
-                    sensitive: ArrayLike) -> FairnessReport:
+def group_confusion(labels: ArrayLike, predicted_positive: ArrayLike,
+                    sensitive: ArrayLike) -> GroupConfusion:
+    """The per-group confusion counts (groups in order of appearance, missing as None)."""
     import pandas as pd
 
     codes, names = pd.factorize(np.asarray(sensitive), use_na_sentinel=False)
     k = len(names)
-    # one pass: group * 4 + predicted * 2 + actual, so one bincount holds the confusion counts
-    key = codes.astype(np.intp, copy=False) * 4
-    key += np.asarray(predicted_positive, dtype=bool) * 2
-    key += np.asarray(labels) == 1
+    # group * 4 + predicted * 2 + actual, so one bincount holds the confusion counts; the
+    # small part is built in int8 and added in place (no full-width temporaries)
+    cell = np.asarray(predicted_positive, dtype=bool).view(np.int8) * np.int8(2)
+    cell += np.asarray(labels) == 1
+    key = codes.astype(np.intp, copy=False)
+    key <<= 2
+    key += cell
     confusion = np.bincount(key, minlength=4 * k).reshape(k, 2, 2)  # group, predicted, actual
+    return GroupConfusion(tuple(None if pd.isna(name) else name for name in names), confusion)
+
+
+def fairness_report(labels: ArrayLike, predicted_positive: ArrayLike,
+                    sensitive: ArrayLike) -> FairnessReport:
+    return fairness_from_confusion(group_confusion(labels, predicted_positive, sensitive))
+
+
+def fairness_from_confusion(summary: GroupConfusion) -> FairnessReport:
+    confusion = summary.counts
     size = confusion.sum(axis=(1, 2))
     selected = confusion[:, 1, :].sum(axis=1)
     positives = confusion[:, :, 1].sum(axis=1)
@@ -53,11 +68,11 @@ def fairness_report(labels: ArrayLike, predicted_positive: ArrayLike,
         selection_rate = selected / size
         true_positive_rate = np.where(positives > 0, true_positives / positives, np.nan)
         false_positive_rate = np.where(negatives > 0, false_positives / negatives, np.nan)
-    groups = [{"group": "missing" if pd.isna(name) else str(name), "n": int(size[g]),
+    groups = [{"group": "missing" if name is None else str(name), "n": int(size[g]),
                "selection_rate": float(selection_rate[g]),
                "true_positive_rate": float(true_positive_rate[g]),
                "false_positive_rate": float(false_positive_rate[g])}
-              for g, name in enumerate(names)]
+              for g, name in enumerate(summary.groups)]
     return FairnessReport(
         demographic_parity_difference=_spread(selection_rate),
         equalized_odds_difference=max(_spread(true_positive_rate),

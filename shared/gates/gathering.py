@@ -4,6 +4,7 @@ champion, the evaluation data, both models' predictions on it and their latency.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 from shared.gates import evaluation
@@ -12,9 +13,14 @@ from shared.gates.inputs import ModelOutputs, SuiteInputs
 from shared.gates.latency import LatencyStats, measure_latency
 from shared.gates.policy import GatePolicy
 from shared.gates.schema import signature_view
+from shared.gates.spark import SummaryRequest
+from shared.gates.summaries import HoldoutSummary
 from shared.registry.client import VersionInfo
 
 log = logging.getLogger("gatehouse.run_gates")
+# Summarises a holdout table (a local Spark session, or a Databricks job); the second argument
+# is the gate request's key, so a redelivered request reuses the job it started.
+Summariser = Callable[[SummaryRequest, str], HoldoutSummary]
 LATENCY_ROWS = 64
 
 
@@ -33,7 +39,10 @@ def gather_inputs(registry, policy: GatePolicy, model_name: str, version: str,
                      feature_columns=features, reference=reference,
                      reference_error=reference_error,
                      sensitive=(holdout[policy.sensitive_column].to_numpy()
-                                if policy.sensitive_column else None))
+                                if policy.sensitive_column else None),
+                     calibration_rows=(holdout[split_column].to_numpy(dtype=bool)
+                                       if (split_column := policy.conformal.split_column)
+                                       else None))
     candidate_model = registry.load_pyfunc(model_name, inputs.version)
     inputs = with_candidate_predictions(inputs, candidate_model, holdout, features, policy)
     if inputs.data_error is not None:
@@ -51,6 +60,27 @@ def gather_inputs(registry, policy: GatePolicy, model_name: str, version: str,
         inputs = replace(inputs, champion_latency=champion_latency,
                          candidate_latency=latency(candidate_model, holdout[features], policy))
     return inputs
+
+
+def gather_summarised(registry, policy: GatePolicy, model_name: str, version: str,
+                      candidate: VersionInfo, champion: VersionInfo | None,
+                      summarise: Summariser | None, key: str) -> SuiteInputs:
+    """The registry's facts and the summary of the holdout table (`evaluation.table`), scored
+    and summarised on Spark; the champion is not scored there (see shared/gates/spark.py)."""
+    inputs = registry_facts(registry, model_name, version, candidate, champion)
+    data = policy.evaluation
+    if summarise is None:
+        return replace(inputs, data_error="a holdout table needs Spark: set "
+                                          "GATEHOUSE_SPARK_REMOTE or a Databricks workspace")
+    request = SummaryRequest(
+        candidate.uri, str(policy.resolved_path(data.table, model_name)),
+        policy.model_dump(mode="json", by_alias=True), data.table_format,
+        policy.resolved_path(data.reference_table, model_name), data.reference_table_format)
+    try:
+        summary = summarise(request, key)
+    except EvaluationDataError as exc:
+        return replace(inputs, data_error=str(exc))
+    return replace(inputs, summary=summary, class_names=list(summary.class_names))
 
 
 def registry_facts(registry, model_name: str, version: str, candidate: VersionInfo,
@@ -80,7 +110,8 @@ def read_data(policy: GatePolicy, model_name: str):
     if not path:
         raise EvaluationDataError("no evaluation dataset configured (gates.evaluation.path)")
     holdout = evaluation.read_table(path, data.format)
-    for role, column in (("label", policy.label_column), ("sensitive", policy.sensitive_column)):
+    for role, column in (("label", policy.label_column), ("sensitive", policy.sensitive_column),
+                         ("conformal split", policy.conformal.split_column)):
         if column and column not in holdout.columns:
             raise EvaluationDataError(
                 f"{path}: no {role} column {column!r} (columns: {list(holdout.columns)[:20]})")
@@ -96,9 +127,10 @@ def read_data(policy: GatePolicy, model_name: str):
 
 def features_for(holdout, signature, policy: GatePolicy) -> list[str]:
     view = signature_view(signature)
-    return evaluation.feature_columns(holdout, view.input_names if view else None,
-                                      policy.evaluation.feature_columns, policy.label_column,
-                                      policy.sensitive_column)
+    features = evaluation.feature_columns(holdout, view.input_names if view else None,
+                                          policy.evaluation.feature_columns, policy.label_column,
+                                          policy.sensitive_column)
+    return [c for c in features if c != policy.conformal.split_column]
 
 
 def with_candidate_predictions(inputs: SuiteInputs, model, holdout, features: list[str],

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from shared.gates.latency import LatencyStats
+from shared.gates.summaries import HoldoutSummary
 
 
 @dataclass(frozen=True)
@@ -48,3 +49,6 @@ class SuiteInputs:
     candidate_latency: LatencyStats | None = None
     champion_latency: LatencyStats | None = None
     data_error: str | None = None
+    calibration_rows: np.ndarray | None = None  # conformal split = "column": True calibrates
+    # A holdout summarised where it lives (Spark) instead of labels and scores in memory.
+    summary: HoldoutSummary | None = None

@@ -44,6 +44,13 @@ class EvaluationData(_Strict):
     feature_columns: list[str] | None = Field(
         None, description="model inputs; default: the signature's input names, else every "
                           "column except the label and the sensitive column")
+    table: str | None = Field(None, description="a holdout Spark reads instead of `path`: a "
+                              "catalog table (catalog.schema.table) or a parquet path (a Delta "
+                              "path with table_format 'delta'); scored and summarised on Spark "
+                              "(shared/gates/spark.py)")
+    table_format: Literal["auto", "parquet", "delta"] = "auto"
+    reference_table: str | None = Field(None, description="the drift reference, read by Spark")
+    reference_table_format: Literal["auto", "parquet", "delta"] = "auto"
 
 
 class EceGate(GateSection):
@@ -63,9 +70,13 @@ class ConformalGate(GateSection):
     level: float = Field(0.90, gt=0, lt=1, description="stated coverage level")
     tolerance: float = Field(0.02, gt=0, lt=1, description="allowed |coverage - level|")
     calibration_fraction: float = Field(0.5, gt=0, lt=1)
-    split: Literal["random", "ordered"] = Field(
+    split: Literal["random", "ordered", "column"] = Field(
         "random", description="ordered: calibrate on the first rows, test on the later ones "
-                              "(a time-ordered holdout then also tests exchangeability)")
+                              "(a time-ordered holdout then also tests exchangeability); "
+                              "column: the rows where split_column is true calibrate (the same "
+                              "rows on every engine, numpy or Spark)")
+    split_column: str | None = Field(None, min_length=1, description="boolean holdout column "
+                                     "marking the calibration rows (split = 'column')")
     classifier_score: Literal["lac", "aps"] = "lac"
     mondrian: bool = Field(False, description="per-class (Mondrian) quantiles for classifiers")
     regression_score: Literal["absolute", "normalized", "cqr"] = "absolute"
@@ -82,6 +93,8 @@ class ConformalGate(GateSection):
             raise ValueError("regression_score 'cqr' needs lower_output and upper_output")
         if self.regression_score == "normalized" and not self.difficulty_output:
             raise ValueError("regression_score 'normalized' needs difficulty_output")
+        if (self.split == "column") != (self.split_column is not None):
+            raise ValueError("split = 'column' and split_column go together")
         return self
 
 

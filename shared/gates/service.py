@@ -31,11 +31,14 @@ from shared.foundation.http import Reply, error_reply, unavailable
 from shared.foundation.queues import RUN_GATES
 from shared.gates import decision, evidence
 from shared.gates.decision import PromotionPlan
-from shared.gates.gathering import gather_inputs
+from shared.gates.gathering import Summariser, gather_inputs, gather_summarised
 from shared.gates.inputs import SuiteInputs
 from shared.gates.policy import GatePolicy
 from shared.gates.request import GateRequest, RerunBody, rerun_event
+from shared.gates.spark import SummaryRequest
+from shared.gates.spark_job import DatabricksSummaryJob
 from shared.gates.suite import SuiteReport, run_suite
+from shared.gates.summaries import HoldoutSummary
 from shared.registry.client import VersionInfo
 
 log = logging.getLogger("gatehouse.run_gates")
@@ -54,8 +57,9 @@ class Evaluation:
 
 class GateService:
     def __init__(self, registry, bus, policy_for: Callable[[str], GatePolicy],
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, summarise: Summariser | None = None):
         self.registry, self.bus, self.policy_for, self.clock = registry, bus, policy_for, clock
+        self.summarise = summarise  # for a holdout table: local Spark or the Databricks job
 
     # -- judging ---------------------------------------------------------------------------------
 
@@ -81,10 +85,15 @@ class GateService:
         return None if champion is not None and champion.version == candidate.version else champion
 
     def _evaluate(self, model_name: str, version: str, candidate: VersionInfo,
-                  policy: GatePolicy | None = None) -> Evaluation:
+                  policy: GatePolicy | None = None, key: str | None = None) -> Evaluation:
         policy = policy or self.policy_for(model_name)
         champion = self._champion(model_name, candidate)
-        inputs = gather_inputs(self.registry, policy, model_name, version, candidate, champion)
+        if policy.evaluation.table:
+            inputs = gather_summarised(self.registry, policy, model_name, version, candidate,
+                                       champion, self.summarise, key or f"{model_name}/{version}")
+        else:
+            inputs = gather_inputs(self.registry, policy, model_name, version, candidate,
+                                   champion)
         return Evaluation(policy, inputs, run_suite(inputs, policy))
 
     # -- a gate run ------------------------------------------------------------------------------
@@ -127,7 +136,8 @@ class GateService:
                           candidate: VersionInfo) -> evidence.RecordedReport:
         """Run the suite and log its report run (with the monitoring reference of a version
         that passed, saved before the run counts as finished)."""
-        evaluation = self._evaluate(request.model_name, request.version, candidate, policy)
+        evaluation = self._evaluate(request.model_name, request.version, candidate, policy,
+                                    request.key)
         inputs, report, decided_at = evaluation.inputs, evaluation.report, self._now()
 
         def save_reference(run_id: str) -> None:
@@ -151,8 +161,8 @@ class GateService:
         return {"generated_at": decided_at, "event_id": envelope.id,
                 "requested_by": request.requested_by, "rerun": request.rerun,
                 "rerun_reason": request.reason,
-                "evaluation_data": policy.resolved_path(policy.evaluation.path,
-                                                        request.model_name)}
+                "evaluation_data": policy.resolved_path(
+                    policy.evaluation.path or policy.evaluation.table, request.model_name)}
 
     def _apply(self, request: GateRequest, plan: PromotionPlan) -> None:
         model, version = request.model_name, request.version
@@ -236,4 +246,27 @@ def from_runtime() -> GateService:
     from shared.registry.client import Registry
 
     return GateService(Registry(), runtime.bus(),
-                       lambda model: current_policy().for_model(model).gates)
+                       lambda model: current_policy().for_model(model).gates,
+                       summarise=summariser(runtime.settings()))
+
+
+def summariser(settings) -> Summariser | None:
+    """How a holdout table is summarised: a Spark Connect session (GATEHOUSE_SPARK_REMOTE), else
+    a one-time Databricks job when a workspace is configured, else not at all."""
+    if settings.spark_remote:
+        return LocalSpark(settings.spark_remote)
+    if settings.databricks_host and settings.gates_job_script:
+        return DatabricksSummaryJob.from_settings(settings)
+    return None
+
+
+@dataclass(frozen=True)
+class LocalSpark:
+    """Summarise on a Spark Connect session in this process (a local Spark, or a server)."""
+
+    remote: str
+
+    def __call__(self, request: SummaryRequest, key: str) -> HoldoutSummary:
+        from shared.gates.spark import run_request, session
+
+        return run_request(session(self.remote), request)

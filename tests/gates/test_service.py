@@ -3,6 +3,7 @@ run's effects when the evaluation data is missing (no MLflow server, no storage)
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -332,3 +333,42 @@ def test_an_old_version_that_passes_never_takes_challenger_from_a_newer_one(pass
     service(registry, bus).run(five, GateRequest("fraud", "5", "mlflow"))
     assert registry.aliases["challenger"] == "7"
     assert "v7 is @challenger and newer than v5" in registry.tags["5"]["gatehouse.gates.reason"]
+
+
+TABLE_POLICY = GatePolicy.model_validate({
+    "evaluation": {"table": "main.gates.{model}_holdout"}, "lineage": {"enabled": False},
+    "schema": {"enabled": False}, "conformal": {"enabled": False},
+    "drift": {"enabled": False}, "latency": {"enabled": False}})
+
+
+def test_a_holdout_table_without_spark_is_a_data_error():
+    registry = FakeRegistry(versions=["2"])
+    gates = GateService(registry, FakeBus(), lambda model: TABLE_POLICY)
+    report = gates.evaluate("fraud", "2").report
+    assert report.verdict == "failed"
+    assert "a holdout table needs Spark" in report.results[0].detail
+
+
+def test_a_holdout_table_is_summarised_once_per_request_key_and_judged():
+    import numpy as np
+
+    from shared.gates.summaries import HoldoutSummary, reliability_sums
+
+    rng = np.random.default_rng(0)
+    p = rng.random(30_000)
+    table = reliability_sums(p, rng.random(30_000) < p, np.linspace(0, 1, 16))
+    asked = []
+
+    def summarise(request, key):  # an in-process engine: the numpy summary of the same kind
+        asked.append((request.holdout, request.model_uri, key))
+        return HoldoutSummary(rows=30_000, calibration={"positive": table})
+
+    registry = FakeRegistry(versions=["2"])
+    gates = GateService(registry, FakeBus(), lambda model: TABLE_POLICY, summarise=summarise)
+    envelope = Envelope.wrap(ModelVersionCreated(model_name="fraud", version="2"),
+                             source="/tests")
+    gates.run(envelope, GateRequest("fraud", "2", "mlflow", rerun="r1"))
+    assert asked == [("main.gates.fraud_holdout", "models:/fraud/2", "fraud/2/rerun/r1")]
+    [run] = registry.client.runs
+    ece = next(r for r in json.loads(run.texts["report.json"])["gates"] if r["name"] == "ece")
+    assert ece["status"] == "pass" and ece["evidence"]["interval_method"] == "moments"

@@ -95,3 +95,22 @@ def storage_env(storage, monkeypatch):
     runtime.reset()
     yield storage
     runtime.reset()
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One Spark for the whole test session (about 20 s to start, and only when a test asks for
+    it): a Spark Connect session to a local server, the only API Databricks serverless and shared
+    clusters offer, so what Connect forbids fails here too. UTC and ANSI mode, as a Databricks
+    SQL warehouse: the gates on Spark and the statement-execution peer both run on it."""
+    from shared.gates.spark import session
+
+    # pyspark's test mode: the local Connect server takes a free port instead of 15002, so
+    # test runs (and benchmarks) on the same machine do not collide
+    os.environ["SPARK_TESTING"] = "1"
+    found = session("local[2]")
+    for name, value in {"spark.sql.session.timeZone": "UTC", "spark.sql.ansi.enabled": "true",
+                        "spark.sql.shuffle.partitions": "2"}.items():
+        found.conf.set(name, value)
+    yield found
+    found.stop()
